@@ -1,0 +1,348 @@
+"""Command-line interface: `python -m lab COMMAND --help` for each command."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .config import PRESETS, RunConfig, make_config, parse_value
+from .data import DATASETS, DataError
+from .models import ConfigError, list_models
+from .store import Store, StoreError
+
+EXPLICIT = {"kind", "depth", "dataset", "preset", "seed"}
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", metavar="DIR", default=None,
+                   help="results folder (default: $LAB_RESULTS or results/); $LAB_DB_URL selects another database")
+
+
+def _add_option_flags(p: argparse.ArgumentParser, exclude=EXPLICIT) -> None:
+    """One flag per RunConfig field, e.g. --batch-size, --shortcut, --no-augment; help from the field."""
+    g = p.add_argument_group("run options (default: the preset's value)")
+    for f in fields(RunConfig):
+        if f.name in exclude:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if str(f.type) == "bool":
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            g.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+
+
+def _overrides(args: argparse.Namespace, exclude=EXPLICIT) -> dict:
+    out = {}
+    for f in fields(RunConfig):
+        if f.name in exclude:
+            continue
+        v = getattr(args, f.name, None)
+        if v is not None:
+            out[f.name] = v if isinstance(v, bool) else parse_value(f.name, v)
+    return out
+
+
+def _store(args, create: bool = True) -> Store:
+    return Store(args.results, create=create)
+
+
+def cmd_run(args) -> int:
+    from .execute import execute_run
+
+    cfg = make_config(args.preset, kind=args.kind, depth=args.depth, dataset=args.dataset, seed=args.seed,
+                      **_overrides(args))
+    store = _store(args)
+    (run_id,) = store.create_runs([cfg], status="running")
+    store.update_run(run_id, worker_id="cli", pid=os.getpid())
+    print(f"run {run_id}: {cfg.label()} on {cfg.dataset}, preset {cfg.preset}, {cfg.iterations} iterations; "
+          f"results in {store.root}")
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iterations, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+        def progress(step, total):
+            bar.update(step - bar.n)
+    status = execute_run(store, run_id, data_dir=args.data, progress=progress if bar else None)
+    if bar:
+        bar.close()
+    run = store.get_run(run_id)
+    if status == "done":
+        print(f"done: final training error {_pct(run['final_train_error'])}, test error {_pct(run['final_test_error'])}")
+        return 0
+    print(f"{status}: {run['message']}", file=sys.stderr)
+    return 0 if status in ("cancelled", "interrupted") else 1
+
+
+def _pct(x) -> str:
+    return "-" if x is None or x != x else f"{100 * x:.2f}%"
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import SweepSpec, expand, parse_list
+    from .worker import ensure_worker
+
+    grid = {}
+    for item in args.grid or []:
+        if "=" not in item:
+            raise ConfigError(f"--grid takes OPTION=V1,V2,...; got {item!r}")
+        key, values = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        grid[key] = [parse_value(key, v) for v in parse_list(values)] if key in {f.name for f in fields(RunConfig)} else parse_list(values)
+    seeds = parse_list(args.seed_list, int) if args.seed_list else list(range(args.seed_start, args.seed_start + args.seeds))
+    spec = SweepSpec(
+        kinds=parse_list(args.kinds), depths=parse_list(args.depths, int), seeds=seeds, preset=args.preset,
+        dataset=args.dataset, grid=grid, overrides=_overrides(args, EXPLICIT | {"tag"}), tag=args.tag or "",
+    )
+    configs = expand(spec)
+    store = _store(args)
+    ids = store.create_runs(configs)
+    print(f"queued {len(ids)} run(s) in {store.root}:")
+    for rid, cfg in zip(ids, configs):
+        print(f"  {rid}  {cfg.label()} seed {cfg.seed}")
+    if not args.no_worker:
+        pid = ensure_worker(store, slots=args.slots, data_dir=args.data)
+        print(f"started a background worker (pid {pid})" if pid else "a worker is already running for this store")
+    print(f"watch with: python -m lab ls --results {store.root}")
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from .monitor import format_duration, overview
+
+    store = _store(args, create=False)
+    df = overview(store)
+    if args.status:
+        df = df[df["status"].isin(args.status.split(","))]
+    if args.json:
+        records = json.loads(df.to_json(orient="records"))
+        print(json.dumps(records, indent=2))
+        return 0
+    if df.empty:
+        print(f"no runs in {store.root}")
+        return 0
+    header = f"{'id':<24} {'status':<11} {'run':<26} {'data':<13} {'progress':>15} {'img/s':>7} {'eta':>8} {'device':<7} {'test err':>8}"
+    print(header)
+    for r in df.itertuples():
+        prog = f"{int(r.iteration)}/{int(r.total_iterations)} {100 * r.progress:3.0f}%"
+        ips = "-" if r.images_per_s != r.images_per_s or r.images_per_s is None else f"{r.images_per_s:.0f}"
+        print(f"{r.id:<24} {r.status:<11} {str(r.label)[:26]:<26} {r.dataset:<13} {prog:>15} {ips:>7} "
+              f"{format_duration(r.eta_s):>8} {str(r.device or '-'):<7} {_pct(r.final_test_error):>8}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .monitor import log_tail
+
+    store = _store(args, create=False)
+    run = store.get_run(args.run)
+    scal = store.scalars(run["id"])
+    last = scal.sort_values("step").groupby("name").last()["value"].to_dict() if not scal.empty else {}
+    if args.json:
+        print(json.dumps({**run, "last_metrics": last, "log_tail": log_tail(store, run["id"], args.lines)}, indent=2, default=str))
+        return 0
+    print(f"run {run['id']}  {run['label']}  [{run['status']}]")
+    if run.get("message"):
+        print(f"  {run['message']}")
+    print(f"  iteration {run['iteration']}/{run['total_iterations']}, device {run['device'] or '-'}, "
+          f"{run['params'] or '-'} parameters")
+    print(f"  final train error {_pct(run['final_train_error'])}, val {_pct(run['final_val_error'])}, test {_pct(run['final_test_error'])}")
+    print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(run["config"].items())))
+    if run.get("env"):
+        env = run["env"]
+        print(f"  env: torch {env.get('torch')}, {env.get('device_name')}, precision {env.get('precision')}, git {env.get('git')}")
+    if last:
+        print("  last metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(last.items()) if v == v))
+    tail = log_tail(store, run["id"], args.lines)
+    if tail:
+        print("  log:\n" + "\n".join("    " + line for line in tail.splitlines()))
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    store = _store(args, create=False)
+    for rid in args.runs:
+        print(f"{rid}: {store.request_cancel(rid)}")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from .worker import ensure_worker
+
+    store = _store(args, create=False)
+    for rid in args.runs:
+        store.requeue(rid)
+        print(f"{rid}: queued to resume from its last checkpoint")
+    if not args.no_worker:
+        pid = ensure_worker(store, data_dir=args.data)
+        if pid:
+            print(f"started a background worker (pid {pid})")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    store = _store(args, create=False)
+    for rid in args.runs:
+        store.delete_run(rid)
+        print(f"{rid}: deleted")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from .worker import Worker
+
+    store = _store(args)
+    return Worker(store, slots=args.slots, per_gpu=args.per_gpu, device=args.device,
+                  idle_exit_s=args.exit_when_idle, data_dir=args.data).run()
+
+
+def cmd_execute(args) -> int:
+    import torch
+
+    from .execute import execute_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    status = execute_run(_store(args, create=False), args.run, data_dir=args.data)
+    return 0 if status in ("done", "cancelled", "interrupted", "diverged") else 1
+
+
+def cmd_models(args) -> int:
+    from .models import count_parameters, create_model
+
+    for name in list_models(args.pattern):
+        print(f"{name:<12} {count_parameters(create_model(name)):>12,} parameters (10 classes)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+def cmd_export(args) -> int:
+    from .export import cli_export
+
+    return cli_export(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lab", description="Degradation Lab: plain vs residual nets (He et al. 2015).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="train one run in the foreground, with a progress bar")
+    r.add_argument("--kind", choices=["plain", "residual"], default="residual", help="plain net or its residual twin")
+    r.add_argument("--depth", type=int, default=20, help="weighted layers: 6n+2 (20, 32, 44, 56, 110, ...)")
+    r.add_argument("--dataset", choices=list(DATASETS), default=None, help="data set (default: the preset's)")
+    r.add_argument("--preset", choices=list(PRESETS), default="quick",
+                   help="paper: the paper's 64k-iteration schedule; quick: a CPU demo in minutes; smoke: seconds")
+    r.add_argument("--seed", type=int, default=0, help="seed for init, batch order and augmentation")
+    r.add_argument("--data", metavar="DIR", default=None, help="data folder (default: $LAB_DATA or data/)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_store_args(r)
+    _add_option_flags(r)
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("sweep", help="queue every combination of kinds x depths x seeds x options, run in the background")
+    s.add_argument("--kinds", default="plain,residual", help="comma-separated: plain,residual")
+    s.add_argument("--depths", default="20,56", help="comma-separated depths, e.g. 20,32,44,56")
+    s.add_argument("--seeds", type=int, default=1, help="number of seeds per configuration (seeds 0..N-1)")
+    s.add_argument("--seed-start", type=int, default=0, help="first seed when --seeds counts")
+    s.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (instead of --seeds)")
+    s.add_argument("--dataset", choices=list(DATASETS), default=None, help="data set (default: the preset's)")
+    s.add_argument("--preset", choices=list(PRESETS), default="quick", help="schedule preset")
+    s.add_argument("--grid", action="append", metavar="OPTION=V1,V2",
+                   help="also sweep an option over values, e.g. --grid shortcut=A,B (repeatable)")
+    s.add_argument("--tag", default="", help="a tag for every run of the sweep")
+    s.add_argument("--slots", type=int, default=0, help="runs at once if this starts a worker (CPU default 1)")
+    s.add_argument("--no-worker", action="store_true", help="only queue; do not start a background worker")
+    s.add_argument("--data", metavar="DIR", default=None, help="data folder for the worker")
+    _add_store_args(s)
+    _add_option_flags(s, EXPLICIT | {"tag"})
+    s.set_defaults(func=cmd_sweep)
+
+    ls = sub.add_parser("ls", help="list runs with status, progress, throughput and ETA")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--status", default=None, help="only these statuses, comma-separated")
+    _add_store_args(ls)
+    ls.set_defaults(func=cmd_ls)
+
+    sh = sub.add_parser("show", help="one run: config, environment, metrics, log tail")
+    sh.add_argument("run", help="run id (a unique prefix is enough)")
+    sh.add_argument("--json", action="store_true", help="machine-readable output")
+    sh.add_argument("--lines", type=int, default=15, help="log lines to show")
+    _add_store_args(sh)
+    sh.set_defaults(func=cmd_show)
+
+    for name, func, text in (("cancel", cmd_cancel, "cancel queued or running runs (a running one checkpoints first)"),
+                             ("resume", cmd_resume, "queue interrupted, cancelled or failed runs to continue from their checkpoint"),
+                             ("delete", cmd_delete, "delete runs and their files")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("runs", nargs="+", metavar="RUN", help="run ids (unique prefixes are enough)")
+        if name == "resume":
+            c.add_argument("--no-worker", action="store_true", help="only queue; do not start a background worker")
+            c.add_argument("--data", metavar="DIR", default=None, help="data folder for the worker")
+        _add_store_args(c)
+        c.set_defaults(func=func)
+
+    w = sub.add_parser("worker", help="run queued runs in child processes until stopped")
+    w.add_argument("--slots", type=int, default=0, help="CPU: runs at once (default 1, threads split); GPU: cap on slots")
+    w.add_argument("--per-gpu", type=int, default=1, help="runs packed on each GPU")
+    w.add_argument("--device", choices=["auto", "cpu"], default="auto", help="cpu: ignore GPUs")
+    w.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS", help="exit after this long with nothing to do")
+    w.add_argument("--data", metavar="DIR", default=None, help="data folder (default: $LAB_DATA or data/)")
+    _add_store_args(w)
+    w.set_defaults(func=cmd_worker)
+
+    x = sub.add_parser("_execute", help=argparse.SUPPRESS)
+    x.add_argument("run")
+    x.add_argument("--threads", type=int, default=0)
+    x.add_argument("--data", default=None)
+    _add_store_args(x)
+    x.set_defaults(func=cmd_execute)
+
+    m = sub.add_parser("models", help="list registered models and their parameter counts")
+    m.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*'")
+    m.set_defaults(func=cmd_models)
+
+    b = sub.add_parser("bench", help="images/s of the lab trainer vs a usual DataLoader loop (prints figures)")
+    b.add_argument("--depths", default="20,56", help="ResNet depths to measure")
+    b.add_argument("--iterations", type=int, default=30, help="timed iterations per measurement")
+    b.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--sweep", action="store_true", help="also measure a CPU sweep's aggregate images/s (slots 1 and 2)")
+    b.set_defaults(func=cmd_bench)
+
+    e = sub.add_parser("export", help="figures (PNG/SVG/PDF), their data (CSV) and a report zip")
+    e.add_argument("runs", nargs="*", metavar="RUN", help="run ids (default: all finished or running runs)")
+    e.add_argument("--figures", default="curves,depth,responses,gradients",
+                   help="comma-separated: curves, depth, responses, gradients")
+    e.add_argument("--formats", default="png,svg,pdf,csv", help="comma-separated: png, svg, pdf, csv, html")
+    e.add_argument("--out", default="export", help="output folder, or a .zip path for a report bundle")
+    e.add_argument("--reference", action="store_true", help="overlay published numbers on the depth figure")
+    _add_store_args(e)
+    e.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

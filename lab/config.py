@@ -1,0 +1,220 @@
+"""One run's full configuration (`RunConfig`), the presets, and validation that lists every problem."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from .data import DATASETS
+from .models import ConfigError, NetSpec, spec_problems
+
+PRECISIONS = ("auto", "fp32", "bf16")
+WARMUPS = ("auto", "on", "off")
+
+
+def opt(default, help: str):
+    """A RunConfig field with its help text (shown by the CLI and the dashboard)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. Saved with its results, so every plotted number can be traced back."""
+
+    # --- model (see lab.models.NetSpec) ---
+    kind: str = opt("residual", "'plain' or 'residual'")
+    depth: int = opt(20, "6n+2 for basic units of span 2; 9n+2 for bottleneck")
+    block: str = opt("basic", "'basic' or 'bottleneck'")
+    shortcut: str = opt("A", "A zero-pad identity, B projection where shapes change, C projection always")
+    span: int = opt(0, "conv layers a shortcut skips (0: the paper's 2, or 3 for bottleneck)")
+    width: float = opt(1.0, "multiplier on 16/32/64 filters")
+    norm: str = opt("bn", "'bn' or 'none'")
+    init: str = opt("he", "'he', 'xavier' or 'identity'")
+    # --- data ---
+    dataset: str = opt("cifar10", "cifar10, cifar100, mnist, fashion-mnist, synthetic")
+    augment: bool = opt(True, "pad 4 + random crop + horizontal flip (no flip for digits)")
+    val_fraction: float = opt(0.1, "held out of the training set (the paper's 45k/5k)")
+    train_limit: int = opt(0, "keep only this many training images (0: all)")
+    # --- schedule (units: iterations = optimizer steps of one batch) ---
+    iterations: int = opt(64000, "the paper stops at 64k")
+    batch_size: int = opt(128, "images per iteration")
+    lr: float = opt(0.1, "base learning rate")
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(1e-4, "L2 weight decay on all parameters")
+    milestones: tuple[float, ...] = opt((0.5, 0.75), "lr x lr_decay at these fractions of `iterations` (32k, 48k of 64k)")
+    lr_decay: float = opt(0.1, "lr multiplier at each milestone")
+    warmup: str = opt("auto", "lr warmup_lr until training error < warmup_error; auto: on for depth >= 110")
+    warmup_lr: float = opt(0.01, "learning rate during warm-up")
+    warmup_error: float = opt(0.8, "fraction of the training window misclassified")
+    # --- probes and logging (every N iterations) ---
+    log_every: int = opt(100, "training loss/error window, lr, throughput")
+    eval_every: int = opt(2000, "validation and test error, layer responses")
+    eval_images: int = opt(0, "images of val/test used at periodic evaluations (0: all; the final one uses all)")
+    grad_every: int = opt(100, "per-layer gradient norms")
+    probes: bool = opt(True, "gradient norms and layer responses")
+    probe_batch: int = opt(256, "fixed held-out images for the response probe")
+    checkpoint_every: int = opt(2000, "iterations between checkpoints (and one at the end)")
+    # --- runtime ---
+    device: str = opt("auto", "'auto', 'cpu', 'cuda', 'cuda:N'")
+    precision: str = opt("auto", "'fp32', 'bf16' (autocast) or 'auto' (bf16 where the hardware has it)")
+    channels_last: bool = opt(True, "NHWC memory layout (faster for convs on CPU and GPU)")
+    compile: bool = opt(False, "torch.compile the model")
+    threads: int = opt(0, "CPU threads for this run (0: torch's default)")
+    seed: int = opt(0, "seed for init, batch order and augmentation")
+    # --- bookkeeping ---
+    preset: str = opt("paper", "the preset the run started from")
+    tag: str = opt("", "free text to group and filter runs")
+
+    def net_spec(self, in_channels: int = 3, num_classes: int = 10) -> NetSpec:
+        return NetSpec(
+            kind=self.kind, depth=self.depth, block=self.block, shortcut=self.shortcut, span=self.span,
+            width=self.width, norm=self.norm, init=self.init, in_channels=in_channels, num_classes=num_classes,
+        )
+
+    def milestone_iterations(self) -> list[int]:
+        return [int(round(m * self.iterations)) for m in self.milestones]
+
+    def uses_warmup(self) -> bool:
+        return self.warmup == "on" or (self.warmup == "auto" and self.depth >= 110)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        d = dict(d)
+        if "milestones" in d:
+            d["milestones"] = tuple(d["milestones"])
+        return cls(**d)
+
+    def label(self) -> str:
+        """Short human name, e.g. 'plain-56' or 'resnet-110 (B, bottleneck)'."""
+        base = f"{'resnet' if self.kind == 'residual' else 'plain'}-{self.depth}"
+        extras = []
+        if self.kind == "residual" and self.shortcut != "A":
+            extras.append(self.shortcut)
+        for name, default in (("block", "basic"), ("norm", "bn"), ("init", "he")):
+            if getattr(self, name) != default:
+                extras.append(getattr(self, name))
+        if self.span not in (0, 2) and self.block == "basic":
+            extras.append(f"span {self.span}")
+        if self.width != 1.0:
+            extras.append(f"x{self.width:g}")
+        return base + (f" ({', '.join(extras)})" if extras else "")
+
+
+PRESETS: dict[str, dict] = {
+    # The paper's CIFAR-10 schedule (section 4.2).
+    "paper": {},
+    # A CPU demo of degradation in minutes: plain/residual 20 and 56 on Fashion-MNIST, about 2.5 epochs.
+    "quick": dict(
+        dataset="fashion-mnist", iterations=1000, log_every=20, eval_every=250, eval_images=2000,
+        grad_every=20, checkpoint_every=250,
+    ),
+    # Seconds: for tests and for checking that everything runs.
+    "smoke": dict(
+        dataset="synthetic", iterations=24, batch_size=32, log_every=4, eval_every=12, eval_images=256,
+        grad_every=4, checkpoint_every=12, probe_batch=64, train_limit=2048,
+    ),
+}
+
+
+def make_config(preset: str = "paper", **overrides) -> RunConfig:
+    """A RunConfig from a preset plus overrides (None values are ignored); validated, raising ConfigError."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    known = {f.name for f in fields(RunConfig)}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values = {**PRESETS[preset], **given, "preset": preset}
+    if "milestones" in values:
+        values["milestones"] = tuple(values["milestones"])
+    cfg = RunConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def config_problems(cfg: RunConfig) -> list[str]:
+    """Every problem with a RunConfig, as messages (empty when it is valid)."""
+    problems = []
+    if cfg.dataset not in DATASETS:
+        problems.append(f"unknown data set {cfg.dataset!r}; known: {', '.join(DATASETS)}")
+    problems += spec_problems(cfg.net_spec())
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            problems.append(msg)
+
+    num = (int, float)
+    need(isinstance(cfg.iterations, int) and cfg.iterations >= 1, f"iterations must be a positive integer, got {cfg.iterations!r}")
+    need(isinstance(cfg.batch_size, int) and 1 <= cfg.batch_size <= 65536, f"batch_size must be from 1 to 65536, got {cfg.batch_size!r}")
+    need(isinstance(cfg.lr, num) and cfg.lr > 0, f"lr must be a positive number, got {cfg.lr!r}")
+    need(isinstance(cfg.warmup_lr, num) and cfg.warmup_lr > 0, f"warmup_lr must be a positive number, got {cfg.warmup_lr!r}")
+    need(isinstance(cfg.momentum, num) and 0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum!r}")
+    need(isinstance(cfg.weight_decay, num) and cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay!r}")
+    need(isinstance(cfg.lr_decay, num) and 0 < cfg.lr_decay <= 1, f"lr_decay must be in (0, 1], got {cfg.lr_decay!r}")
+    need(
+        all(isinstance(m, num) and 0 < m < 1 for m in cfg.milestones) and list(cfg.milestones) == sorted(cfg.milestones),
+        f"milestones must be increasing fractions of the run between 0 and 1, got {list(cfg.milestones)!r}",
+    )
+    need(isinstance(cfg.val_fraction, num) and 0 < cfg.val_fraction < 1, f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
+    need(isinstance(cfg.warmup_error, num) and 0 < cfg.warmup_error <= 1, f"warmup_error must be in (0, 1], got {cfg.warmup_error!r}")
+    need(cfg.warmup in WARMUPS, f"warmup must be one of {', '.join(WARMUPS)}, got {cfg.warmup!r}")
+    need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    need(
+        isinstance(cfg.device, str) and (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")),
+        f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}",
+    )
+    for name in ("log_every", "eval_every", "grad_every", "checkpoint_every", "probe_batch"):
+        v = getattr(cfg, name)
+        need(isinstance(v, int) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+    for name in ("eval_images", "train_limit", "threads", "seed"):
+        v = getattr(cfg, name)
+        need(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+    return problems
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return cfg
+
+
+def config_field_types() -> dict[str, type]:
+    """Field name -> Python type, for parsing command-line and form values."""
+    hints = {"int": int, "float": float, "str": str, "bool": bool, "tuple[float, ...]": tuple}
+    return {f.name: hints[f.type] if isinstance(f.type, str) else f.type for f in dataclasses.fields(RunConfig)}
+
+
+MODEL_FIELDS = tuple(f.name for f in fields(NetSpec) if f.name not in ("in_channels", "num_classes"))
+
+
+def parse_value(name: str, text: str):
+    """Parse a command-line or form string for option `name` into the field's type; ConfigError if it can't."""
+    types = {f.name: f.type for f in fields(RunConfig)}
+    if name not in types:
+        raise ConfigError(f"unknown option {name!r}; known: {', '.join(sorted(types))}")
+    typ = str(types[name])
+    text = str(text).strip()
+    try:
+        if typ == "bool":
+            low = text.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError
+            return low in ("true", "1", "yes", "on")
+        if typ == "int":
+            return int(text)
+        if typ == "float":
+            return float(text)
+        if typ.startswith("tuple"):
+            return tuple(float(t) for t in text.replace(";", ",").split(",") if t.strip())
+        return text
+    except ValueError:
+        raise ConfigError(f"option {name}: {text!r} is not a valid {typ}") from None

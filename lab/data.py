@@ -1,0 +1,338 @@
+"""Data sets held whole on the training device, with the paper's augmentation done by tensor ops.
+
+Each set is loaded once into uint8 tensors (N, C, H, W); `DeviceLoader` cuts shuffled batches, pads by 4,
+crops back at random offsets and flips, all as batched tensor operations on the device: no PIL, no per-image
+Python and no worker processes in the training loop.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import ConfigError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DataError(RuntimeError):
+    """A data set that cannot be found or read; the message says where the lab looked and what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    channels: int
+    size: int
+    classes: int
+    flip: bool           # horizontal flips are a sensible augmentation (not for digits)
+    source: str          # where the data comes from, for messages and the docs
+
+
+DATASETS = {
+    "cifar10": DatasetInfo("cifar10", 3, 32, 10, True, "torchvision CIFAR10 (download)"),
+    "cifar100": DatasetInfo("cifar100", 3, 32, 100, True, "torchvision CIFAR100 (download)"),
+    "mnist": DatasetInfo("mnist", 1, 28, 10, False, "torchvision MNIST (download)"),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", 1, 28, 10, True, f"{DEBIAN_FASHION_MNIST} (Debian dataset-fashion-mnist) or torchvision FashionMNIST"
+    ),
+    "synthetic": DatasetInfo("synthetic", 3, 32, 10, True, "generated from a seed, no download"),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ConfigError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 (N, C, H, W) and int64 labels, on the CPU until moved."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.images[index], self.labels[index])
+
+
+@dataclass
+class Splits:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    mean: torch.Tensor   # per channel, in [0, 1] units, from the training split
+    std: torch.Tensor
+    info: DatasetInfo
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("LAB_DATA", "data"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading
+
+
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch `name` into `root` with torchvision (which verifies the files' checksums)."""
+    import torchvision.datasets as tvd
+
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST}[name]
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+
+
+def read_cifar(folder: Path, name: str) -> tuple[ImageSet, ImageSet] | None:
+    """Read torchvision's on-disk CIFAR layout (python pickles of uint8 rows); None when it is not there."""
+    if name == "cifar10":
+        train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
+        test_files, key = [folder / "test_batch"], b"labels"
+    else:
+        train_files, test_files, key = [folder / "train"], [folder / "test"], b"fine_labels"
+    if not all(f.exists() for f in train_files + test_files):
+        return None
+
+    def read(files: list[Path]) -> ImageSet:
+        images, labels = [], []
+        for f in files:
+            with open(f, "rb") as fh:
+                try:
+                    entry = pickle.load(fh, encoding="bytes")
+                    data, lab = entry[b"data"], entry[key]
+                except Exception as exc:
+                    raise DataError(f"{f} is not a CIFAR batch file ({type(exc).__name__}: {exc})") from None
+            images.append(torch.as_tensor(np.asarray(data, dtype=np.uint8)).reshape(-1, 3, 32, 32))
+            labels.append(torch.as_tensor(np.asarray(lab), dtype=torch.int64))
+        return ImageSet(torch.cat(images).contiguous(), torch.cat(labels))
+
+    return read(train_files), read(test_files)
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file (MNIST's format), gzipped or not, into a uint8 tensor."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = offset + (torch.Size(shape).numel())
+    if len(raw) != expected:
+        raise DataError(f"{path} is truncated or corrupt: {len(raw)} bytes, expected {expected}")
+    return torch.frombuffer(bytearray(raw[offset:]), dtype=torch.uint8).reshape(shape)
+
+
+def _idx_pair(folder: Path, prefix: str) -> ImageSet | None:
+    for suffix in ("", ".gz"):
+        img, lab = folder / f"{prefix}-images-idx3-ubyte{suffix}", folder / f"{prefix}-labels-idx1-ubyte{suffix}"
+        if img.exists() and lab.exists():
+            images, labels = read_idx(img), read_idx(lab)
+            if len(images) != len(labels):
+                raise DataError(f"{img} has {len(images)} images but {lab} has {len(labels)} labels")
+            return ImageSet(images.unsqueeze(1).contiguous(), labels.to(torch.int64))
+    return None
+
+
+def synthetic_set(n: int, seed: int, classes: int = 10, size: int = 32) -> ImageSet:
+    """A procedurally generated 10-class image set, the same for the same seed.
+
+    Each class is a fixed mixture of oriented colour gratings; an image is its class's pattern at a random
+    phase and position, blended with another class's pattern and noise. Learnable, but deep nets need many
+    steps to separate the classes, so depth and shortcuts matter.
+    """
+    g = torch.Generator().manual_seed(1234)  # class patterns are fixed across seeds
+    freq = torch.rand(classes, 3, generator=g) * 0.5 + 0.15
+    angle = torch.rand(classes, 3, generator=g) * torch.pi
+    colour = torch.rand(classes, 3, 3, generator=g)
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    distractor = (labels + torch.randint(1, classes, (n,), generator=g)) % classes
+    coords = torch.arange(size, dtype=torch.float32)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+
+    def pattern(cls: torch.Tensor) -> torch.Tensor:
+        shift = torch.rand(len(cls), 2, 1, 1, generator=g) * size
+        phase = torch.rand(len(cls), 3, 1, 1, generator=g) * 2 * torch.pi
+        a = angle[cls][:, :, None, None]
+        u = (xx + shift[:, :1]) * torch.cos(a) + (yy + shift[:, 1:]) * torch.sin(a)
+        waves = torch.sin(u * freq[cls][:, :, None, None] + phase)  # (n, 3 waves, H, W)
+        return torch.einsum("nwhx,nwc->nchx", waves, colour[cls]) / 3
+
+    img = pattern(labels) + 0.6 * pattern(distractor) + 0.35 * torch.randn(n, 3, size, size, generator=g)
+    img = ((img + 1.5) / 3).clamp(0, 1)
+    return ImageSet((img * 255).round().to(torch.uint8), labels.to(torch.int64))
+
+
+def load_raw(name: str, data_dir: Path | str | None = None, download: bool = True) -> tuple[ImageSet, ImageSet]:
+    """The official training and test sets of `name` as uint8 ImageSets.
+
+    Looks in `data_dir` (default: $LAB_DATA or data/) for torchvision's on-disk layout and reads the files
+    directly; Fashion-MNIST is also taken from Debian's dataset-fashion-mnist files. Missing data is downloaded when `download` is true; when that
+    fails too, DataError says where the lab looked and how to get the files.
+    """
+    info = dataset_info(name)
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    if name == "synthetic":
+        return synthetic_set(10000, seed=1), synthetic_set(2000, seed=2)
+    folders = {
+        "cifar10": [root / CIFAR_FOLDERS["cifar10"]],
+        "cifar100": [root / CIFAR_FOLDERS["cifar100"]],
+        "mnist": [root / "MNIST" / "raw"],
+        "fashion-mnist": [root / "FashionMNIST" / "raw", root / "fashion-mnist", DEBIAN_FASHION_MNIST],
+    }[name]
+
+    def local() -> tuple[ImageSet, ImageSet] | None:
+        for folder in folders:
+            found = read_cifar(folder, name) if name in CIFAR_FOLDERS else _idx_pair_both(folder)
+            if found is not None:
+                return found
+        return None
+
+    found = local()
+    if found is not None:
+        return found
+    looked = [str(f) for f in folders]
+    if not download:
+        raise DataError(_missing_message(info, looked, "downloads are off"))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _download(name, root)
+    except Exception as exc:  # network errors come in many types (URLError, socket errors, HTTP errors)
+        raise DataError(_missing_message(info, looked, f"the download failed ({type(exc).__name__}: {exc})")) from None
+    found = local()
+    if found is None:
+        raise DataError(_missing_message(info, looked, "the download did not produce the expected files"))
+    return found
+
+
+def _idx_pair_both(folder: Path) -> tuple[ImageSet, ImageSet] | None:
+    train, test = _idx_pair(folder, "train"), _idx_pair(folder, "t10k")
+    return (train, test) if train is not None and test is not None else None
+
+
+def _missing_message(info: DatasetInfo, looked: list[str], why: str) -> str:
+    hint = {
+        "fashion-mnist": "install Debian's package (apt-get install dataset-fashion-mnist), or ",
+    }.get(info.name, "")
+    return (
+        f"data set {info.name!r} not found (looked in: {', '.join(looked)}) and {why}. "
+        f"To get it: {hint}run once with network access so torchvision can download it into the data folder "
+        f"(--data DIR or LAB_DATA), or copy torchvision's files there. "
+        f"Offline, try --dataset synthetic."
+    )
+
+
+def make_splits(
+    name: str,
+    data_dir: Path | str | None = None,
+    val_fraction: float = 0.1,
+    download: bool = True,
+    split_seed: int = 0,
+    limit: int = 0,
+) -> Splits:
+    """Training / validation / test splits (the paper's 45k/5k CIFAR split is val_fraction=0.1).
+
+    The validation images are a fixed random tenth of the official training set (fixed by `split_seed`, the
+    same for every run so runs are comparable); `limit` > 0 keeps only that many training images (tests).
+    Mean and std are per channel over the training split, in [0, 1] units.
+    """
+    info = dataset_info(name)
+    train_full, test = load_raw(name, data_dir, download)
+    perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(split_seed))
+    n_val = int(round(len(train_full) * val_fraction))
+    val, train = train_full.subset(perm[:n_val]), train_full.subset(perm[n_val:])
+    if limit:
+        train = train.subset(torch.arange(min(limit, len(train))))
+    x = train.images.float().div_(255)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return Splits(train, val, test, mean, std, info)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batches on the device
+
+
+class DeviceLoader:
+    """Batches of normalised float images cut from a uint8 set held on `device`.
+
+    `epoch_batches` yields (x, y) for one pass, shuffled if `shuffle` (the last partial batch dropped when
+    training); with
+    `augment` each batch is padded by `pad`, cropped back at random offsets and (if `flip`) flipped at random.
+    """
+
+    def __init__(
+        self,
+        data: ImageSet,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        device: torch.device,
+        batch_size: int,
+        augment: bool = False,
+        shuffle: bool = False,
+        flip: bool = True,
+        pad: int = 4,
+        channels_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.mean = mean.to(device).view(1, -1, 1, 1) * 255
+        self.inv_std = 1 / (std.to(device).view(1, -1, 1, 1) * 255)
+        self.device, self.batch_size = device, batch_size
+        self.augment, self.shuffle, self.flip, self.pad = augment, shuffle, flip, pad
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches_per_epoch(self) -> int:
+        return max(1, len(self) // self.batch_size)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) * self.inv_std
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        p = self.pad
+        if p:
+            padded = F.pad(x, (p, p, p, p))  # zeros = the mean pixel after normalisation, as in the paper
+            off = torch.randint(0, 2 * p + 1, (2, b), device=x.device, generator=self.generator)
+            rows = (off[0].view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+            cols = (off[1].view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+            x = padded[torch.arange(b, device=x.device).view(b, 1, 1, 1), torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1), rows, cols]
+        if self.flip:
+            mask = torch.rand(b, device=x.device, generator=self.generator) < 0.5
+            x = torch.where(mask.view(b, 1, 1, 1), x.flip(3), x)
+        return x
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.normalise(self.images[index])
+        if self.augment:
+            x = self._augment(x)
+        return x.contiguous(memory_format=self.memory_format), self.labels[index]
+
+    def epoch_batches(self, drop_last: bool = True):
+        n = len(self)
+        order = torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle else torch.arange(n, device=self.device)
+        stop = n - n % self.batch_size if drop_last and n >= self.batch_size else n
+        for start in range(0, stop, self.batch_size):
+            yield self.batch(order[start : start + self.batch_size])

@@ -1,0 +1,91 @@
+"""Where a run executes: device and precision choice, and the facts recorded about the machine."""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' is the first CUDA GPU when there is one, else the CPU. An unavailable GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} was asked for, but this machine has no CUDA GPU; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return dev
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' picks bf16 where measured faster: CUDA GPUs with bf16, and CPUs with native bf16 (2.1-2.3x
+    the fp32 images/s for ResNet-20/56 on a 2-core AVX512-BF16 CPU); fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> str:
+    """The project's git revision, with '+dirty' when the work tree has changes; 'unknown' outside git."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev or "unknown") + ("+dirty" if rev and dirty else "")
+
+
+def environment(device: torch.device) -> dict:
+    """Facts recorded with every run."""
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except Exception:  # torchvision is optional for synthetic data
+        tv = None
+    return {
+        "torch": torch.__version__,
+        "torchvision": tv,
+        "python": sys.version.split()[0],
+        "device": str(device),
+        "device_name": device_name(device),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "git": git_revision(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+    }

@@ -1,0 +1,193 @@
+"""The background worker: claims queued runs from the store and runs each in its own child process.
+
+One worker per results folder and host (a lock file keeps a second one out). Slots: one run per GPU by default
+(`per_gpu` packs several; each child sees only its GPU), and on the CPU `slots` runs at a time (default 1),
+the CPU threads split between them. A child writes its own heartbeat and metrics; the worker watches its
+children, marks a run `interrupted` when its process died without finishing, and marks runs of dead workers
+interrupted as well (stale heartbeat and no process), so nothing stays `running` forever.
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .runtime import PROJECT_ROOT
+from .store import Store, new_id
+
+POLL_S = 1.0
+STALE_GRACE_S = 15.0
+
+
+@dataclass
+class Slot:
+    name: str          # "cpu" or "cuda:N"
+    env: dict          # environment for the child: visible GPU, thread counts
+    threads: int = 0
+
+
+def plan_slots(slots: int = 0, per_gpu: int = 1, device: str = "auto") -> list[Slot]:
+    """The worker's slots. GPUs: `per_gpu` per GPU. CPU: `slots` (default 1), threads split evenly."""
+    use_gpu = device != "cpu" and torch.cuda.is_available()
+    if use_gpu:
+        gpus = list(range(torch.cuda.device_count()))
+        plan = [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in gpus for _ in range(max(1, per_gpu))]
+        return plan[:slots] if slots else plan
+    n = max(1, slots or 1)
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // n)
+    env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return [Slot("cpu", env, threads) for _ in range(n)]
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the worker dies, so its runs stop with a checkpoint (Linux only)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Worker:
+    def __init__(self, store: Store, slots: int = 0, per_gpu: int = 1, device: str = "auto",
+                 idle_exit_s: float | None = None, data_dir: str | None = None) -> None:
+        self.store = store
+        self.plan = plan_slots(slots, per_gpu, device)
+        self.idle_exit_s = idle_exit_s
+        self.data_dir = data_dir
+        self.id = new_id("worker")
+        self.children: dict[str, tuple[subprocess.Popen, Slot]] = {}
+        self.stopping = False
+        self._lock_file = None
+
+    def acquire_lock(self) -> bool:
+        """Take the results folder's worker lock; False when another worker on this host holds it."""
+        self._lock_file = open(self.store.root / "worker.lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def free_slots(self) -> list[Slot]:
+        busy = [slot for _, slot in self.children.values()]
+        free = list(self.plan)
+        for slot in busy:
+            free.remove(slot)
+        return free
+
+    def spawn(self, run: dict, slot: Slot) -> None:
+        run_dir = self.store.run_dir(run["id"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(run_dir / "log.txt", "ab")
+        cmd = [sys.executable, "-m", "lab", "_execute", run["id"], "--results", str(self.store.root.resolve())]
+        if slot.threads:
+            cmd += ["--threads", str(slot.threads)]
+        if self.data_dir:
+            cmd += ["--data", str(Path(self.data_dir).resolve())]
+        env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=str(PROJECT_ROOT), preexec_fn=_die_with_parent)
+        log.close()
+        self.store.update_run(run["id"], pid=proc.pid)
+        self.children[run["id"]] = (proc, slot)
+        print(f"worker {self.id}: started run {run['id']} ({run['label']}) on {slot.name}, pid {proc.pid}", flush=True)
+
+    def collect(self) -> None:
+        """Forget children that exited; a run whose child died without recording an end is interrupted."""
+        for run_id, (proc, _slot) in list(self.children.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            del self.children[run_id]
+            how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+            if self.store.set_status(run_id, "interrupted", expect=["running"],
+                                     message=f"its process {how} before finishing; resume it to continue"):
+                print(f"worker {self.id}: run {run_id} {how}; marked interrupted", flush=True)
+
+    def stop_children(self, timeout_s: float = 30.0) -> None:
+        for proc, _ in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # the child checkpoints and records itself interrupted
+        deadline = time.time() + timeout_s
+        for proc, _ in self.children.values():
+            try:
+                proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.collect()
+
+    def step(self) -> None:
+        """One round: heartbeat, collect children, reap stale runs, start queued runs in free slots."""
+        self.store.worker_heartbeat(self.id)
+        self.collect()
+        self.store.reap_stale(STALE_GRACE_S)
+        for slot in self.free_slots():
+            if self.stopping:
+                break
+            run = self.store.claim_next(self.id)
+            if run is None:
+                break
+            self.spawn(run, slot)
+
+    def run(self) -> int:
+        if not self.acquire_lock():
+            print(f"another worker is already running for {self.store.root}; not starting a second one", flush=True)
+            return 0
+        self.store.register_worker(self.id, len(self.plan), self.plan[0].name)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: setattr(self, "stopping", True))
+        print(f"worker {self.id}: pid {os.getpid()}, {len(self.plan)} slot(s) on {self.plan[0].name}, "
+              f"results {self.store.root}", flush=True)
+        idle_since = time.time()
+        try:
+            while not self.stopping:
+                self.step()
+                if self.children:
+                    idle_since = time.time()
+                elif self.idle_exit_s is not None and time.time() - idle_since > self.idle_exit_s:
+                    print(f"worker {self.id}: idle for {self.idle_exit_s:.0f} s, exiting", flush=True)
+                    break
+                time.sleep(POLL_S)
+        finally:
+            self.stop_children()
+            self.store.remove_worker(self.id)
+        return 0
+
+
+def ensure_worker(store: Store, slots: int = 0, idle_exit_s: float = 600.0, data_dir: str | None = None) -> int | None:
+    """Start a detached worker for this store unless a live one exists; returns the new worker's pid or None.
+
+    The worker is in its own session, so it outlives the dashboard or shell that started it.
+    """
+    if store.live_workers():
+        return None
+    cmd = [sys.executable, "-m", "lab", "worker", "--results", str(store.root.resolve()),
+           "--exit-when-idle", str(idle_exit_s)]
+    if slots:
+        cmd += ["--slots", str(slots)]
+    if data_dir:
+        cmd += ["--data", str(Path(data_dir).resolve())]
+    log = open(Path(store.root) / "worker.log", "ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, cwd=str(PROJECT_ROOT), env=env, close_fds=True)
+    log.close()
+    threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it exits: no zombie
+    deadline = time.time() + 20
+    while time.time() < deadline and proc.poll() is None:  # wait until it has registered itself
+        if store.live_workers():
+            break
+        time.sleep(0.2)
+    return proc.pid
