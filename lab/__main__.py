@@ -68,7 +68,8 @@ def cmd_run(args) -> int:
 
         def progress(step, total):
             bar.update(step - bar.n)
-    status = execute_run(store, run_id, data_dir=args.data, progress=progress if bar else None)
+    status = execute_run(store, run_id, data_dir=args.data, progress=progress if bar else None,
+                         echo=bar.write if bar else None)
     if bar:
         bar.close()
     run = store.get_run(run_id)

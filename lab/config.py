@@ -110,10 +110,10 @@ class RunConfig:
 PRESETS: dict[str, dict] = {
     # The paper's CIFAR-10 schedule (section 4.2).
     "paper": {},
-    # A CPU demo of degradation in minutes: plain/residual 20 and 56 on Fashion-MNIST, about 2.5 epochs.
+    # A CPU demo of degradation in minutes: plain/residual 20 and 56 on Fashion-MNIST, about 2 epochs.
     "quick": dict(
-        dataset="fashion-mnist", iterations=1000, log_every=20, eval_every=250, eval_images=2000,
-        grad_every=20, checkpoint_every=250,
+        dataset="fashion-mnist", iterations=800, log_every=20, eval_every=200, eval_images=2000,
+        grad_every=20, checkpoint_every=200,
     ),
     # Seconds: for tests and for checking that everything runs.
     "smoke": dict(

@@ -10,6 +10,7 @@ import gzip
 import os
 import pickle
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,7 @@ def _idx_pair(folder: Path, prefix: str) -> ImageSet | None:
     return None
 
 
+@lru_cache(maxsize=4)
 def synthetic_set(n: int, seed: int, classes: int = 10, size: int = 32) -> ImageSet:
     """A procedurally generated 10-class image set, the same for the same seed.
 

@@ -25,8 +25,8 @@ HEARTBEAT_S = 3.0
 class StoreReporter(Reporter):
     """Writes a run's metrics and state to the store; stops the trainer on cancel or on a signal."""
 
-    def __init__(self, store: Store, run_id: str, heartbeat_s: float = HEARTBEAT_S) -> None:
-        self.store, self.run_id = store, run_id
+    def __init__(self, store: Store, run_id: str, heartbeat_s: float = HEARTBEAT_S, echo=print) -> None:
+        self.store, self.run_id, self.echo = store, run_id, echo
         self.stop_reason: str | None = None   # "cancel" (user) or "signal" (worker shutdown, Ctrl-C)
         self.total = store.get_run(run_id)["total_iterations"]
         self._stop = threading.Event()
@@ -58,8 +58,8 @@ class StoreReporter(Reporter):
             self.run_id, env=env, layers=layers, params=params, device=env["device"], pid=os.getpid(),
             host=socket.gethostname(), iteration=resumed_from, heartbeat_at=time.time(),
         )
-        print(f"run {self.run_id}: {env['device']} ({env['device_name']}), {env['precision']}, "
-              f"{params:,} parameters, starting at iteration {resumed_from}", flush=True)
+        self.echo(f"run {self.run_id}: {env['device']} ({env['device_name']}), {env['precision']}, "
+              f"{params:,} parameters, starting at iteration {resumed_from}")
 
     def log(self, step, scalars, layers, progress):
         values = {"iteration": step}
@@ -75,8 +75,8 @@ class StoreReporter(Reporter):
         )
         if "train_error" in scalars:
             extra = f" test error {scalars['test_error']:.4f}" if "test_error" in scalars else ""
-            print(f"iteration {step}/{self.total}: train loss {scalars['train_loss']:.4f} "
-                  f"train error {scalars['train_error']:.4f}{extra} ({scalars['images_per_s']:.0f} images/s)", flush=True)
+            self.echo(f"iteration {step}/{self.total}: train loss {scalars['train_loss']:.4f} "
+                  f"train error {scalars['train_error']:.4f}{extra} ({scalars['images_per_s']:.0f} images/s)")
 
     def should_stop(self):
         return self._stop.is_set()
@@ -87,13 +87,17 @@ class StoreReporter(Reporter):
         values = {k: summary[k] for k in ("final_train_error", "final_val_error", "final_test_error") if summary.get(k) is not None}
         self.store.set_status(self.run_id, status, expect=["running"], message=message,
                               iteration=summary.get("iteration"), cancel_requested=0, **values)
-        print(f"run {self.run_id}: {status}" + (f" ({message})" if message else ""), flush=True)
+        self.echo(f"run {self.run_id}: {status}" + (f" ({message})" if message else ""))
 
 
-def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_signals: bool = True) -> str:
-    """Train a stored run (status must already be running) and record how it ended; returns the status."""
+def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_signals: bool = True,
+                echo=None) -> str:
+    """Train a stored run (status must already be running) and record how it ended; returns the status.
+
+    `echo` prints progress lines (default: print, flushed, so a child's log file is current)."""
+    echo = echo or (lambda text: print(text, flush=True))
     run = store.get_run(run_id)
-    reporter = StoreReporter(store, run["id"])
+    reporter = StoreReporter(store, run["id"], echo=echo)
     previous = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -103,7 +107,7 @@ def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_
         return train(cfg, store.run_dir(run["id"]), reporter, data_dir=data_dir, progress=progress)
     except (ConfigError, DataError) as exc:
         store.set_status(run["id"], "failed", expect=["running"], message=str(exc))
-        print(f"run {run['id']}: failed: {exc}", flush=True)
+        echo(f"run {run['id']}: failed: {exc}")
         return "failed"
     except Exception as exc:
         traceback.print_exc()

@@ -56,6 +56,7 @@ runs_table = sa.Table(
     sa.Column("host", sa.String(255)),
     sa.Column("worker_id", sa.String(64)),
     sa.Column("device", sa.String(64)),
+    sa.Column("slot", sa.String(32)),                    # the worker slot it runs in: "cpu" or "cuda:N"
     sa.Column("iteration", sa.Integer, nullable=False, default=0),
     sa.Column("total_iterations", sa.Integer, nullable=False),
     sa.Column("images_per_s", sa.Float),
@@ -175,13 +176,13 @@ class Store:
         now = time.time()
         sweep_id = sweep_id or new_id("sweep")
         rows = []
-        for cfg in configs:
+        for i, cfg in enumerate(configs):
             rows.append(
                 dict(
                     id=new_id(f"{cfg.kind[:5]}{cfg.depth}"), sweep_id=sweep_id, label=cfg.label(), status=status,
                     kind=cfg.kind, depth=cfg.depth, dataset=cfg.dataset, preset=cfg.preset, seed=cfg.seed, tag=cfg.tag,
-                    config=cfg.to_json(), created_at=now, iteration=0, total_iterations=cfg.iterations,
-                    cancel_requested=0,
+                    config=cfg.to_json(), created_at=now + i * 1e-6,  # the offset keeps submission order
+                    iteration=0, total_iterations=cfg.iterations, cancel_requested=0,
                 )
             )
         if rows:
@@ -236,6 +237,16 @@ class Store:
             values.setdefault("finished_at", time.time())
         with self.write() as conn:
             return conn.execute(q.values(status=status, **values)).rowcount == 1
+
+    def active_here(self) -> list[dict]:
+        """Running runs on this host whose process is alive: what occupies this host's worker slots."""
+        host = socket.gethostname()
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(runs_table.c.id, runs_table.c.pid, runs_table.c.slot)
+                .where(runs_table.c.status == "running", runs_table.c.host == host)
+            ).mappings().all()
+        return [dict(r) for r in rows if pid_alive(r["pid"])]
 
     def claim_next(self, worker_id: str, exclude: Iterable[str] = ()) -> dict | None:
         """Atomically take the oldest queued run for this worker (status becomes running); None if none."""

@@ -2,13 +2,16 @@
 
 One worker per results folder and host (a lock file keeps a second one out). Slots: one run per GPU by default
 (`per_gpu` packs several; each child sees only its GPU), and on the CPU `slots` runs at a time (default 1),
-the CPU threads split between them. A child writes its own heartbeat and metrics; the worker watches its
-children, marks a run `interrupted` when its process died without finishing, and marks runs of dead workers
-interrupted as well (stale heartbeat and no process), so nothing stays `running` forever.
+the CPU threads split between them.
+
+Runs are independent of the worker: each child is in its own session and writes its own heartbeat, metrics and
+final status, so runs go on when the worker (or the dashboard that started it) stops or restarts; a new
+worker counts the runs still alive on this host against its slots. A run whose process dies without
+finishing is marked `interrupted` (at once by the worker that started it, else by the stale-heartbeat reaper),
+so nothing stays `running` forever.
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import signal
@@ -49,14 +52,6 @@ def plan_slots(slots: int = 0, per_gpu: int = 1, device: str = "auto") -> list[S
     return [Slot("cpu", env, threads) for _ in range(n)]
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the worker dies, so its runs stop with a checkpoint (Linux only)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class Worker:
     def __init__(self, store: Store, slots: int = 0, per_gpu: int = 1, device: str = "auto",
                  idle_exit_s: float | None = None, data_dir: str | None = None) -> None:
@@ -79,10 +74,13 @@ class Worker:
         return True
 
     def free_slots(self) -> list[Slot]:
-        busy = [slot for _, slot in self.children.values()]
+        """Slots not taken by a live run on this host (this worker's children or runs it inherited)."""
         free = list(self.plan)
-        for slot in busy:
-            free.remove(slot)
+        for run in self.store.active_here():
+            for slot in free:
+                if slot.name == (run["slot"] or "cpu"):
+                    free.remove(slot)
+                    break
         return free
 
     def spawn(self, run: dict, slot: Slot) -> None:
@@ -97,9 +95,9 @@ class Worker:
         env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(PROJECT_ROOT), preexec_fn=_die_with_parent)
+                                cwd=str(PROJECT_ROOT), start_new_session=True)
         log.close()
-        self.store.update_run(run["id"], pid=proc.pid)
+        self.store.update_run(run["id"], pid=proc.pid, slot=slot.name)
         self.children[run["id"]] = (proc, slot)
         print(f"worker {self.id}: started run {run['id']} ({run['label']}) on {slot.name}, pid {proc.pid}", flush=True)
 
@@ -114,18 +112,6 @@ class Worker:
             if self.store.set_status(run_id, "interrupted", expect=["running"],
                                      message=f"its process {how} before finishing; resume it to continue"):
                 print(f"worker {self.id}: run {run_id} {how}; marked interrupted", flush=True)
-
-    def stop_children(self, timeout_s: float = 30.0) -> None:
-        for proc, _ in self.children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # the child checkpoints and records itself interrupted
-        deadline = time.time() + timeout_s
-        for proc, _ in self.children.values():
-            try:
-                proc.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.collect()
 
     def step(self) -> None:
         """One round: heartbeat, collect children, reap stale runs, start queued runs in free slots."""
@@ -160,8 +146,9 @@ class Worker:
                     break
                 time.sleep(POLL_S)
         finally:
-            self.stop_children()
             self.store.remove_worker(self.id)
+            if self.children:
+                print(f"worker {self.id}: {len(self.children)} run(s) go on in their own processes", flush=True)
         return 0
 
 

@@ -1,0 +1,75 @@
+"""Shared fixtures: an isolated results store and data folder per test, and writers of real on-disk formats."""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test gets its own results and data folders, so nothing touches the user's."""
+    monkeypatch.setenv("LAB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("LAB_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("LAB_DB_URL", raising=False)
+    yield
+
+
+@pytest.fixture
+def store(tmp_path):
+    from lab.store import Store
+
+    return Store(tmp_path / "results")
+
+
+def write_cifar10(root: Path, n_train: int = 500, n_test: int = 100, seed: int = 0) -> Path:
+    """Write a small CIFAR-10 in torchvision's on-disk format (cifar-10-batches-py pickles)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    per = n_train // 5
+    for i in range(1, 6):
+        data = rng.integers(0, 256, (per, 3072), dtype=np.uint8)
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": data, b"labels": rng.integers(0, 10, per).tolist(), b"batch_label": b"x"}, f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
+                     b"labels": rng.integers(0, 10, n_test).tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+    return folder
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
+    """Write an unsigned-byte IDX file (MNIST's format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def write_mnist(folder: Path, n_train: int = 300, n_test: int = 60, gz: bool = False, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    write_idx(folder / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28)), gz)
+    write_idx(folder / "train-labels-idx1-ubyte", rng.integers(0, 10, n_train), gz)
+    write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28)), gz)
+    write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test), gz)
+    return folder
+
+
+def require_system() -> bool:
+    """In CI (LAB_REQUIRE_SYSTEM=1) tests that need Debian packages fail instead of skipping."""
+    return os.environ.get("LAB_REQUIRE_SYSTEM") == "1"

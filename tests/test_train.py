@@ -1,0 +1,151 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from lab.config import make_config
+from lab.execute import execute_run
+from lab.models import ConfigError
+from lab.train import MemoryReporter, Reporter, learning_rate, train
+
+
+def test_smoke_run_end_to_end_writes_every_metric(store):
+    cfg = make_config("smoke", kind="residual", depth=20)
+    (rid,) = store.create_runs([cfg], status="running")
+    assert execute_run(store, rid, handle_signals=False) == "done"
+    run = store.get_run(rid)
+    assert run["status"] == "done" and run["iteration"] == 24 and run["params"] == 269_722
+    assert 0 <= run["final_test_error"] <= 1 and 0 <= run["final_train_error"] <= 1
+    assert run["env"]["torch"] == torch.__version__ and run["env"]["git"]
+    names = set(store.scalars(rid)["name"])
+    assert {"train_loss", "train_error", "lr", "images_per_s", "elapsed_s", "epoch",
+            "val_error", "val_loss", "test_error", "test_loss"} <= names
+    grads = store.layer_series(rid, "grad_norm")
+    assert sorted(grads["step"].unique()) == [4, 8, 12, 16, 20, 24]
+    assert grads["layer"].nunique() == 20 and (grads["value"] > 0).all()
+    resp = store.layer_series(rid, "response_std")
+    assert sorted(resp["step"].unique()) == [0, 12, 24] and resp["layer"].nunique() == 19
+    assert store.layer_series(rid, "residual_ratio")["layer"].nunique() == 9
+    assert resp["layer_name"].iloc[0] == "stem"
+    assert (store.run_dir(rid) / "checkpoint.pt").exists()
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(Reporter):
+    """Forwards to a StoreReporter-like target, then dies like a killed process after `step` is logged."""
+
+    def __init__(self, inner, step):
+        self.inner, self.step = inner, step
+
+    def start(self, *a):
+        self.inner.start(*a)
+
+    def log(self, step, *a):
+        self.inner.log(step, *a)
+        if step == self.step:
+            raise Crash
+
+    def finish(self, *a):
+        self.inner.finish(*a)
+
+
+def test_interrupted_and_resumed_run_has_the_same_step_sequence(store, tmp_path):
+    from lab.execute import StoreReporter
+
+    cfg = make_config("smoke", kind="plain", depth=20, precision="fp32")
+    ref_id, cut_id = store.create_runs([cfg, cfg], status="running")
+    assert execute_run(store, ref_id, handle_signals=False) == "done"
+
+    # die after step 20 was logged (checkpoint at 12): steps 16 and 20 must be dropped and redone
+    rep = StoreReporter(store, cut_id)
+    with pytest.raises(Crash):
+        train(cfg, store.run_dir(cut_id), CrashAt(rep, 20))
+    rep.close()
+    assert store.scalars(cut_id)["step"].max() == 20
+    assert execute_run(store, cut_id, handle_signals=False) == "done"
+
+    ref, cut = store.scalars(ref_id), store.scalars(cut_id)
+    key = ["name", "step"]
+    assert ref[key].values.tolist() == cut[key].values.tolist()  # no gaps, no duplicates
+    for name in ("train_loss", "train_error", "lr", "test_error"):
+        a = ref[ref.name == name]["value"].to_numpy()
+        b = cut[cut.name == name]["value"].to_numpy()
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6), name
+    for metric in ("grad_norm", "response_std"):
+        assert store.layer_steps(ref_id, metric) == store.layer_steps(cut_id, metric)
+
+
+def test_graceful_stop_then_resume_continues_the_curve(tmp_path):
+    cfg = make_config("smoke", kind="residual", depth=20)
+    first = MemoryReporter(stop_at=8)
+    assert train(cfg, tmp_path / "run", first) == "cancelled"
+    second = MemoryReporter()
+    assert train(cfg, tmp_path / "run", second) == "done"
+    steps = sorted({s for s, n, _ in first.scalars + second.scalars if n == "train_loss"})
+    assert steps == [4, 8, 12, 16, 20, 24]
+
+
+def test_learning_rate_schedule():
+    cfg = make_config("paper")
+    assert cfg.milestone_iterations() == [32000, 48000]
+    assert learning_rate(0, cfg, False) == 0.1
+    assert learning_rate(31999, cfg, False) == 0.1
+    assert learning_rate(32000, cfg, False) == pytest.approx(0.01)
+    assert learning_rate(48000, cfg, False) == pytest.approx(0.001)
+    assert learning_rate(100, cfg, True) == 0.01
+
+
+def test_warmup_returns_to_the_base_rate(tmp_path):
+    # the paper's 110-layer warm-up: 0.01 until training error < 80%, then back to 0.1 for good
+    cfg = make_config("smoke", depth=110, iterations=40, warmup_error=0.9, milestones=(0.9,),
+                      log_every=2, eval_every=40, checkpoint_every=40, probes=False)
+    assert cfg.uses_warmup()
+    rep = MemoryReporter()
+    assert train(cfg, tmp_path / "run", rep, resume=False) == "done"
+    lrs = [v for s, n, v in rep.scalars if n == "lr" and s <= 36]  # the milestone (0.9 x 40) divides it by 10
+    errors = [v for s, n, v in rep.scalars if n == "train_error"]
+    assert lrs[0] == 0.01
+    back = lrs.index(0.1)
+    assert min(errors[:back]) < 0.9 and all(e >= 0.9 for e in errors[: back - 1])
+    assert set(lrs[back:]) == {0.1}  # it stays at 0.1 until the milestone
+
+
+def test_divergence_ends_the_run_cleanly(store):
+    cfg = make_config("smoke", kind="plain", depth=20, norm="none", lr=1e6)
+    (rid,) = store.create_runs([cfg], status="running")
+    assert execute_run(store, rid, handle_signals=False) == "diverged"
+    run = store.get_run(rid)
+    assert run["status"] == "diverged" and "NaN or infinite at iteration" in run["message"]
+    assert run["iteration"] < 24
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--depth", "21"], "nearest valid depths: 20 or 26"),
+    (["--lr", "-1"], "lr must be a positive number"),
+    (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    (["--shortcutz", "A"], "unrecognized arguments: --shortcutz"),
+    (["--shortcut", "Q"], "shortcut 'Q' is not one of A, B, C"),
+    (["--iterations", "ten"], "iterations: 'ten' is not a valid int"),
+])
+def test_cli_refuses_bad_input_clearly(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--preset", "smoke", "--results", str(tmp_path), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_make_config_lists_every_problem():
+    with pytest.raises(ConfigError) as err:
+        make_config("quick", depth=21, lr=-1, batch_size=0)
+    msg = str(err.value)
+    assert "depth 21" in msg and "lr must be" in msg and "batch_size must be" in msg
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_config("quick", learning_rate=0.1)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        make_config("fast")

@@ -1,0 +1,181 @@
+"""The background runner for real: a worker process, child processes, kill -9, cancel, resume, restart."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from lab.config import make_config
+from lab.models import ConfigError
+from lab.store import Store
+from lab.sweep import SweepSpec, expand
+
+
+def lab(*args, check=True, timeout=120):
+    proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def start_worker(root, *extra):
+    return subprocess.Popen([sys.executable, "-m", "lab", "worker", "--results", str(root), *extra],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# long enough to be caught mid-run: about 20-30 s on a 2-core CPU
+SLOW = dict(depth=44, iterations=300, checkpoint_every=40, log_every=10, eval_every=100, threads=1)
+
+
+def test_kill_9_marks_interrupted_then_resume_finishes_without_gaps(tmp_path):
+    root = tmp_path / "results"
+    store = Store(root)
+    (rid,) = store.create_runs([make_config("smoke", **SLOW)])
+    worker = start_worker(root)
+    try:
+        run = wait_for(lambda: (r := store.get_run(rid))["iteration"] >= 60 and r, 120, "the run to pass a checkpoint")
+        os.kill(run["pid"], signal.SIGKILL)
+        killed_at = time.time()
+        wait_for(lambda: store.get_run(rid)["status"] == "interrupted", 30, "interrupted status")
+        assert time.time() - killed_at < 30
+        assert "killed by signal 9" in store.get_run(rid)["message"]
+        lab("resume", rid, "--results", str(root), "--no-worker")
+        wait_for(lambda: store.get_run(rid)["status"] == "done", 180, "the resumed run to finish")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    steps = store.scalars(rid, ["train_loss"])["step"].tolist()
+    assert steps == list(range(10, 301, 10))
+    assert store.layer_steps(rid, "response_std") == [0, 100, 200, 300]
+
+
+def test_kill_9_without_a_worker_is_reaped_within_30_s(tmp_path):
+    root = tmp_path / "results"
+    store = Store(root)
+    (rid,) = store.create_runs([make_config("smoke", **SLOW)])
+    worker = start_worker(root)
+    run = wait_for(lambda: (r := store.get_run(rid))["iteration"] >= 10 and r, 120, "the run to start")
+    worker.kill()  # the worker dies: the run goes on by itself
+    worker.wait()
+    time.sleep(2)
+    assert store.get_run(rid)["status"] == "running"
+    it = store.get_run(rid)["iteration"]
+    wait_for(lambda: store.get_run(rid)["iteration"] > it, 60, "the run to go on without its worker")
+    os.kill(run["pid"], signal.SIGKILL)
+    killed_at = time.time()
+    # nobody watches the process now: `ls` (like the dashboard) reaps runs with a stale heartbeat and no process
+    wait_for(lambda: '"interrupted"' in lab("ls", "--json", "--results", str(root)).stdout, 40, "the reaper")
+    assert time.time() - killed_at < 30
+
+
+def test_cancel_running_and_queued_runs(tmp_path):
+    root = tmp_path / "results"
+    store = Store(root)
+    first, second = store.create_runs([make_config("smoke", **SLOW), make_config("smoke", **SLOW, seed=1)])
+    worker = start_worker(root)
+    try:
+        wait_for(lambda: store.get_run(first)["iteration"] >= 10, 120, "the run to start")
+        assert "cancelled" in lab("cancel", second, "--results", str(root)).stdout
+        asked = time.time()
+        assert "cancelling" in lab("cancel", first, "--results", str(root)).stdout
+        wait_for(lambda: store.get_run(first)["status"] == "cancelled", 15, "the running run to stop")
+        assert time.time() - asked < 10
+        assert (store.run_dir(first) / "checkpoint.pt").exists()
+        at = store.get_run(first)["iteration"]
+        lab("resume", first, "--results", str(root), "--no-worker")
+        wait_for(lambda: store.get_run(first)["status"] == "done", 180, "the resumed run")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert at < 300
+    steps = store.scalars(first, ["train_loss"])["step"].tolist()
+    assert steps == sorted(set(steps)) and steps[-1] == 300
+    assert store.get_run(second)["status"] == "cancelled"
+
+
+def test_worker_restart_leaves_runs_going_and_a_second_worker_is_refused(tmp_path):
+    root = tmp_path / "results"
+    store = Store(root)
+    ids = store.create_runs([make_config("smoke", **SLOW, seed=s) for s in range(2)])
+    worker = start_worker(root)
+    try:
+        wait_for(lambda: store.get_run(ids[0])["iteration"] >= 10, 120, "the first run")
+        second = subprocess.run([sys.executable, "-m", "lab", "worker", "--results", str(root)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert "already running" in second.stdout
+        worker.send_signal(signal.SIGTERM)  # restart: stop it ...
+        worker.wait(30)
+        assert store.get_run(ids[0])["status"] == "running"
+        assert store.get_run(ids[1])["status"] == "queued"  # one CPU slot: the second waits
+        worker = start_worker(root)  # ... and start a new one, which must not double-book the slot
+        time.sleep(3)
+        assert store.get_run(ids[1])["status"] == "queued"
+        wait_for(lambda: all(store.get_run(i)["status"] == "done" for i in ids), 240, "both runs")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    for rid in ids:
+        assert store.scalars(rid, ["train_loss"])["step"].tolist() == list(range(10, 301, 10))
+
+
+def test_sweep_command_queues_everything(tmp_path):
+    out = lab("sweep", "--kinds", "plain,residual", "--depths", "20,32", "--seeds", "2", "--preset", "smoke",
+              "--grid", "shortcut=A,B", "--results", str(tmp_path), "--no-worker").stdout
+    assert "queued 16 run(s)" in out
+    df = Store(tmp_path).runs()
+    assert len(df) == 16 and set(df["seed"]) == {0, 1} and set(df["shortcut"]) == {"A", "B"}
+    listing = lab("ls", "--json", "--results", str(tmp_path)).stdout
+    import json
+
+    rows = json.loads(listing)
+    assert {"id", "status", "kind", "depth", "iteration", "total_iterations"} <= set(rows[0])
+
+
+def test_bad_sweep_is_refused_whole_with_every_problem(tmp_path):
+    proc = lab("sweep", "--kinds", "plain,resnet", "--depths", "20,21", "--preset", "smoke", "--lr", "-1",
+               "--results", str(tmp_path), "--no-worker", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for part in ("kind 'resnet'", "depth 21", "lr must be a positive number"):
+        assert part in proc.stderr
+    assert Store(tmp_path).runs().empty  # nothing queued half-way
+
+
+def test_expand_validates():
+    with pytest.raises(ConfigError, match="unknown option 'shortcutz'"):
+        expand(SweepSpec(grid={"shortcutz": ["A"]}))
+    with pytest.raises(ConfigError, match="depths: give at least one"):
+        expand(SweepSpec(depths=[]))
+    configs = expand(SweepSpec(kinds=["plain"], depths=[20, 56], seeds=[0, 1, 2], preset="smoke"))
+    assert len(configs) == 6 and {c.seed for c in configs} == {0, 1, 2}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["resume", "nope"], "no run 'nope'"),
+    (["cancel", "nope"], "no run 'nope'"),
+    (["delete", "nope"], "no run 'nope'"),
+])
+def test_impossible_requests_are_clear_errors(tmp_path, args, message):
+    Store(tmp_path)
+    proc = lab(*args, "--results", str(tmp_path), check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resuming_a_finished_run_is_refused(tmp_path):
+    store = Store(tmp_path)
+    (rid,) = store.create_runs([make_config("smoke")])
+    store.set_status(rid, "done")
+    proc = lab("resume", rid, "--results", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "is done" in proc.stderr
