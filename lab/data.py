@@ -102,9 +102,9 @@ def read_cifar(folder: Path, name: str) -> tuple[ImageSet, ImageSet] | None:
     """Read torchvision's on-disk CIFAR layout (python pickles of uint8 rows); None when it is not there."""
     if name == "cifar10":
         train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
-        test_files, key = [folder / "test_batch"], b"labels"
+        test_files, key = [folder / "test_batch"], "labels"
     else:
-        train_files, test_files, key = [folder / "train"], [folder / "test"], b"fine_labels"
+        train_files, test_files, key = [folder / "train"], [folder / "test"], "fine_labels"
     if not all(f.exists() for f in train_files + test_files):
         return None
 
@@ -113,8 +113,10 @@ def read_cifar(folder: Path, name: str) -> tuple[ImageSet, ImageSet] | None:
         for f in files:
             with open(f, "rb") as fh:
                 try:
-                    entry = pickle.load(fh, encoding="bytes")
-                    data, lab = entry[b"data"], entry[key]
+                    # the official files are Python 2 pickles: latin1 turns their keys into str, as torchvision does
+                    entry = pickle.load(fh, encoding="latin1")
+                    entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+                    data, lab = entry["data"], entry[key]
                 except Exception as exc:
                     raise DataError(f"{f} is not a CIFAR batch file ({type(exc).__name__}: {exc})") from None
             images.append(torch.as_tensor(np.asarray(data, dtype=np.uint8)).reshape(-1, 3, 32, 32))

@@ -40,12 +40,12 @@ def write_cifar10(root: Path, n_train: int = 500, n_test: int = 100, seed: int =
     for i in range(1, 6):
         data = rng.integers(0, 256, (per, 3072), dtype=np.uint8)
         with open(folder / f"data_batch_{i}", "wb") as f:
-            pickle.dump({b"data": data, b"labels": rng.integers(0, 10, per).tolist(), b"batch_label": b"x"}, f)
+            pickle.dump({"data": data, "labels": rng.integers(0, 10, per).tolist(), "batch_label": b"x"}, f)
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump({b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
-                     b"labels": rng.integers(0, 10, n_test).tolist()}, f)
+        pickle.dump({"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
+                     "labels": rng.integers(0, 10, n_test).tolist()}, f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+        pickle.dump({"label_names": [f"c{i}".encode() for i in range(10)]}, f)
     return folder
 
 

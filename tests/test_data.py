@@ -25,7 +25,7 @@ def test_cifar_pixel_order_is_channel_major(tmp_path):
     img = np.zeros((1, 3072), dtype=np.uint8)
     img[0, :1024] = 200  # the red plane comes first in CIFAR rows
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump({b"data": img, b"labels": [3]}, f)
+        pickle.dump({"data": img, "labels": [3]}, f)
     _, test = load_raw("cifar10", tmp_path, download=False)
     assert test.images[0, 0].eq(200).all() and test.images[0, 1:].eq(0).all() and test.labels.tolist() == [3]
 

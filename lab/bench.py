@@ -1,0 +1,186 @@
+"""`python -m lab bench`: images/s of the lab trainer against the loop people usually write.
+
+Measures, for each ResNet depth, on CIFAR-10-format data (generated files in torchvision's on-disk layout, so
+no download is needed and the figures do not depend on image content):
+
+  (a) the lab trainer, probes on (gradient norms every 10 iterations: 10x the paper preset's rate)
+  (b) the lab trainer, probes off
+  (c) a reference loop: the same model in fp32, torchvision's CIFAR10 dataset through a DataLoader with
+      RandomCrop, RandomHorizontalFlip, ToTensor and Normalize
+
+and prints the ratios a/c and a/b, and the fraction of the machine's bf16 matrix-multiply ceiling reached
+(training costs about 3x the forward FLOPs: 6 x the forward multiply-adds per image).
+With --sweep it also measures a CPU sweep's aggregate images/s through the real worker with 1 and 2 slots.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import make_config
+from .models import build_net, forward_macs
+from .runtime import PROJECT_ROOT, device_name, resolve_device, resolve_precision
+from .train import MemoryReporter, train
+
+
+def write_cifar10_format(root: Path, n_train: int = 10000, n_test: int = 1000, seed: int = 0) -> Path:
+    """Random images in torchvision's CIFAR-10 layout (cifar-10-batches-py); returns `root`."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    per = n_train // 5
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (per, 3072), dtype=np.uint8),
+                         "labels": rng.integers(0, 10, per).tolist()}, f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
+                     "labels": rng.integers(0, 10, n_test).tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}".encode() for i in range(10)]}, f)
+    return root
+
+
+def reference_loop(depth: int, root: Path, device: torch.device, iterations: int, warmup: int, batch_size: int) -> float:
+    """(c): images/s of the usual torchvision + DataLoader training loop, fp32, NCHW."""
+    import torchvision
+    import torchvision.transforms as T
+
+    class LocalCIFAR10(torchvision.datasets.CIFAR10):
+        # generated files have no published checksums (torchvision skips the check for md5 None)
+        train_list = [[f"data_batch_{i}", None] for i in range(1, 6)]
+        test_list = [["test_batch", None]]
+        meta = {"filename": "batches.meta", "key": "label_names", "md5": None}
+
+    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))])
+    ds = LocalCIFAR10(str(root), train=True, transform=tf, download=False)
+    workers = min(4, os.cpu_count() or 1)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                         drop_last=True, persistent_workers=True)
+    model = build_net("residual", depth).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    done, start = 0, None
+    while done < warmup + iterations:
+        for x, y in loader:
+            if done == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == warmup + iterations:
+                break
+    loss.item()
+    return iterations * batch_size / (time.perf_counter() - start)
+
+
+def lab_trainer(depth: int, root: Path, device: str, iterations: int, batch_size: int, probes: bool, threads: int) -> float:
+    """(a)/(b): images/s of the lab trainer over `iterations` after as many untimed ones."""
+    cfg = make_config(
+        "paper", dataset="cifar10", depth=depth, iterations=2 * iterations, batch_size=batch_size,
+        log_every=iterations, eval_every=2 * iterations, grad_every=10, checkpoint_every=2 * iterations,
+        probes=probes, device=device, threads=threads, eval_images=500,
+    )
+    rep = MemoryReporter()
+    with tempfile.TemporaryDirectory() as run_dir:
+        train(cfg, run_dir, rep, data_dir=root)
+    speeds = [v for s, n, v in rep.scalars if n == "images_per_s"]
+    return speeds[-1]  # the second window: after warm-up
+
+
+def matmul_ceiling(device: torch.device, dtype=torch.bfloat16, n: int = 2048, repeat: int = 10) -> float:
+    """Measured GFLOP/s of a large square matrix multiply: the practical compute ceiling."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * repeat / (time.perf_counter() - t) / 1e9
+
+
+def sweep_throughput(root: Path, slots: int, runs: int, iterations: int, depth: int = 20) -> float:
+    """Aggregate steady-state images/s of a CPU sweep through the real worker (sum over concurrent runs)."""
+    from .store import Store
+
+    with tempfile.TemporaryDirectory() as results:
+        store = Store(results)
+        cfg = dict(dataset="cifar10", depth=depth, iterations=iterations, log_every=10, eval_every=iterations,
+                   checkpoint_every=iterations, eval_images=500, device="cpu")
+        ids = store.create_runs([make_config("paper", seed=s, **cfg) for s in range(runs)])
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        subprocess.run([sys.executable, "-m", "lab", "worker", "--results", results, "--slots", str(slots),
+                        "--device", "cpu", "--exit-when-idle", "1", "--data", str(root)],
+                       cwd=PROJECT_ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        per_run = []
+        for rid in ids:
+            s = store.scalars(rid, ["images_per_s"])["value"].to_numpy()[1:]  # skip the first window (start-up)
+            per_run.append(float(np.median(s)))
+        statuses = set(store.runs()["status"])
+        if statuses != {"done"}:
+            raise RuntimeError(f"benchmark sweep runs ended {statuses}; see {results}")
+    return float(np.mean(per_run)) * slots
+
+
+def main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    depths = [int(d) for d in str(args.depths).split(",")]
+    precision = resolve_precision("auto", device)
+    ceiling = matmul_ceiling(device)
+    print(f"device: {device} ({device_name(device)}), {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"lab precision {precision}, channels_last")
+    print(f"measured bf16 matrix-multiply ceiling: {ceiling:.0f} GFLOP/s")
+    print(f"timed iterations: {args.iterations} of batch {args.batch_size} after {args.warmup}+ untimed")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_cifar10_format(Path(tmp))
+        for depth in depths:
+            macs = forward_macs(build_net("residual", depth))
+            c = reference_loop(depth, root, device, args.iterations, args.warmup, args.batch_size)
+            a = lab_trainer(depth, root, args.device, args.iterations, args.batch_size, True, args.threads)
+            b = lab_trainer(depth, root, args.device, args.iterations, args.batch_size, False, args.threads)
+            ceiling_ips = ceiling * 1e9 / (6 * macs)
+            rows.append(dict(depth=depth, a=a, b=b, c=c, a_over_c=a / c, a_over_b=a / b, ceiling_ips=ceiling_ips,
+                             fraction=a / ceiling_ips))
+        print()
+        print(f"{'model':<10} {'(a) lab+probes':>15} {'(b) lab':>9} {'(c) reference':>14} {'a/c':>6} {'a/b':>6} "
+              f"{'ceiling img/s':>14} {'a/ceiling':>10}")
+        for r in rows:
+            print(f"resnet{r['depth']:<4} {r['a']:>15.0f} {r['b']:>9.0f} {r['c']:>14.0f} {r['a_over_c']:>6.2f} "
+                  f"{r['a_over_b']:>6.3f} {r['ceiling_ips']:>14.0f} {100 * r['fraction']:>9.1f}%")
+        print("targets: a/c >= 2.0; a within 5% of b (a/b >= 0.95)")
+        if args.sweep and device.type == "cpu":
+            ref20 = next((r["c"] for r in rows if r["depth"] == 20), None) or reference_loop(
+                20, root, device, args.iterations, args.warmup, args.batch_size)
+            print()
+            print("CPU sweep through the worker: 4 ResNet-20 runs, aggregate steady-state images/s")
+            for slots in (1, 2):
+                agg = sweep_throughput(root, slots, runs=4, iterations=max(60, 2 * args.iterations))
+                print(f"  {slots} slot(s): {agg:.0f} images/s = {agg / ref20:.2f}x the reference loop (target >= 2.2x)")
+                rows.append(dict(sweep_slots=slots, images_per_s=agg, over_reference=agg / ref20))
+    if getattr(args, "json", False):
+        print(json.dumps(rows))
+    return 0
