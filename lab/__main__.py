@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import PRESETS, RunConfig, make_config, parse_value
 from .data import DATASETS, DataError
 from .models import ConfigError, list_models
+from .export import ExportError
 from .store import Store, StoreError
 
 EXPLICIT = {"kind", "depth", "dataset", "preset", "seed"}
@@ -133,7 +134,7 @@ def cmd_ls(args) -> int:
         prog = f"{int(r.iteration)}/{int(r.total_iterations)} {100 * r.progress:3.0f}%"
         ips = "-" if r.images_per_s != r.images_per_s or r.images_per_s is None else f"{r.images_per_s:.0f}"
         print(f"{r.id:<24} {r.status:<11} {str(r.label)[:26]:<26} {r.dataset:<13} {prog:>15} {ips:>7} "
-              f"{format_duration(r.eta_s):>8} {str(r.device or '-'):<7} {_pct(r.final_test_error):>8}")
+              f"{format_duration(r.eta_s):>8} {device:<7} {_pct(r.final_test_error):>8}")
     return 0
 
 
@@ -338,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, StoreError) as exc:
+    except (ConfigError, DataError, StoreError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

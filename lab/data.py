@@ -184,6 +184,33 @@ def synthetic_set(n: int, seed: int, classes: int = 10, size: int = 32) -> Image
     return ImageSet((img * 255).round().to(torch.uint8), labels.to(torch.int64))
 
 
+def local_folders(name: str, root: Path) -> list[Path]:
+    """Where the lab looks for a data set's files, in order."""
+    return {
+        "cifar10": [root / CIFAR_FOLDERS["cifar10"]],
+        "cifar100": [root / CIFAR_FOLDERS["cifar100"]],
+        "mnist": [root / "MNIST" / "raw"],
+        "fashion-mnist": [root / "FashionMNIST" / "raw", root / "fashion-mnist", DEBIAN_FASHION_MNIST],
+        "synthetic": [],
+    }[name]
+
+
+def find_local(name: str, data_dir: Path | str | None = None) -> Path | None:
+    """The folder holding `name`'s files without downloading (cheap: checks file names only); None if absent.
+    The synthetic set needs no files and reports the data folder."""
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    if dataset_info(name).name == "synthetic":
+        return root
+    for folder in local_folders(name, root):
+        if name in CIFAR_FOLDERS:
+            needed = ["test_batch", "data_batch_1"] if name == "cifar10" else ["train", "test"]
+        else:
+            needed = ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte"]
+        if all((folder / f).exists() or (folder / f"{f}.gz").exists() for f in needed):
+            return folder
+    return None
+
+
 def load_raw(name: str, data_dir: Path | str | None = None, download: bool = True) -> tuple[ImageSet, ImageSet]:
     """The official training and test sets of `name` as uint8 ImageSets.
 
@@ -195,12 +222,7 @@ def load_raw(name: str, data_dir: Path | str | None = None, download: bool = Tru
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if name == "synthetic":
         return synthetic_set(10000, seed=1), synthetic_set(2000, seed=2)
-    folders = {
-        "cifar10": [root / CIFAR_FOLDERS["cifar10"]],
-        "cifar100": [root / CIFAR_FOLDERS["cifar100"]],
-        "mnist": [root / "MNIST" / "raw"],
-        "fashion-mnist": [root / "FashionMNIST" / "raw", root / "fashion-mnist", DEBIAN_FASHION_MNIST],
-    }[name]
+    folders = local_folders(name, root)
 
     def local() -> tuple[ImageSet, ImageSet] | None:
         for folder in folders:

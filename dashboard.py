@@ -1,0 +1,19 @@
+"""Degradation Lab dashboard: `streamlit run dashboard.py` (options: `-- --results DIR`)."""
+import streamlit as st
+
+st.set_page_config(page_title="Degradation Lab", page_icon=":material/stacked_line_chart:", layout="wide")
+
+pages = {
+    "Experiments": [
+        st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
+        st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
+    ],
+    "Analysis": [
+        st.Page("pages/curves.py", title="Training curves", icon=":material/show_chart:"),
+        st.Page("pages/depth.py", title="Error vs depth", icon=":material/stacked_line_chart:"),
+        st.Page("pages/responses.py", title="Responses", icon=":material/equalizer:"),
+        st.Page("pages/gradients.py", title="Gradients", icon=":material/gradient:"),
+        st.Page("pages/report.py", title="Report", icon=":material/ios_share:"),
+    ],
+}
+st.navigation(pages).run()

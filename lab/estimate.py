@@ -1,0 +1,88 @@
+"""How long a sweep will take here: from the throughput of past runs on this host, else a quick measurement."""
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .data import dataset_info
+from .models import build_net, forward_macs
+from .monitor import format_duration
+from .runtime import resolve_device, resolve_precision
+
+STARTUP_S = 6.0        # process start, imports and data loading per run
+EVAL_OVERHEAD = 1.10   # evaluations and probes on top of training
+
+
+@dataclass
+class Estimate:
+    seconds: float
+    text: str
+    basis: str
+
+
+@lru_cache(maxsize=8)
+def run_macs(depth: int, block: str, width: float, span: int, channels: int, size: int) -> int:
+    return forward_macs(build_net("residual", depth, block=block, width=width, span=span, in_channels=channels), size)
+
+
+@lru_cache(maxsize=2)
+def measured_gflops(device: str = "auto") -> float:
+    """Training GFLOP/s of ResNet-20 here (a few iterations, about a second), with the lab's defaults."""
+    dev = resolve_device(device)
+    precision = resolve_precision("auto", dev)
+    model = build_net("residual", 20).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(64, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (64,), device=dev)
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    step().item()
+    t = time.perf_counter()
+    for _ in range(3):
+        loss = step()
+    loss.item()
+    ips = 3 * 64 / (time.perf_counter() - t)
+    return ips * 6 * forward_macs(build_net("residual", 20)) / 1e9
+
+
+def past_gflops(store) -> tuple[float, int] | None:
+    """Median training GFLOP/s of finished runs on this host (from their images/s and model cost)."""
+    runs = store.runs(status=["done"])
+    if runs.empty:
+        return None
+    host = socket.gethostname()
+    rates = []
+    for _, r in runs[runs["host"] == host].iterrows():
+        env = r.get("env") or {}
+        if isinstance(env, dict) and env.get("forward_macs") and r.get("images_per_s"):
+            rates.append(r["images_per_s"] * 6 * env["forward_macs"] / 1e9)
+    return (float(np.median(rates)), len(rates)) if rates else None
+
+
+def estimate_sweep(store, configs: list[RunConfig], slots: int = 1) -> Estimate:
+    """Wall time of `configs` run `slots` at a time on this machine."""
+    past = past_gflops(store) if store is not None else None
+    if past:
+        gflops, basis = past[0], f"from {past[1]} finished run(s) on this machine"
+    else:
+        gflops, basis = measured_gflops(), "from a quick ResNet-20 measurement on this machine"
+    total = 0.0
+    for cfg in configs:
+        info = dataset_info(cfg.dataset)
+        macs = run_macs(cfg.depth, cfg.block, cfg.width, cfg.span, info.channels, info.size)
+        total += STARTUP_S + EVAL_OVERHEAD * cfg.iterations * cfg.batch_size * 6 * macs / (gflops * 1e9)
+    seconds = total / max(1, min(slots, len(configs))) if configs else 0.0
+    return Estimate(seconds, format_duration(seconds), basis)

@@ -1,0 +1,79 @@
+"""Series processing for plots: debiased EMA smoothing, min/max-preserving downsampling, seed aggregation."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# The run fields that make two runs "the same experiment" apart from the seed.
+GROUP_FIELDS = ("kind", "depth", "dataset", "preset", "block", "shortcut", "span", "width", "norm", "init",
+                "iterations", "batch_size", "lr", "tag")
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """Debiased exponential moving average (as TensorBoard's smoothing): weight 0 is no smoothing.
+
+    NaNs are skipped (they neither enter the average nor reset it), and stay NaN in the output.
+    """
+    values = np.asarray(values, dtype=float)
+    if weight <= 0 or len(values) == 0:
+        return values.copy()
+    # adjust=True divides by the sum of the weights so far: the debiasing that keeps early points honest
+    out = pd.Series(values).ewm(alpha=1 - weight, adjust=True, ignore_na=True).mean().to_numpy(copy=True)
+    out[np.isnan(values)] = np.nan
+    return out
+
+
+def downsample_minmax(x: np.ndarray, ys: list[np.ndarray], max_points: int, key: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Keep at most about `max_points` points: per bucket, the points where ys[key] is smallest and largest
+    (and the first and last point overall), so spikes and dips survive. All arrays are cut at the same indices."""
+    n = len(x)
+    if n <= max_points or max_points < 4:
+        return x, ys
+    buckets = max(1, max_points // 2)
+    edges = np.linspace(0, n, buckets + 1).astype(int)
+    y = ys[key]
+    keep = {0, n - 1}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if hi <= lo:
+            continue
+        seg = y[lo:hi]
+        if np.all(np.isnan(seg)):
+            keep.add(lo)
+            continue
+        keep.add(lo + int(np.nanargmin(seg)))
+        keep.add(lo + int(np.nanargmax(seg)))
+    idx = np.array(sorted(keep))
+    return x[idx], [a[idx] for a in ys]
+
+
+def group_key(run: dict | pd.Series, fields=GROUP_FIELDS) -> tuple:
+    return tuple(run.get(f) for f in fields if f in run)
+
+
+def aggregate_seeds(curves: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Mean, sd, min and max across seeds of curves given as (x, y) pairs, on the x values they share.
+
+    Curves of runs still in progress are shorter: each x keeps the seeds that reached it (column `n`).
+    """
+    frames = [pd.Series(y, index=x) for x, y in curves if len(x)]
+    if not frames:
+        return pd.DataFrame(columns=["x", "mean", "sd", "min", "max", "n"])
+    table = pd.concat(frames, axis=1)
+    table = table[~table.index.duplicated()].sort_index()
+    out = pd.DataFrame({
+        "x": table.index.to_numpy(dtype=float),
+        "mean": table.mean(axis=1).to_numpy(),
+        "sd": table.std(axis=1, ddof=1).fillna(0).to_numpy() if table.shape[1] > 1 else np.zeros(len(table)),
+        "min": table.min(axis=1).to_numpy(),
+        "max": table.max(axis=1).to_numpy(),
+        "n": table.notna().sum(axis=1).to_numpy(),
+    })
+    return out
+
+
+def mean_sd(values) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for one value) and count of the finite values."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)

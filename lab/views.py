@@ -1,0 +1,90 @@
+"""Named views: stored results -> figures. The dashboard pages and `python -m lab export` both use these,
+so a figure in a report is the figure on the screen."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from . import figures
+from .store import Store
+
+CURVE_METRICS = ("train_error", "test_error", "epoch", "elapsed_s")
+
+
+def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
+    label = str(run.get("label") or f"{run['kind']}-{run['depth']}")
+    return f"{label} seed {run['seed']}" if with_seed else label
+
+
+def curves(store: Store, runs: pd.DataFrame, x: str = "iterations", smoothing: float = 0.0, log_y: bool = False,
+           band: str = "min-max", max_points: int = 1200) -> go.Figure:
+    scalars = store.scalars(runs["id"].tolist(), CURVE_METRICS) if not runs.empty else pd.DataFrame()
+    return figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band, max_points=max_points)
+
+
+def depth(store: Store, runs: pd.DataFrame, reference: bool = False) -> go.Figure:
+    return figures.depth_summary(runs, reference=reference)
+
+
+def layer_profiles(store: Store, runs: pd.DataFrame, metric: str, at: float = 1.0) -> tuple[dict[str, pd.DataFrame], str]:
+    """Each run's per-layer `metric` at the recorded step nearest to fraction `at` of its progress so far.
+
+    Returns ({run label: DataFrame(layer, layer_name, value)}, a note saying which steps were used)."""
+    out, used = {}, set()
+    seeds = runs.groupby("label")["seed"].nunique().to_dict() if not runs.empty else {}
+    for _, run in runs.iterrows():
+        steps = store.layer_steps(run["id"], metric)
+        if not steps:
+            continue
+        target = at * max(steps)
+        step = min(steps, key=lambda s: (abs(s - target), -s))
+        df = store.layer_series(run["id"], metric, steps=[step])
+        out[run_label(run, with_seed=seeds.get(run["label"], 1) > 1)] = df
+        used.add(step)
+    note = "iteration " + ", ".join(str(s) for s in sorted(used)) if used else ""
+    return out, note
+
+
+def responses(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
+    profiles, note = layer_profiles(store, runs, "response_std", at)
+    return figures.response_profile(profiles, title=f"Layer responses, std (Fig. 7){', ' + note if note else ''}")
+
+
+def residual_ratios(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
+    profiles, _ = layer_profiles(store, runs[runs["kind"] == "residual"] if not runs.empty else runs, "residual_ratio", at)
+    return figures.residual_ratio_profile(profiles)
+
+
+def gradients(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
+    profiles, note = layer_profiles(store, runs, "grad_norm", at)
+    return figures.gradient_profile(profiles, note)
+
+
+def gradient_ratio(store: Store, runs: pd.DataFrame) -> go.Figure:
+    series = {}
+    seeds = runs.groupby("label")["seed"].nunique().to_dict() if not runs.empty else {}
+    for _, run in runs.iterrows():
+        df = store.layer_series(run["id"], "grad_norm")
+        if not df.empty:
+            series[run_label(run, with_seed=seeds.get(run["label"], 1) > 1)] = df
+    return figures.gradient_ratio(series)
+
+
+def gradient_heatmap(store: Store, run: pd.Series | dict) -> go.Figure:
+    return figures.gradient_heatmap(store.layer_series(run["id"], "grad_norm"), run_label(run))
+
+
+def response_evolution(store: Store, run: pd.Series | dict, metric: str = "response_std") -> go.Figure:
+    what = "response std" if metric == "response_std" else "‖F(x)‖ / ‖x‖"
+    return figures.response_evolution(store.layer_series(run["id"], metric), run_label(run), what)
+
+
+# name -> (builder over a set of runs, title for menus and file names)
+FIGURES = {
+    "curves": (curves, "Training curves (Fig. 6)"),
+    "depth": (depth, "Error vs depth"),
+    "responses": (responses, "Layer responses (Fig. 7)"),
+    "residual-ratios": (residual_ratios, "Residual ratio per block"),
+    "gradients": (gradients, "Gradient norm by layer"),
+    "gradient-ratio": (gradient_ratio, "First/last gradient ratio"),
+}

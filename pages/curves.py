@@ -1,0 +1,36 @@
+"""Training curves (the paper's Fig. 6): plain and residual side by side, live while runs train."""
+import streamlit as st
+
+from lab import views
+from lab.figures import BANDS, X_AXES
+from pages.common import apply_selection, figure_downloads, get_store, live_every, load_runs, select_runs
+
+store = get_store()
+st.title("Training curves")
+st.caption("Training error thin and dashed, test error bold; one colour per depth. Seeds of the same "
+           "configuration are averaged, with a band. The paper's Fig. 6: deeper plain nets train worse.")
+runs = select_runs(load_runs(store))
+if runs.empty:
+    st.info("No runs selected. Launch some, or widen the selection in the sidebar.")
+    st.page_link("pages/launch.py", label="Launch experiments", icon=":material/rocket_launch:")
+    st.stop()
+
+c1, c2, c3, c4 = st.columns([2, 3, 1, 2])
+x = c1.selectbox("x axis", list(X_AXES), key="curves_x")
+smoothing = c2.slider("Smoothing of training error (debiased EMA weight)", 0.0, 0.99, 0.6, 0.01, key="curves_smoothing")
+log_y = c3.toggle("log y", key="curves_logy")
+band = c4.selectbox("Seed band", list(BANDS), key="curves_band")
+
+
+@st.fragment(run_every=live_every(runs))
+def chart() -> None:
+    current = apply_selection(load_runs(store))
+    fig = views.curves(store, current, x=x, smoothing=smoothing, log_y=log_y, band=band)
+    st.plotly_chart(fig, width="stretch", key="curves_chart")
+    running = int((current["status"] == "running").sum())
+    if running:
+        st.caption(f"{running} run(s) training: the chart updates every few seconds.")
+    figure_downloads(fig, "training-curves", "curves_dl")
+
+
+chart()

@@ -1,0 +1,47 @@
+"""Error vs depth (the degradation plot) and a table in the shape of the paper's Table 6."""
+import streamlit as st
+
+from lab import views
+from lab.figures import depth_table
+from lab.reference import CIFAR10_TEST_ERROR
+from pages.common import apply_selection, figure_downloads, get_store, live_every, load_runs, select_runs
+
+store = get_store()
+st.title("Error vs depth")
+st.caption("Final training and test error of finished runs against depth, mean ± sd over seeds. Plain nets get "
+           "worse with depth (degradation); residual nets get better.")
+runs = select_runs(load_runs(store))
+if runs.empty:
+    st.info("No runs selected.")
+    st.stop()
+reference = st.toggle("Overlay published CIFAR-10 numbers (paper and reproductions)", key="depth_reference")
+
+
+@st.fragment(run_every=live_every(runs, 10))
+def summary() -> None:
+    current = apply_selection(load_runs(store))
+    fig = views.depth(store, current, reference=reference)
+    st.plotly_chart(fig, width="stretch", key="depth_chart")
+    figure_downloads(fig, "error-vs-depth", "depth_dl")
+    done = current[current["status"] == "done"]
+    st.subheader("Table (the shape of the paper's Table 6)")
+    if done.empty:
+        st.caption("Appears when runs finish.")
+        return
+    table = depth_table(done)
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "params": st.column_config.NumberColumn("# params", format="%d"),
+        "train_error_mean": st.column_config.NumberColumn("train err % (mean)", format="%.2f"),
+        "train_error_sd": st.column_config.NumberColumn("± sd", format="%.2f"),
+        "test_error_mean": st.column_config.NumberColumn("test err % (mean)", format="%.2f"),
+        "test_error_sd": st.column_config.NumberColumn("± sd", format="%.2f"),
+        "paper_test_error": st.column_config.NumberColumn("paper (CIFAR-10)", format="%.2f"),
+    })
+    st.download_button("Table as CSV", table.to_csv(index=False), "depth-table.csv", "text/csv", on_click="ignore",
+                       icon=":material/table:")
+
+
+summary()
+if reference:
+    with st.expander("Sources of the published numbers"):
+        st.dataframe(CIFAR10_TEST_ERROR, hide_index=True, width="stretch")

@@ -1,0 +1,115 @@
+"""Runs: a live table of every run, with cancel / resume / delete and the log tail of a run."""
+import time
+
+import streamlit as st
+
+from lab.monitor import format_duration, log_tail
+from lab.store import StoreError
+from lab.worker import ensure_worker
+from pages.common import apply_selection, get_store, load_runs, pct, select_runs
+
+store = get_store()
+st.title("Runs")
+select_runs(load_runs(store))
+
+
+@st.fragment(run_every=2)
+def live_table() -> None:
+    runs = load_runs(store)
+    if runs.empty:
+        st.info("No runs yet. Queue some on the Launch page, or from a shell: "
+                "`python -m lab sweep --preset quick`.")
+        st.page_link("pages/launch.py", label="Launch experiments", icon=":material/rocket_launch:")
+        return
+    runs = apply_selection(runs)
+    counts = runs["status"].value_counts().to_dict()
+    cols = st.columns(7)
+    for col, status in zip(cols, ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")):
+        col.metric(status, counts.get(status, 0))
+    workers = store.live_workers()
+    if workers:
+        w = workers[0]
+        st.caption(f"Worker pid {w['pid']} on {w['host']}: {w['slots']} slot(s) on {w['device']}, "
+                   f"last seen {time.time() - w['heartbeat_at']:.0f} s ago. Updated {time.strftime('%H:%M:%S')}.")
+    elif counts.get("queued"):
+        st.warning("Runs are queued but no worker is running.")
+        if st.button("Start the background worker", icon=":material/play_arrow:"):
+            ensure_worker(store)
+            st.rerun(scope="fragment")
+    view = runs.assign(
+        eta=runs["eta_s"].map(format_duration),
+        test=runs["final_test_error"].map(pct),
+        train=runs["final_train_error"].map(pct),
+        it=runs["iteration"].astype(int).astype(str) + " / " + runs["total_iterations"].astype(int).astype(str),
+    )
+    st.dataframe(
+        view[["id", "status", "label", "dataset", "preset", "seed", "tag", "progress", "it", "images_per_s", "eta",
+              "device", "train", "test", "message"]],
+        hide_index=True, width="stretch",
+        column_config={
+            "id": st.column_config.TextColumn("run"),
+            "label": "model",
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            "it": "iterations",
+            "images_per_s": st.column_config.NumberColumn("images/s", format="%.0f"),
+            "eta": "ETA",
+            "train": "final train err",
+            "test": "final test err",
+            "message": st.column_config.TextColumn("note", width="large"),
+        },
+    )
+
+
+live_table()
+
+st.subheader("Act on a run")
+runs = load_runs(store)
+if runs.empty:
+    st.stop()
+labels = {r.id: f"{r.id} - {r.label} seed {r.seed} [{r.status}]" for r in runs.itertuples()}
+run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="runs_pick")
+run = runs[runs["id"] == run_id].iloc[0]
+c1, c2, c3, c4 = st.columns([1, 1, 1, 3])
+
+
+def act(what: str) -> None:
+    try:
+        if what == "cancel":
+            st.session_state["runs_msg"] = ("success", f"{run_id}: {store.request_cancel(run_id)}")
+        elif what == "resume":
+            store.requeue(run_id)
+            ensure_worker(store)
+            st.session_state["runs_msg"] = ("success", f"{run_id}: queued to resume from its last checkpoint")
+        elif what == "delete":
+            store.delete_run(run_id)
+            st.session_state["runs_msg"] = ("success", f"{run_id}: deleted with its files")
+    except StoreError as exc:
+        st.session_state["runs_msg"] = ("error", str(exc))
+
+
+c1.button("Cancel", on_click=act, args=("cancel",), disabled=run["status"] not in ("queued", "running"),
+          icon=":material/stop:")
+c2.button("Resume", on_click=act, args=("resume",),
+          disabled=run["status"] not in ("interrupted", "cancelled", "failed"), icon=":material/replay:")
+confirm = c4.checkbox("I really want to delete this run and its files", key="runs_confirm")
+c3.button("Delete", on_click=act, args=("delete",), disabled=not confirm or run["status"] == "running",
+          icon=":material/delete:")
+if "runs_msg" in st.session_state:
+    kind, text = st.session_state.pop("runs_msg")
+    (st.success if kind == "success" else st.error)(text)
+
+
+@st.fragment(run_every=3)
+def log_view() -> None:
+    tail = log_tail(store, run_id, 40)
+    st.caption(f"Log of {run_id} (last 40 lines)")
+    st.code(tail or "(no output yet)", language=None)
+
+
+log_view()
+with st.expander("Configuration and environment"):
+    try:
+        full = store.get_run(run_id)
+        st.json({"config": full["config"], "env": full.get("env") or {}}, expanded=False)
+    except StoreError as exc:
+        st.error(str(exc))
