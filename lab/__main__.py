@@ -133,6 +133,7 @@ def cmd_ls(args) -> int:
     for r in df.itertuples():
         prog = f"{int(r.iteration)}/{int(r.total_iterations)} {100 * r.progress:3.0f}%"
         ips = "-" if r.images_per_s != r.images_per_s or r.images_per_s is None else f"{r.images_per_s:.0f}"
+        device = r.device if isinstance(r.device, str) else "-"
         print(f"{r.id:<24} {r.status:<11} {str(r.label)[:26]:<26} {r.dataset:<13} {prog:>15} {ips:>7} "
               f"{format_duration(r.eta_s):>8} {device:<7} {_pct(r.final_test_error):>8}")
     return 0
