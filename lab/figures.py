@@ -63,15 +63,14 @@ def groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def _x_mapper(run_scalars: pd.DataFrame, x: str):
-    """Function step -> x value for one run's scalars (iterations, epochs or wall-time minutes)."""
+def _x_mapper(series: dict, run_id: str, x: str):
+    """Function step -> x value for one run (iterations, epochs or wall-time minutes)."""
     if x == "iterations":
         return lambda steps: np.asarray(steps, dtype=float)
     name = "epoch" if x == "epochs" else "elapsed_s"
-    ref = run_scalars[run_scalars["name"] == name].sort_values("step")
-    if ref.empty:
+    if (run_id, name) not in series:
         return lambda steps: np.full(len(steps), np.nan)
-    xs, ys = ref["step"].to_numpy(float), ref["value"].to_numpy(float)
+    xs, ys = series[(run_id, name)]
     scale = 1.0 if x == "epochs" else 1 / 60
     return lambda steps: np.interp(np.asarray(steps, float), xs, ys) * scale
 
@@ -101,7 +100,9 @@ def training_curves(
     fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, shared_xaxes=True,
                         subplot_titles=[KIND_TITLES[k] for k in kinds], horizontal_spacing=0.04)
     colours = depth_colors(runs["depth"])
-    by_run = {rid: g for rid, g in scalars.groupby("run_id")}
+    clean = scalars[scalars["value"].notna()].sort_values(["run_id", "name", "step"])
+    series = {key: (g["step"].to_numpy(float), g["value"].to_numpy(float))
+              for key, g in clean.groupby(["run_id", "name"], sort=False)}
     for label, g in groups(runs):
         kind, depth = g.iloc[0]["kind"], int(g.iloc[0]["depth"])
         col = kinds.index(kind) + 1
@@ -109,17 +110,13 @@ def training_curves(
         for metric, width, dash, suffix in (("train_error", 1.2, "dash", "train"), ("test_error", 2.6, "solid", "test")):
             curves, mappers = [], []
             for rid in g["id"]:
-                s = by_run.get(rid)
-                if s is None:
+                if (rid, metric) not in series:
                     continue
-                m = s[s["name"] == metric].sort_values("step")
-                m = m[m["value"].notna()]
-                if m.empty:
-                    continue
+                steps, values = series[(rid, metric)]
                 # training error is a noisy per-window mean: smooth it; test error is an exact evaluation
                 weight = smoothing if metric == "train_error" else 0.0
-                curves.append((m["step"].to_numpy(float), ema(m["value"].to_numpy(float) * 100, weight)))
-                mappers.append(_x_mapper(s, x))
+                curves.append((steps, ema(values * 100, weight)))
+                mappers.append(_x_mapper(series, rid, x))
             if not curves:
                 continue
             agg = aggregate_seeds(curves)

@@ -364,8 +364,10 @@ class Store:
         q = q.order_by(scalars_table.c.run_id, scalars_table.c.name, scalars_table.c.step)
         with self.read() as conn:
             rows = conn.execute(q).all()
-        df = pd.DataFrame(rows, columns=["run_id", "name", "step", "value"])
-        df["value"] = df["value"].astype(float)
+        cols = ["run_id", "name", "step", "value"]
+        columns = list(zip(*rows)) if rows else [[] for _ in cols]  # columnar: far faster than rows for pandas
+        df = pd.DataFrame(dict(zip(cols, columns)), columns=cols)
+        df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
         return df
 
     def layer_series(self, run_id: str, metric: str, steps: Iterable[int] | None = None) -> pd.DataFrame:

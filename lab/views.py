@@ -8,8 +8,6 @@ import plotly.graph_objects as go
 from . import figures
 from .store import Store
 
-CURVE_METRICS = ("train_error", "test_error", "epoch", "elapsed_s")
-
 
 def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
     label = str(run.get("label") or f"{run['kind']}-{run['depth']}")
@@ -18,7 +16,8 @@ def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
 
 def curves(store: Store, runs: pd.DataFrame, x: str = "iterations", smoothing: float = 0.0, log_y: bool = False,
            band: str = "min-max", max_points: int = 1200) -> go.Figure:
-    scalars = store.scalars(runs["id"].tolist(), CURVE_METRICS) if not runs.empty else pd.DataFrame()
+    names = ["train_error", "test_error"] + {"epochs": ["epoch"], "wall time": ["elapsed_s"]}.get(x, [])
+    scalars = store.scalars(runs["id"].tolist(), names) if not runs.empty else pd.DataFrame()
     return figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band, max_points=max_points)
 
 
