@@ -5,14 +5,16 @@ UI only: everything computed comes from `lab`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from lab.export import INSTALL_HINT, MIME, ExportError, csv_bytes, figure_bytes, find_chromium
 from lab.monitor import overview
-from lab.store import Store, StoreError
+from lab.store import Store, StoreError, default_results_dir
 
 # (run column, label) in the order the sidebar shows them
 FILTERS = [("kind", "Kind"), ("depth", "Depth"), ("dataset", "Data set"), ("status", "Status"), ("tag", "Tag"),
@@ -29,13 +31,14 @@ def results_dir() -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
-def _open_store(root: str | None) -> Store:
-    return Store(root)
+def _open_store(root: str, url: str | None) -> Store:
+    return Store(root, url=url)
 
 
 def get_store() -> Store:
+    root = Path(results_dir() or default_results_dir()).resolve()
     try:
-        return _open_store(results_dir())
+        return _open_store(str(root), os.environ.get("LAB_DB_URL"))
     except StoreError as exc:
         st.error(f"The results store cannot be opened: {exc}")
         st.stop()

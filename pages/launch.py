@@ -29,8 +29,16 @@ def apply(values: dict) -> None:
         st.session_state[f"launch_{k}"] = v
 
 
+def as_depth(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value  # left as typed: validation below names it
+
+
 if "launch_kinds" not in st.session_state:
     apply({})
+st.session_state["launch_depths"] = [as_depth(v) for v in st.session_state["launch_depths"]]
 
 store = get_store()
 st.title("Launch experiments")
@@ -46,7 +54,9 @@ with left:
     st.subheader("What")
     kinds = st.multiselect("Kinds", ["plain", "residual"], key="launch_kinds",
                            help="A plain net is its residual twin with the shortcuts removed")
-    depths = st.multiselect("Depths", sorted(set(DEPTH_CHOICES) | set(st.session_state["launch_depths"])),
+    depth_options = sorted(set(DEPTH_CHOICES) | set(st.session_state["launch_depths"]),
+                           key=lambda v: (not isinstance(v, int), v if isinstance(v, int) else 0, str(v)))
+    depths = st.multiselect("Depths", depth_options,
                             key="launch_depths", accept_new_options=True,
                             help="6n+2 for basic units of span 2 (20, 32, 44, 56, 110, ...); 9n+2 for bottleneck")
     seeds = st.number_input("Seeds per configuration", min_value=1, max_value=20, key="launch_seeds")

@@ -1,0 +1,107 @@
+"""Every page through Streamlit's AppTest, on an empty store and a populated one."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from lab.config import make_config
+from lab.fill import simulate_run
+
+PAGES = ["launch", "runs", "curves", "depth", "responses", "gradients", "report"]
+
+
+def page(name: str, query: dict | None = None) -> AppTest:
+    """The page as the app serves it: through dashboard.py's navigation."""
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.switch_page(f"pages/{name}.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def populated(store):
+    for kind in ("plain", "residual"):
+        for depth in (20, 56):
+            for seed in (0, 1):
+                simulate_run(store, kind, depth, seed, iterations=2000, log_every=100, eval_every=500)
+    simulate_run(store, "plain", 110, 0, iterations=2000, status="diverged")
+    simulate_run(store, "residual", 110, 0, iterations=2000, status="running", upto=0.5)
+    store.create_runs([make_config("smoke", depth=32)])  # queued, no metrics yet
+    return store
+
+
+def texts(at) -> str:
+    return " ".join(str(e.value) for kind in ("markdown", "caption", "info", "warning", "error", "success", "title")
+                    for e in getattr(at, kind))
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_pages_on_an_empty_store(name, store):
+    at = page(name)
+    if name not in ("launch",):
+        assert any(k in texts(at) for k in ("No runs", "No runs selected")), texts(at)
+
+
+def test_dashboard_entry_runs_the_launch_page(store):
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Launch experiments"
+
+
+def test_launch_validates_inline_and_queues(store, monkeypatch):
+    started = []
+    monkeypatch.setattr("lab.worker.ensure_worker", lambda *a, **k: started.append(1) or 4242)
+    at = page("launch")
+    assert "4 run(s)" in texts(at)
+    at.multiselect(key="launch_depths").set_value([20, "21"]).run()
+    assert at.error and "depth 21" in at.error[0].value and "nearest valid depths: 20 or 26" in at.error[0].value
+    assert next(b for b in at.button if b.label == "Queue runs").disabled
+    assert store.runs().empty
+    at.multiselect(key="launch_depths").set_value([20]).run()
+    at.selectbox(key="launch_dataset").set_value("synthetic").run()
+    queue = next(b for b in at.button if b.label == "Queue runs")
+    assert not queue.disabled
+    queue.click().run()
+    assert not at.exception
+    runs = store.runs()
+    assert len(runs) == 2 and set(runs["kind"]) == {"plain", "residual"} and set(runs["dataset"]) == {"synthetic"}
+    assert started and "Queued 2 run(s)" in at.success[0].value
+
+
+def test_one_click_presets_fill_the_form(store):
+    at = page("launch")
+    next(b for b in at.button if b.label == "Figure 6 (paper schedule)").click().run()
+    assert at.multiselect(key="launch_depths").value == [20, 32, 44, 56]
+    assert at.selectbox(key="launch_preset").value == "paper" and at.selectbox(key="launch_dataset").value == "cifar10"
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_pages_on_a_populated_store(name, populated):
+    at = page(name)
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_runs_page_shows_every_status(populated):
+    at = page("runs")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["done"] == "8" and metrics["diverged"] == "1" and metrics["queued"] == "1" and metrics["running"] == "1"
+    assert len(at.dataframe[0].value) == 11
+
+
+def test_selection_filters_and_goes_into_the_url(populated):
+    at = page("curves")
+    at.multiselect(key="sel_kind").set_value(["plain"]).run()
+    assert not at.exception
+    assert at.query_params["kind"] in ("plain", ["plain"])
+    assert "5 of 11 runs selected" in " ".join(c.value for c in at.sidebar.caption)  # 4 done + 1 diverged
+    # the selection follows the user to another page
+    at.switch_page("pages/depth.py").run()
+    assert not at.exception and at.multiselect(key="sel_kind").value == ["plain"]
+
+
+def test_selection_is_restored_from_the_url(populated):
+    at = page("depth", {"depth": "56"})
+    assert at.multiselect(key="sel_depth").value == [56]

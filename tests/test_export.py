@@ -1,0 +1,94 @@
+import io
+import re
+import subprocess
+import sys
+import zipfile
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, require_system
+from lab import export, views
+from lab.fill import simulate_run
+
+
+def need_chromium():
+    if export.find_chromium() is None:
+        if require_system():
+            pytest.fail("Chromium is not installed (apt-get install chromium)")
+        pytest.skip("Chromium is not installed")
+
+
+@pytest.fixture
+def filled(store):
+    for k in ("plain", "residual"):
+        for d in (20, 56):
+            simulate_run(store, k, d, 0, iterations=2000, log_every=100, eval_every=500)
+    return store
+
+
+def test_svg_has_the_legend_and_labels(filled):
+    need_chromium()
+    fig = views.depth(filled, filled.runs())
+    svg = export.figure_bytes(fig, "svg").decode()
+    assert svg.startswith("<svg") and "plain (test)" in svg and "depth (layers)" in svg and "error (%)" in svg
+
+
+def test_pdf_has_one_page_and_png_is_a_png(filled):
+    need_chromium()
+    fig = views.curves(filled, filled.runs())
+    pdf = export.figure_bytes(fig, "pdf")
+    assert pdf.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) == 1
+    png = export.figure_bytes(fig, "png", size="slide", scale=1)
+    assert png.startswith(b"\x89PNG")
+    width = int.from_bytes(png[16:20], "big")
+    assert width == 1280
+
+
+def test_csv_round_trips(filled):
+    fig = views.curves(filled, filled.runs())
+    df = pd.read_csv(io.BytesIO(export.csv_bytes(fig)))
+    lines = [t for t in fig.data if t.mode == "lines"]
+    for t in lines:
+        part = df[df["trace"] == t.name]
+        assert part["y"].to_numpy() == pytest.approx(list(t.y))
+
+
+def test_without_chromium_images_say_what_is_missing_and_csv_html_still_work(filled, monkeypatch):
+    monkeypatch.setattr(export, "find_chromium", lambda: None)
+    fig = views.depth(filled, filled.runs())
+    with pytest.raises(export.ExportError, match="apt-get install chromium"):
+        export.figure_bytes(fig, "png")
+    data, notes = export.report_zip({"depth": fig}, filled.runs())
+    assert notes and "Chromium" in notes[0]
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert {"data/depth.csv", "runs.csv", "index.html", "WARNINGS.txt"} <= set(names)
+    assert not any(n.startswith("figures/") for n in names)
+
+
+def test_report_zip_contents(filled):
+    need_chromium()
+    figs = {"curves": views.curves(filled, filled.runs()), "depth": views.depth(filled, filled.runs(), reference=True)}
+    data, notes = export.report_zip(figs, filled.runs())
+    assert notes == []
+    z = zipfile.ZipFile(io.BytesIO(data))
+    names = set(z.namelist())
+    for name in ("curves", "depth"):
+        assert {f"figures/{name}.svg", f"figures/{name}.pdf", f"figures/{name}.png", f"data/{name}.csv"} <= names
+    runs = pd.read_csv(z.open("runs.csv"))
+    assert len(runs) == 4 and {"id", "kind", "depth", "lr", "final_test_error"} <= set(runs.columns)
+    page = z.read("index.html").decode()
+    assert "Error vs depth" in page and "figures/depth.svg" in page and "plotly" in page.lower()
+
+
+def test_cli_export(filled, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "lab", "export", "--figures", "depth,curves", "--formats", "csv,html",
+                           "--out", str(out), "--results", str(filled.root)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "depth.csv").exists() and (out / "curves.html").exists() and (out / "runs.csv").exists()
+    bad = subprocess.run([sys.executable, "-m", "lab", "export", "--figures", "pie", "--results", str(filled.root)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown figure(s) pie" in bad.stderr and "Traceback" not in bad.stderr
