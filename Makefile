@@ -1,0 +1,32 @@
+# Set-up and everyday commands. `make dashboard` and `make test` each do all their own installing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: dashboard test bench system help
+
+help:
+	@echo "make dashboard   install (first time) and start the dashboard on http://127.0.0.1:8501"
+	@echo "make test        install (first time) and run the test suite"
+	@echo "make bench       print the training-speed benchmark"
+
+$(VENV)/.app: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.app requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+system:
+	@bash scripts/system-packages.sh
+
+dashboard: $(VENV)/.app system
+	$(VENV)/bin/streamlit run dashboard.py
+
+test: $(VENV)/.dev system
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.app
+	$(PY) -m lab bench --sweep
