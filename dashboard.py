@@ -1,7 +1,10 @@
 """Degradation Lab dashboard: `streamlit run dashboard.py` (options: `-- --results DIR`)."""
 import streamlit as st
 
+from lab.export import warm_up_in_background
+
 st.set_page_config(page_title="Degradation Lab", page_icon=":material/stacked_line_chart:", layout="wide")
+st.cache_resource(show_spinner=False)(warm_up_in_background)()  # once per server: first figure export is quick
 
 pages = {
     "Experiments": [

@@ -66,6 +66,22 @@ def _ensure_server() -> None:
         _server_started = True
 
 
+def warm_up_in_background() -> bool:
+    """Start kaleido's browser in a background thread, so the user's first image download is quick.
+    Returns False (and does nothing) when there is no Chromium."""
+    if find_chromium() is None:
+        return False
+
+    def start():
+        try:
+            _ensure_server()
+        except Exception:  # the first real export reports the problem to the user
+            pass
+
+    threading.Thread(target=start, daemon=True, name="kaleido-warm-up").start()
+    return True
+
+
 def figure_bytes(fig: go.Figure, fmt: str, size: str = "column", scale: float = 2.0, styled: bool = True) -> bytes:
     """`fig` as PNG, SVG or PDF bytes, in print style at a paper-column, wide or slide size."""
     if fmt not in IMAGE_FORMATS:

@@ -117,21 +117,27 @@ def apply_selection(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[mask]
 
 
-def figure_downloads(fig, name: str, key: str) -> None:
-    """Download buttons for a figure: PNG, SVG, PDF (print style, made on click) and its data as CSV."""
+def figure_downloads(make_figure, name: str, key: str) -> None:
+    """Download buttons for a figure: PNG, SVG, PDF (print style) and its data as CSV.
+
+    `make_figure` is a figure or a zero-argument function building one; files are made when clicked, from
+    the data as it is then. Put these outside auto-refreshing fragments so a click is never lost to a refresh.
+    """
+    build = make_figure if callable(make_figure) else (lambda: make_figure)
     cols = st.columns([1, 1, 1, 1, 6])
-    if find_chromium() is not None:
+    chromium = find_chromium() is not None
+    if chromium:
         for col, fmt in zip(cols, ("png", "svg", "pdf")):
             def make(fmt=fmt):
                 try:
-                    return figure_bytes(fig, fmt)
+                    return figure_bytes(build(), fmt)
                 except ExportError as exc:  # shown in the file the user gets: better than a broken download
                     return f"export failed: {exc}".encode()
             col.download_button(fmt.upper(), data=make, file_name=f"{name}.{fmt}", mime=MIME[fmt],
                                 key=f"{key}_{fmt}", on_click="ignore", icon=":material/download:")
-    cols[3].download_button("CSV", data=csv_bytes(fig), file_name=f"{name}.csv", mime=MIME["csv"],
+    cols[3].download_button("CSV", data=lambda: csv_bytes(build()), file_name=f"{name}.csv", mime=MIME["csv"],
                             key=f"{key}_csv", on_click="ignore", icon=":material/table:")
-    if find_chromium() is None:
+    if not chromium:
         cols[4].caption(INSTALL_HINT)
 
 

@@ -22,15 +22,18 @@ log_y = c3.toggle("log y", key="curves_logy")
 band = c4.selectbox("Seed band", list(BANDS), key="curves_band")
 
 
+def build():
+    return views.curves(store, apply_selection(load_runs(store)), x=x, smoothing=smoothing, log_y=log_y, band=band)
+
+
 @st.fragment(run_every=live_every(runs))
 def chart() -> None:
     current = apply_selection(load_runs(store))
-    fig = views.curves(store, current, x=x, smoothing=smoothing, log_y=log_y, band=band)
-    st.plotly_chart(fig, width="stretch", key="curves_chart")
+    st.plotly_chart(build(), width="stretch", key="curves_chart")
     running = int((current["status"] == "running").sum())
     if running:
         st.caption(f"{running} run(s) training: the chart updates every few seconds.")
-    figure_downloads(fig, "training-curves", "curves_dl")
 
 
 chart()
+figure_downloads(build, "training-curves", "curves_dl")

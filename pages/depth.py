@@ -20,9 +20,7 @@ reference = st.toggle("Overlay published CIFAR-10 numbers (paper and reproductio
 @st.fragment(run_every=live_every(runs, 10))
 def summary() -> None:
     current = apply_selection(load_runs(store))
-    fig = views.depth(store, current, reference=reference)
-    st.plotly_chart(fig, width="stretch", key="depth_chart")
-    figure_downloads(fig, "error-vs-depth", "depth_dl")
+    st.plotly_chart(views.depth(store, current, reference=reference), width="stretch", key="depth_chart")
     done = current[current["status"] == "done"]
     st.subheader("Table (the shape of the paper's Table 6)")
     if done.empty:
@@ -42,6 +40,8 @@ def summary() -> None:
 
 
 summary()
+figure_downloads(lambda: views.depth(store, apply_selection(load_runs(store)), reference=reference),
+                 "error-vs-depth", "depth_dl")
 if reference:
     with st.expander("Sources of the published numbers"):
         st.dataframe(CIFAR10_TEST_ERROR, hide_index=True, width="stretch")

@@ -2,7 +2,9 @@
 import streamlit as st
 
 from lab import views
-from pages.common import figure_downloads, get_store, load_runs, select_runs
+from pages.common import apply_selection, figure_downloads, get_store, live_every, load_runs, select_runs
+
+MAX_RUNS = 12
 
 store = get_store()
 st.title("Gradient norms")
@@ -13,23 +15,46 @@ runs = select_runs(load_runs(store))
 if runs.empty:
     st.info("No runs selected.")
     st.stop()
-if len(runs) > 12:
-    st.warning(f"{len(runs)} runs selected: showing the 12 newest. Narrow the selection to compare others.")
-    runs = runs.head(12)
-
+if len(runs) > MAX_RUNS:
+    st.warning(f"{len(runs)} runs selected: showing the {MAX_RUNS} newest. Narrow the selection to compare others.")
 at = st.slider("When in training (fraction of each run's progress so far)", 0.0, 1.0, 1.0, 0.05, key="grad_at")
-fig = views.gradients(store, runs, at=at)
-st.plotly_chart(fig, width="stretch", key="grad_profile")
-figure_downloads(fig, "gradient-norms", "grad_dl")
+every = live_every(runs, 10)
+
+
+def selected():
+    return apply_selection(load_runs(store)).head(MAX_RUNS)
+
+
+@st.fragment(run_every=every)
+def profile() -> None:
+    st.plotly_chart(views.gradients(store, selected(), at=at), width="stretch", key="grad_profile")
+
+
+profile()
+figure_downloads(lambda: views.gradients(store, selected(), at=at), "gradient-norms", "grad_dl")
 
 st.subheader("First-layer / last-layer ratio over training")
-fig = views.gradient_ratio(store, runs)
-st.plotly_chart(fig, width="stretch", key="grad_ratio")
-figure_downloads(fig, "gradient-ratio", "gratio_dl")
+
+
+@st.fragment(run_every=every)
+def ratio() -> None:
+    st.plotly_chart(views.gradient_ratio(store, selected()), width="stretch", key="grad_ratio")
+
+
+ratio()
+figure_downloads(lambda: views.gradient_ratio(store, selected()), "gradient-ratio", "gratio_dl")
 
 st.subheader("Heatmap: layer x iteration")
-labels = {r.id: f"{r.label} seed {r.seed} ({r.id})" for r in runs.itertuples()}
+shown = runs.head(MAX_RUNS)
+labels = {r.id: f"{r.label} seed {r.seed} ({r.id})" for r in shown.itertuples()}
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="grad_run")
-fig = views.gradient_heatmap(store, runs[runs["id"] == run_id].iloc[0])
-st.plotly_chart(fig, width="stretch", key="grad_heatmap")
-figure_downloads(fig, "gradient-heatmap", "heat_dl")
+run = shown[shown["id"] == run_id].iloc[0]
+
+
+@st.fragment(run_every=every)
+def heatmap() -> None:
+    st.plotly_chart(views.gradient_heatmap(store, run), width="stretch", key="grad_heatmap")
+
+
+heatmap()
+figure_downloads(lambda: views.gradient_heatmap(store, run), "gradient-heatmap", "heat_dl")

@@ -2,7 +2,9 @@
 import streamlit as st
 
 from lab import views
-from pages.common import figure_downloads, get_store, load_runs, select_runs
+from pages.common import apply_selection, figure_downloads, get_store, live_every, load_runs, select_runs
+
+MAX_RUNS = 12
 
 store = get_store()
 st.title("Layer responses")
@@ -13,28 +15,51 @@ runs = select_runs(load_runs(store))
 if runs.empty:
     st.info("No runs selected.")
     st.stop()
-if len(runs) > 12:
-    st.warning(f"{len(runs)} runs selected: showing the 12 newest. Narrow the selection to compare others.")
-    runs = runs.head(12)
+if len(runs) > MAX_RUNS:
+    st.warning(f"{len(runs)} runs selected: showing the {MAX_RUNS} newest. Narrow the selection to compare others.")
 at = st.slider("When in training (fraction of each run's progress so far)", 0.0, 1.0, 1.0, 0.05, key="resp_at")
+every = live_every(runs, 10)
 
-fig = views.responses(store, runs, at=at)
-st.plotly_chart(fig, width="stretch", key="resp_profile")
-figure_downloads(fig, "layer-responses", "resp_dl")
+
+def selected():
+    return apply_selection(load_runs(store)).head(MAX_RUNS)
+
+
+@st.fragment(run_every=every)
+def profiles() -> None:
+    current = selected()
+    st.plotly_chart(views.responses(store, current, at=at), width="stretch", key="resp_profile")
+
+
+profiles()
+figure_downloads(lambda: views.responses(store, selected(), at=at), "layer-responses", "resp_dl")
 
 st.subheader("Residual ratio ‖F(x)‖ / ‖x‖ per block")
-fig = views.residual_ratios(store, runs, at=at)
-st.plotly_chart(fig, width="stretch", key="resp_ratio")
-figure_downloads(fig, "residual-ratio", "ratio_dl")
+
+
+@st.fragment(run_every=every)
+def ratios() -> None:
+    st.plotly_chart(views.residual_ratios(store, selected(), at=at), width="stretch", key="resp_ratio")
+
+
+ratios()
+figure_downloads(lambda: views.residual_ratios(store, selected(), at=at), "residual-ratio", "ratio_dl")
 
 st.subheader("Over training")
-labels = {r.id: f"{r.label} seed {r.seed} ({r.id})" for r in runs.itertuples()}
+shown = runs.head(MAX_RUNS)
+labels = {r.id: f"{r.label} seed {r.seed} ({r.id})" for r in shown.itertuples()}
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="resp_run")
-run = runs[runs["id"] == run_id].iloc[0]
+run = shown[shown["id"] == run_id].iloc[0]
 metric = "response_std"
 if run["kind"] == "residual":
     metric = st.radio("Metric", ["response_std", "residual_ratio"], horizontal=True, key="resp_metric",
                       format_func=lambda m: "response std" if m == "response_std" else "‖F(x)‖ / ‖x‖")
-fig = views.response_evolution(store, run, metric)
-st.plotly_chart(fig, width="stretch", key="resp_evolution")
-figure_downloads(fig, "response-evolution", "evo_dl")
+
+
+@st.fragment(run_every=every)
+def evolution() -> None:
+    st.plotly_chart(views.response_evolution(store, run, metric), width="stretch", key="resp_evolution")
+
+
+evolution()
+figure_downloads(lambda: views.response_evolution(store, run, metric), "response-evolution", "evo_dl")

@@ -85,7 +85,7 @@ def test_quick_demo_from_launch_to_curves(browser, server):
 
     page.goto(url + "/curves")
     page.locator(".legendtext").filter(has_text="plain-20 [quick demo] train").first.wait_for(timeout=120000)
-    with page.expect_download(timeout=60000) as download:
+    with page.expect_download(timeout=120000) as download:
         page.get_by_role("button", name="SVG").first.click()
     svg = Path(download.value.path()).read_text()
     assert svg.startswith("<svg") and "plain-20 [quick demo] train" in svg and "error (%)" in svg
