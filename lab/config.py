@@ -187,15 +187,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def config_field_types() -> dict[str, type]:
-    """Field name -> Python type, for parsing command-line and form values."""
-    hints = {"int": int, "float": float, "str": str, "bool": bool, "tuple[float, ...]": tuple}
-    return {f.name: hints[f.type] if isinstance(f.type, str) else f.type for f in dataclasses.fields(RunConfig)}
-
-
-MODEL_FIELDS = tuple(f.name for f in fields(NetSpec) if f.name not in ("in_channels", "num_classes"))
-
-
 def parse_value(name: str, text: str):
     """Parse a command-line or form string for option `name` into the field's type; ConfigError if it can't."""
     types = {f.name: f.type for f in fields(RunConfig)}

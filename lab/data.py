@@ -299,8 +299,7 @@ def make_splits(
 class DeviceLoader:
     """Batches of normalised float images cut from a uint8 set held on `device`.
 
-    `epoch_batches` yields (x, y) for one pass, shuffled if `shuffle` (the last partial batch dropped when
-    training); with
+    `batch(index)` returns (x, y) for the images at `index` (a device tensor); with
     `augment` each batch is padded by `pad`, cropped back at random offsets and (if `flip`) flipped at random.
     """
 
@@ -312,7 +311,6 @@ class DeviceLoader:
         device: torch.device,
         batch_size: int,
         augment: bool = False,
-        shuffle: bool = False,
         flip: bool = True,
         pad: int = 4,
         channels_last: bool = False,
@@ -323,7 +321,7 @@ class DeviceLoader:
         self.mean = mean.to(device).view(1, -1, 1, 1) * 255
         self.inv_std = 1 / (std.to(device).view(1, -1, 1, 1) * 255)
         self.device, self.batch_size = device, batch_size
-        self.augment, self.shuffle, self.flip, self.pad = augment, shuffle, flip, pad
+        self.augment, self.flip, self.pad = augment, flip, pad
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.generator = generator
 
@@ -355,10 +353,3 @@ class DeviceLoader:
         if self.augment:
             x = self._augment(x)
         return x.contiguous(memory_format=self.memory_format), self.labels[index]
-
-    def epoch_batches(self, drop_last: bool = True):
-        n = len(self)
-        order = torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle else torch.arange(n, device=self.device)
-        stop = n - n % self.batch_size if drop_last and n >= self.batch_size else n
-        for start in range(0, stop, self.batch_size):
-            yield self.batch(order[start : start + self.batch_size])

@@ -66,6 +66,18 @@ def _ensure_server() -> None:
         _server_started = True
 
 
+def stop_server() -> None:
+    """Close kaleido's browser if this process started it (it is otherwise closed at exit)."""
+    global _server_started
+    with _server_lock:
+        if not _server_started:
+            return
+        import kaleido
+
+        kaleido.stop_sync_server()
+        _server_started = False
+
+
 def warm_up_in_background() -> bool:
     """Start kaleido's browser in a background thread, so the user's first image download is quick.
     Returns False (and does nothing) when there is no Chromium."""

@@ -6,8 +6,6 @@ export them as CSV.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -368,7 +366,3 @@ def figure_data(fig: go.Figure) -> pd.DataFrame:
             rows.append(dict(trace=name, x=xv, y=yv, z=None, error=err[i] if err and i < len(err) else None))
     df = pd.DataFrame(rows, columns=["trace", "x", "y", "z", "error"])
     return df.dropna(axis=1, how="all")
-
-
-def is_finite(x) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,8 +1,6 @@
 """What the CLI's `ls`/`show` and the dashboard's Runs page show about runs: progress, ETA, log tails."""
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 
 from .store import Store
@@ -55,7 +53,3 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
-def age(ts: float | None) -> str:
-    return "-" if ts is None or ts != ts else format_duration(time.time() - ts) + " ago"

@@ -46,10 +46,6 @@ def downsample_minmax(x: np.ndarray, ys: list[np.ndarray], max_points: int, key:
     return x[idx], [a[idx] for a in ys]
 
 
-def group_key(run: dict | pd.Series, fields=GROUP_FIELDS) -> tuple:
-    return tuple(run.get(f) for f in fields if f in run)
-
-
 def aggregate_seeds(curves: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
     """Mean, sd, min and max across seeds of curves given as (x, y) pairs, on the x values they share.
 

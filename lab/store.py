@@ -23,7 +23,6 @@ from sqlalchemy import event
 
 SCHEMA_VERSION = 1
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")
-ACTIVE = ("queued", "running")
 FINISHED = ("done", "failed", "diverged")
 RESUMABLE = ("cancelled", "interrupted", "failed")
 

@@ -145,8 +145,8 @@ def train(
     info = splits.info
     memfmt = dict(channels_last=cfg.channels_last)
     train_loader = DeviceLoader(
-        splits.train, splits.mean, splits.std, device, cfg.batch_size, augment=cfg.augment, shuffle=True,
-        flip=info.flip, **memfmt,
+        splits.train, splits.mean, splits.std, device, cfg.batch_size, augment=cfg.augment, flip=info.flip,
+        **memfmt,
     )
     eval_batch = max(cfg.batch_size, 500)
     val_loader = DeviceLoader(splits.val, splits.mean, splits.std, device, eval_batch, **memfmt)

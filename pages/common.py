@@ -141,6 +141,14 @@ def figure_downloads(make_figure, name: str, key: str) -> None:
         cols[4].caption(INSTALL_HINT)
 
 
+def capped(runs: pd.DataFrame, max_runs: int = 12):
+    """For pages that draw one line per run: warn when the selection is larger than `max_runs`, and return a
+    function giving the current selection's `max_runs` newest runs (for live fragments and downloads)."""
+    if len(runs) > max_runs:
+        st.warning(f"{len(runs)} runs selected: showing the {max_runs} newest. Narrow the selection to compare others.")
+    return lambda: apply_selection(load_runs(get_store())).head(max_runs)
+
+
 def any_running(runs: pd.DataFrame) -> bool:
     return not runs.empty and bool(runs["status"].isin(["running", "queued"]).any())
 

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from lab import views
-from pages.common import apply_selection, figure_downloads, get_store, live_every, load_runs, select_runs
+from pages.common import capped, figure_downloads, get_store, live_every, load_runs, select_runs
 
 MAX_RUNS = 12
 
@@ -15,14 +15,9 @@ runs = select_runs(load_runs(store))
 if runs.empty:
     st.info("No runs selected.")
     st.stop()
-if len(runs) > MAX_RUNS:
-    st.warning(f"{len(runs)} runs selected: showing the {MAX_RUNS} newest. Narrow the selection to compare others.")
+selected = capped(runs, MAX_RUNS)
 at = st.slider("When in training (fraction of each run's progress so far)", 0.0, 1.0, 1.0, 0.05, key="resp_at")
 every = live_every(runs, 10)
-
-
-def selected():
-    return apply_selection(load_runs(store)).head(MAX_RUNS)
 
 
 @st.fragment(run_every=every)

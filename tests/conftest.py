@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import pickle
 import struct
 import sys
 from pathlib import Path
@@ -13,6 +12,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Close the browser that figure exports started, so the run ends promptly."""
+    from lab.export import stop_server
+
+    stop_server()
 
 
 @pytest.fixture(autouse=True)
@@ -32,21 +38,10 @@ def store(tmp_path):
 
 
 def write_cifar10(root: Path, n_train: int = 500, n_test: int = 100, seed: int = 0) -> Path:
-    """Write a small CIFAR-10 in torchvision's on-disk format (cifar-10-batches-py pickles)."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    per = n_train // 5
-    for i in range(1, 6):
-        data = rng.integers(0, 256, (per, 3072), dtype=np.uint8)
-        with open(folder / f"data_batch_{i}", "wb") as f:
-            pickle.dump({"data": data, "labels": rng.integers(0, 10, per).tolist(), "batch_label": b"x"}, f)
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump({"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
-                     "labels": rng.integers(0, 10, n_test).tolist()}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"c{i}".encode() for i in range(10)]}, f)
-    return folder
+    """Write a small CIFAR-10 in torchvision's on-disk format (cifar-10-batches-py pickles); returns its folder."""
+    from lab.bench import write_cifar10_format
+
+    return write_cifar10_format(root, n_train, n_test, seed) / "cifar-10-batches-py"
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:

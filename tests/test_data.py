@@ -115,9 +115,12 @@ def test_flip_only_mirrors():
     assert 50 < sum(mirrored) < 150
 
 
-def test_eval_batches_are_not_augmented_and_cover_the_set():
+def test_without_augmentation_batches_are_the_normalised_images():
     images = torch.randint(0, 255, (10, 3, 8, 8), dtype=torch.uint8)
-    loader = _loader(images, augment=False)
-    loader.batch_size = 4
-    seen = torch.cat([y for _, y in loader.epoch_batches(drop_last=False)])
-    assert seen.tolist() == list(range(10))
+    data = ImageSet(images, torch.arange(10))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+    loader = DeviceLoader(data, mean, std, torch.device("cpu"), batch_size=4, channels_last=True)
+    x, y = loader.batch(torch.tensor([7, 2]))
+    expect = (images[[7, 2]].float() / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    assert torch.allclose(x, expect, atol=1e-5) and y.tolist() == [7, 2]
+    assert x.is_contiguous(memory_format=torch.channels_last)

@@ -1,42 +1,51 @@
-import multiprocessing as mp
+import subprocess
+import sys
 import time
 
 import pytest
 import sqlalchemy as sa
 
+from conftest import ROOT
 from lab.config import make_config
 from lab.store import SCHEMA_VERSION, Store, StoreError, meta_table
 
 WRITERS, BATCHES, ROWS = 8, 25, 20
 
-
-def _writer(root, run_id, start_event):
-    store = Store(root)
-    start_event.wait()
-    for b in range(BATCHES):
-        store.log(run_id, scalars=[(b * ROWS + i, "train_loss", 0.5) for i in range(ROWS)],
-                  layers=[(b, "grad_norm", [1.0, 2.0])], iteration=b)
-        store.heartbeat(run_id)
+# each writer is a fresh interpreter with its own Store, as the worker's children are
+WRITER = """
+import sys, time
+from pathlib import Path
+from lab.store import Store
+root, run_id, go, batches, rows = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+store = Store(root)
+while not go.exists():
+    time.sleep(0.01)
+for b in range(batches):
+    store.log(run_id, scalars=[(b * rows + i, "train_loss", 0.5) for i in range(rows)],
+              layers=[(b, "grad_norm", [1.0, 2.0])], iteration=b)
+    store.heartbeat(run_id)
+"""
 
 
 def test_eight_writers_and_a_polling_reader_lose_nothing(tmp_path):
     root = tmp_path / "results"
     store = Store(root)
     ids = store.create_runs([make_config("smoke", seed=i) for i in range(WRITERS)], status="running")
-    ctx = mp.get_context("spawn")
-    go = ctx.Event()
-    procs = [ctx.Process(target=_writer, args=(root, rid, go)) for rid in ids]
-    for p in procs:
-        p.start()
-    go.set()
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), rid, str(go), str(BATCHES), str(ROWS)],
+                              cwd=ROOT, stderr=subprocess.PIPE, text=True) for rid in ids]
+    time.sleep(1.0)
+    go.touch()  # all start writing at once
     polls = 0
-    while any(p.is_alive() for p in procs):
+    while any(p.poll() is None for p in procs):
         store.runs()
         store.scalars(ids)
         polls += 1
+        time.sleep(0.01)
     for p in procs:
-        p.join()
-        assert p.exitcode == 0  # a "database is locked" error would have killed the writer
+        err = p.stderr.read()
+        assert p.returncode == 0, err  # a "database is locked" error would have killed the writer
+        assert "locked" not in err
     counts = store.scalars(ids).groupby("run_id").size()
     assert counts.to_dict() == {rid: BATCHES * ROWS for rid in ids}
     for rid in ids:
