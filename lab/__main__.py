@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(w)
     w.set_defaults(func=cmd_worker)
 
-    x = sub.add_parser("_execute", help=argparse.SUPPRESS)
+    x = sub.add_parser("_execute")  # the worker's child entry point; no help, so not listed
     x.add_argument("run")
     x.add_argument("--threads", type=int, default=0)
     x.add_argument("--data", default=None)
