@@ -211,7 +211,10 @@ def cmd_execute(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    status = execute_run(_store(args, create=False), args.run, data_dir=args.data)
+    store = _store(args, create=False)
+    status = execute_run(store, args.run, data_dir=args.data)
+    if status == "failed":
+        print(f"run {args.run}: failed: {store.get_run(args.run)['message']}", flush=True)
     return 0 if status in ("done", "cancelled", "interrupted", "diverged") else 1
 
 

@@ -106,8 +106,7 @@ def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_
         cfg = RunConfig.from_dict(run["config"])
         return train(cfg, store.run_dir(run["id"]), reporter, data_dir=data_dir, progress=progress)
     except (ConfigError, DataError) as exc:
-        store.set_status(run["id"], "failed", expect=["running"], message=str(exc))
-        echo(f"run {run['id']}: failed: {exc}")
+        store.set_status(run["id"], "failed", expect=["running"], message=str(exc))  # the caller reports it
         return "failed"
     except Exception as exc:
         traceback.print_exc()

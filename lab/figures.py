@@ -189,7 +189,7 @@ def depth_summary(runs: pd.DataFrame, reference: bool = False) -> go.Figure:
                                font=dict(size=11, color="#a33"))
     fig.update_xaxes(title_text="depth (layers)")
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
-    fig.update_layout(title="Error vs depth: plain nets degrade, residual nets improve", template="plotly_white",
+    fig.update_layout(title="Final error vs depth: plain and residual nets", template="plotly_white",
                       height=460, margin=dict(t=80, b=90))
     return fig
 
