@@ -6,7 +6,6 @@ import json
 import os
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 from .config import PRESETS, RunConfig, make_config, parse_value
 from .data import DATASETS, DataError

@@ -1,7 +1,6 @@
 """One run's full configuration (`RunConfig`), the presets, and validation that lists every problem."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 

@@ -106,6 +106,16 @@ def select_runs(runs: pd.DataFrame, title: str = "Run selection") -> pd.DataFram
     return runs[mask]
 
 
+def selected_runs_or_stop(store: Store) -> pd.DataFrame:
+    """The sidebar selection of runs; on an empty one, say what to do and stop the page there."""
+    runs = select_runs(load_runs(store))
+    if runs.empty:
+        st.info("No runs selected. Launch some, or widen the selection in the sidebar.")
+        st.page_link("pages/launch.py", label="Launch experiments", icon=":material/rocket_launch:")
+        st.stop()
+    return runs
+
+
 def apply_selection(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs the current selection admits (no sidebar drawn): for fragments that refresh on their own."""
     if runs.empty:

@@ -3,17 +3,14 @@ import streamlit as st
 
 from lab import views
 from lab.figures import BANDS, X_AXES
-from pages.common import apply_selection, figure_downloads, get_store, live_every, load_runs, select_runs
+from pages.common import (apply_selection, figure_downloads, get_store, live_every, load_runs,
+                          selected_runs_or_stop)
 
 store = get_store()
 st.title("Training curves")
 st.caption("Training error thin and dashed, test error bold; one colour per depth. Seeds of the same "
            "configuration are averaged, with a band. The paper's Fig. 6: deeper plain nets train worse.")
-runs = select_runs(load_runs(store))
-if runs.empty:
-    st.info("No runs selected. Launch some, or widen the selection in the sidebar.")
-    st.page_link("pages/launch.py", label="Launch experiments", icon=":material/rocket_launch:")
-    st.stop()
+runs = selected_runs_or_stop(store)
 
 c1, c2, c3, c4 = st.columns([2, 3, 1, 2])
 x = c1.selectbox("x axis", list(X_AXES), key="curves_x")

@@ -4,16 +4,14 @@ import streamlit as st
 from lab import views
 from lab.figures import depth_table
 from lab.reference import CIFAR10_TEST_ERROR
-from pages.common import apply_selection, figure_downloads, get_store, live_every, load_runs, select_runs
+from pages.common import (apply_selection, figure_downloads, get_store, live_every, load_runs,
+                          selected_runs_or_stop)
 
 store = get_store()
 st.title("Error vs depth")
 st.caption("Final training and test error of finished runs against depth, mean ± sd over seeds. Plain nets get "
            "worse with depth (degradation); residual nets get better.")
-runs = select_runs(load_runs(store))
-if runs.empty:
-    st.info("No runs selected.")
-    st.stop()
+runs = selected_runs_or_stop(store)
 reference = st.toggle("Overlay published CIFAR-10 numbers (paper and reproductions)", key="depth_reference")
 
 

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from lab import views
-from pages.common import capped, figure_downloads, get_store, live_every, load_runs, select_runs
+from pages.common import capped, figure_downloads, get_store, live_every, selected_runs_or_stop
 
 MAX_RUNS = 12
 
@@ -11,10 +11,7 @@ st.title("Gradient norms")
 st.caption("L2 norm of the gradient of every conv and linear weight, averaged over each logging window. With BN "
            "the plain net's gradients do not vanish (the paper's point); launch runs with normalisation 'none' "
            "to see them vanish.")
-runs = select_runs(load_runs(store))
-if runs.empty:
-    st.info("No runs selected.")
-    st.stop()
+runs = selected_runs_or_stop(store)
 selected = capped(runs, MAX_RUNS)
 at = st.slider("When in training (fraction of each run's progress so far)", 0.0, 1.0, 1.0, 0.05, key="grad_at")
 every = live_every(runs, 10)

@@ -5,17 +5,14 @@ import streamlit as st
 
 from lab import views
 from lab.export import find_chromium, INSTALL_HINT, report_zip
-from pages.common import get_store, load_runs, select_runs
+from pages.common import get_store, selected_runs_or_stop
 
 store = get_store()
 st.title("Report")
 st.caption("One zip with the selected figures as SVG, PDF and PNG, each figure's data as CSV, a table of the runs' "
            "configurations, and a self-contained HTML page that shows it all. The same from a shell: "
            "`python -m lab export --out report.zip`.")
-runs = select_runs(load_runs(store))
-if runs.empty:
-    st.info("No runs selected.")
-    st.stop()
+runs = selected_runs_or_stop(store)
 names = st.multiselect("Figures", list(views.FIGURES), default=["curves", "depth", "responses", "gradients"],
                        format_func=lambda n: views.FIGURES[n][1], key="report_figures")
 formats = st.multiselect("Image formats", ["svg", "pdf", "png"], default=["svg", "pdf", "png"], key="report_formats")

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from lab import views
-from pages.common import capped, figure_downloads, get_store, live_every, load_runs, select_runs
+from pages.common import capped, figure_downloads, get_store, live_every, selected_runs_or_stop
 
 MAX_RUNS = 12
 
@@ -11,10 +11,7 @@ st.title("Layer responses")
 st.caption("Std of each 3x3 layer's output after BN, before the ReLU or the addition, measured in eval mode on a "
            "fixed batch of held-out images at each evaluation. The paper's Fig. 7: residual responses are smaller, "
            "and smaller the deeper the ResNet.")
-runs = select_runs(load_runs(store))
-if runs.empty:
-    st.info("No runs selected.")
-    st.stop()
+runs = selected_runs_or_stop(store)
 selected = capped(runs, MAX_RUNS)
 at = st.slider("When in training (fraction of each run's progress so far)", 0.0, 1.0, 1.0, 0.05, key="resp_at")
 every = live_every(runs, 10)
