@@ -114,14 +114,14 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from .monitor import format_duration, overview
+    from .monitor import SUMMARY_COLUMNS, format_duration, overview
 
     store = _store(args, create=False)
     df = overview(store)
     if args.status:
         df = df[df["status"].isin(args.status.split(","))]
     if args.json:
-        records = json.loads(df.to_json(orient="records"))
+        records = json.loads(df[SUMMARY_COLUMNS].to_json(orient="records")) if not df.empty else []
         print(json.dumps(records, indent=2))
         return 0
     if df.empty:
@@ -347,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ import pandas as pd
 
 from .store import Store
 
-OVERVIEW_COLUMNS = [
+# what `ls --json` prints per run (the dashboard gets every column)
+SUMMARY_COLUMNS = [
     "id", "status", "label", "kind", "depth", "dataset", "preset", "seed", "tag", "iteration", "total_iterations",
     "progress", "images_per_s", "eta_s", "elapsed_s", "device", "final_train_error", "final_test_error",
     "created_at", "message", "sweep_id",
@@ -13,22 +14,21 @@ OVERVIEW_COLUMNS = [
 
 
 def overview(store: Store, reap: bool = True) -> pd.DataFrame:
-    """One row per run, newest first, with progress (0..1) and ETA (seconds; NaN when unknown).
-
-    With `reap`, runs whose process died are marked interrupted first, so what is shown is the truth.
+    """Every run (newest first) with its config fields, plus progress (0..1) and ETA (seconds; NaN when
+    unknown). With `reap`, runs whose process died are marked interrupted first, so what is shown is the truth.
     """
     if reap:
         store.reap_stale()
     df = store.runs()
     if df.empty:
-        return pd.DataFrame(columns=OVERVIEW_COLUMNS)
+        return df.assign(progress=pd.Series(dtype=float), eta_s=pd.Series(dtype=float))
     it = df["iteration"].fillna(0).astype(float)
     total = df["total_iterations"].astype(float)
     df["progress"] = (it / total).clip(0, 1)
     per_it = df["elapsed_s"].astype(float) / it.where(it > 0)
     eta = (total - it) * per_it
     df["eta_s"] = eta.where(df["status"] == "running")
-    return df[[c for c in OVERVIEW_COLUMNS if c in df.columns]].reset_index(drop=True)
+    return df.reset_index(drop=True)
 
 
 def log_tail(store: Store, run_id: str, lines: int = 30) -> str:
