@@ -194,11 +194,12 @@ def train(
             "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
         })
 
-    def probe_layers(include_grads: list[torch.Tensor]) -> dict[str, list[float]]:
+    def probe_layers(window_grads: list[torch.Tensor], with_responses: bool) -> dict[str, list[float]]:
+        """The window's mean gradient norms and (at evaluations) the responses, in one host copy."""
         out = {}
-        if include_grads:
-            out["grad_norm"] = torch.stack(include_grads).mean(0)
-        if cfg.probes:
+        if window_grads:
+            out["grad_norm"] = torch.stack(window_grads).mean(0)
+        if cfg.probes and with_responses:
             std, ratio = responses(net, probe_images, autocast)
             out["response_std"] = std
             if len(ratio):
@@ -212,7 +213,7 @@ def train(
         return result
 
     if step == 0 and cfg.probes:
-        reporter.log(0, {}, probe_layers([]), {"iteration": 0})
+        reporter.log(0, {}, probe_layers([], with_responses=True), {"iteration": 0})
 
     bpe = train_loader.batches_per_epoch()
     loss_sum = torch.zeros((), device=device)
@@ -282,7 +283,6 @@ def train(
             window_errors.append(train_err)
             if warming and train_err < cfg.warmup_error:
                 warming = False  # the paper's 110-layer warm-up: back to the base rate once error < 80%
-            layers = {}
             if is_eval:
                 final = step == cfg.iterations
                 limit = 0 if final else cfg.eval_images
@@ -290,9 +290,7 @@ def train(
                 test_loss, test_err = evaluate(net, test_loader, autocast, limit)
                 scalars |= {"val_loss": val_loss, "val_error": val_err, "test_loss": test_loss, "test_error": test_err}
                 final_errors = {"final_val_error": val_err, "final_test_error": test_err}
-                layers = probe_layers(grads)
-            elif grads:
-                layers = {"grad_norm": torch.stack(grads).mean(0).tolist()}
+            layers = probe_layers(grads, with_responses=is_eval)
             grads = []
             elapsed += time.perf_counter() - last_log_time
             last_log_time = time.perf_counter()
