@@ -192,10 +192,7 @@ def cli_export(args) -> int:
     unknown = [n for n in names if n not in views.FIGURES]
     if unknown:
         raise ExportError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(views.FIGURES)}")
-    built = {}
-    for name in names:
-        builder = views.FIGURES[name][0]
-        built[name] = builder(store, runs, reference=args.reference) if name == "depth" else builder(store, runs)
+    built = {name: views.build(name, store, runs, reference=args.reference) for name in names}
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     out = Path(args.out)
     if out.suffix == ".zip":

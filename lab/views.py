@@ -87,3 +87,9 @@ FIGURES = {
     "gradients": (gradients, "Gradient norm by layer"),
     "gradient-ratio": (gradient_ratio, "First/last gradient ratio"),
 }
+
+
+def build(name: str, store: Store, runs: pd.DataFrame, reference: bool = False) -> go.Figure:
+    """The named figure for these runs (`reference`: published numbers on the depth figure)."""
+    builder = FIGURES[name][0]
+    return builder(store, runs, reference=reference) if name == "depth" else builder(store, runs)

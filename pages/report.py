@@ -24,8 +24,7 @@ if find_chromium() is None:
 
 
 def build() -> bytes:
-    figs = {n: (views.FIGURES[n][0](store, runs, reference=reference) if n == "depth" else views.FIGURES[n][0](store, runs))
-            for n in names}
+    figs = {n: views.build(n, store, runs, reference=reference) for n in names}
     data, notes = report_zip(figs, runs, formats=formats, size=size)
     return data
 
