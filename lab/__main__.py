@@ -11,7 +11,7 @@ from .config import PRESETS, RunConfig, make_config, parse_value
 from .data import DATASETS, DataError
 from .models import ConfigError, list_models
 from .export import ExportError
-from .store import Store, StoreError
+from .runs.store import Store, StoreError
 
 EXPLICIT = {"kind", "depth", "dataset", "preset", "seed"}
 
@@ -51,7 +51,7 @@ def _store(args, create: bool = True) -> Store:
 
 
 def cmd_run(args) -> int:
-    from .execute import execute_run
+    from .runs.execute import execute_run
 
     cfg = make_config(args.preset, kind=args.kind, depth=args.depth, dataset=args.dataset, seed=args.seed,
                       **_overrides(args))
@@ -85,8 +85,8 @@ def _pct(x) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import SweepSpec, expand, parse_list
-    from .worker import ensure_worker
+    from .runs.sweep import SweepSpec, expand, parse_list
+    from .runs.worker import ensure_worker
 
     grid = {}
     for item in args.grid or []:
@@ -114,7 +114,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from .monitor import SUMMARY_COLUMNS, format_duration, overview
+    from .runs.monitor import SUMMARY_COLUMNS, format_duration, overview
 
     store = _store(args, create=False)
     df = overview(store)
@@ -139,7 +139,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .monitor import log_tail
+    from .runs.monitor import log_tail
 
     store = _store(args, create=False)
     run = store.get_run(args.run)
@@ -174,7 +174,7 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .worker import ensure_worker
+    from .runs.worker import ensure_worker
 
     store = _store(args, create=False)
     for rid in args.runs:
@@ -196,7 +196,7 @@ def cmd_delete(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from .worker import Worker
+    from .runs.worker import Worker
 
     store = _store(args)
     return Worker(store, slots=args.slots, per_gpu=args.per_gpu, device=args.device,
@@ -206,7 +206,7 @@ def cmd_worker(args) -> int:
 def cmd_execute(args) -> int:
     import torch
 
-    from .execute import execute_run
+    from .runs.execute import execute_run
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -122,7 +122,7 @@ def matmul_ceiling(device: torch.device, dtype=torch.bfloat16, n: int = 2048, re
 
 def sweep_throughput(root: Path, slots: int, runs: int, iterations: int, depth: int = 20) -> float:
     """Aggregate steady-state images/s of a CPU sweep through the real worker (sum over concurrent runs)."""
-    from .store import Store
+    from .runs.store import Store
 
     with tempfile.TemporaryDirectory() as results:
         store = Store(results)

@@ -23,7 +23,7 @@ import plotly.io as pio
 
 from . import figures as figs
 from . import views
-from .store import Store
+from .runs.store import Store
 
 IMAGE_FORMATS = ("png", "svg", "pdf")
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "csv": "text/csv",

@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import make_config
 from .models import build_net
-from .store import Store
+from .runs.store import Store
 
 TAG = "simulated"
 

@@ -1,7 +1,7 @@
 """The trainer: the paper's SGD schedule on device-resident data, with probes, checkpoints and resume.
 
 `train(cfg, run_dir, reporter)` runs one configuration to the end (or until the reporter asks it to stop) and
-reports metrics through a `Reporter`; `lab.store.StoreReporter`-style reporters persist them. Iterations are
+reports metrics through a `Reporter`; `lab.runs.execute.StoreReporter`-style reporters persist them. Iterations are
 counted from 1: the metrics logged at step s describe the state after s optimizer steps.
 """
 from __future__ import annotations

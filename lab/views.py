@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import figures
-from .store import Store
+from .runs.store import Store
 
 
 def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:

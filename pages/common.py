@@ -13,8 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from lab.export import INSTALL_HINT, MIME, ExportError, csv_bytes, figure_bytes, find_chromium
-from lab.monitor import overview
-from lab.store import Store, StoreError, default_results_dir
+from lab.runs.monitor import overview
+from lab.runs.store import Store, StoreError, default_results_dir
 
 # (run column, label) in the order the sidebar shows them
 FILTERS = [("kind", "Kind"), ("depth", "Depth"), ("dataset", "Data set"), ("status", "Status"), ("tag", "Tag"),

@@ -4,10 +4,10 @@ import streamlit as st
 from lab import models
 from lab.config import PRESETS, make_config
 from lab.data import DATASETS, find_local
-from lab.estimate import estimate_sweep
+from lab.runs.estimate import estimate_sweep
 from lab.models import ConfigError
-from lab.sweep import SweepSpec, expand
-from lab.worker import ensure_worker
+from lab.runs.sweep import SweepSpec, expand
+from lab.runs.worker import ensure_worker
 from pages.common import get_store
 
 DEFAULTS = dict(kinds=["plain", "residual"], depths=[20, 56], seeds=1, dataset="fashion-mnist", preset="quick",

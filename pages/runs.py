@@ -3,9 +3,9 @@ import time
 
 import streamlit as st
 
-from lab.monitor import format_duration, log_tail
-from lab.store import StoreError
-from lab.worker import ensure_worker
+from lab.runs.monitor import format_duration, log_tail
+from lab.runs.store import StoreError
+from lab.runs.worker import ensure_worker
 from pages.common import apply_selection, get_store, load_runs, pct, select_runs
 
 store = get_store()

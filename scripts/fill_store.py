@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lab.fill import fill  # noqa: E402
-from lab.store import Store  # noqa: E402
+from lab.runs.store import Store  # noqa: E402
 
 PAGES = ["runs", "curves", "depth", "responses", "gradients", "launch", "report"]
 

@@ -32,7 +32,7 @@ def isolated(tmp_path, monkeypatch):
 
 @pytest.fixture
 def store(tmp_path):
-    from lab.store import Store
+    from lab.runs.store import Store
 
     return Store(tmp_path / "results")
 

@@ -53,7 +53,7 @@ def test_dashboard_entry_runs_the_launch_page(store):
 
 def test_launch_validates_inline_and_queues(store, monkeypatch):
     started = []
-    monkeypatch.setattr("lab.worker.ensure_worker", lambda *a, **k: started.append(1) or 4242)
+    monkeypatch.setattr("lab.runs.worker.ensure_worker", lambda *a, **k: started.append(1) or 4242)
     at = page("launch")
     assert "4 run(s)" in texts(at)
     at.multiselect(key="launch_depths").set_value([20, "21"]).run()

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from conftest import ROOT
 from lab.config import make_config
-from lab.store import SCHEMA_VERSION, Store, StoreError, meta_table
+from lab.runs.store import SCHEMA_VERSION, Store, StoreError, meta_table
 
 WRITERS, BATCHES, ROWS = 8, 25, 20
 
@@ -15,7 +15,7 @@ WRITERS, BATCHES, ROWS = 8, 25, 20
 WRITER = """
 import sys, time
 from pathlib import Path
-from lab.store import Store
+from lab.runs.store import Store
 root, run_id, go, batches, rows = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 store = Store(root)
 while not go.exists():

@@ -6,7 +6,7 @@ import torch
 
 from conftest import ROOT
 from lab.config import make_config
-from lab.execute import execute_run
+from lab.runs.execute import execute_run
 from lab.models import ConfigError
 from lab.train import MemoryReporter, Reporter, learning_rate, train
 
@@ -55,7 +55,7 @@ class CrashAt(Reporter):
 
 
 def test_interrupted_and_resumed_run_has_the_same_step_sequence(store, tmp_path):
-    from lab.execute import StoreReporter
+    from lab.runs.execute import StoreReporter
 
     cfg = make_config("smoke", kind="plain", depth=20, precision="fp32")
     ref_id, cut_id = store.create_runs([cfg, cfg], status="running")

@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT
 from lab.config import make_config
 from lab.models import ConfigError
-from lab.store import Store
-from lab.sweep import SweepSpec, expand
+from lab.runs.store import Store
+from lab.runs.sweep import SweepSpec, expand
 
 
 def lab(*args, check=True, timeout=120):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, fields
 
-from .config import RunConfig, config_problems, make_config, PRESETS
-from .models import ConfigError
+from ..config import RunConfig, config_problems, make_config, PRESETS
+from ..models import ConfigError
 
 
 @dataclass

@@ -9,11 +9,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .config import RunConfig
-from .data import dataset_info
-from .models import build_net, forward_macs
+from ..config import RunConfig
+from ..data import dataset_info
+from ..models import build_net, forward_macs
+from ..runtime import resolve_device, resolve_precision
 from .monitor import format_duration
-from .runtime import resolve_device, resolve_precision
 
 STARTUP_S = 6.0        # process start, imports and data loading per run
 EVAL_OVERHEAD = 1.10   # evaluations and probes on top of training

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .runtime import PROJECT_ROOT
+from ..runtime import PROJECT_ROOT
 from .store import Store, new_id
 
 POLL_S = 1.0

@@ -13,11 +13,11 @@ import threading
 import time
 import traceback
 
-from .config import RunConfig
-from .data import DataError
-from .models import ConfigError
+from ..config import RunConfig
+from ..data import DataError
+from ..models import ConfigError
+from ..train import Reporter, train
 from .store import Store
-from .train import Reporter, train
 
 HEARTBEAT_S = 3.0
 
