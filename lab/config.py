@@ -11,9 +11,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 WARMUPS = ("auto", "on", "off")
 
 
-def opt(default, help: str):
-    """A RunConfig field with its help text (shown by the CLI and the dashboard)."""
-    return field(default=default, metadata={"help": help})
+def opt(default, help: str, choices: tuple | None = None):
+    """A RunConfig field with its help text (shown by the CLI and the dashboard) and, for a closed set of
+    values, the allowed `choices` (the dashboard offers them; validation names them)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass

@@ -193,8 +193,25 @@ class Unit(nn.Module):
             else:
                 self.shortcut = nn.Identity()
         self.recorder: ProbeRecorder | None = None
+        self.reshapes = stride != 1 or cin != cout
+        self.lesioned = False  # Veit et al.'s lesion: compute the unit with its residual branch removed
+
+    def lesionable(self) -> bool:
+        """A residual unit can always lose its branch (the shortcut stays); a plain unit only where it keeps
+        the shape, by becoming the identity."""
+        return self.residual or not self.reshapes
+
+    def lesion_output(self, x: torch.Tensor) -> torch.Tensor:
+        """What the unit computes when lesioned: relu(shortcut(x)) for a residual unit, x for a plain one."""
+        if self.residual:
+            return F.relu(self.shortcut(x))
+        if self.reshapes:
+            raise ConfigError("a plain unit that changes the shape of its input cannot be replaced by the identity")
+        return x  # x is the previous unit's ReLU output, so relu(x) == x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lesioned:
+            return self.lesion_output(x)
         y = x
         for i, layer in enumerate(self.layers):
             y = layer(y)
