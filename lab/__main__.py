@@ -11,6 +11,7 @@ from .config import PRESETS, RunConfig, make_config, parse_value
 from .data import DATASETS, DataError
 from .models import ConfigError, list_models
 from .export import ExportError
+from .analysis.cli import AnalysisError, add_commands as add_analysis_commands
 from .runs.store import Store, StoreError
 
 EXPLICIT = {"kind", "depth", "dataset", "preset", "seed"}
@@ -335,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reference", action="store_true", help="overlay published numbers on the depth figure")
     _add_store_args(e)
     e.set_defaults(func=cmd_export)
+    add_analysis_commands(sub)
     return p
 
 
@@ -342,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, StoreError, ExportError) as exc:
+    except (ConfigError, DataError, StoreError, ExportError, AnalysisError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
