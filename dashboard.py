@@ -16,6 +16,7 @@ pages = {
         st.Page("pages/depth.py", title="Error vs depth", icon=":material/stacked_line_chart:"),
         st.Page("pages/responses.py", title="Responses", icon=":material/equalizer:"),
         st.Page("pages/gradients.py", title="Gradients", icon=":material/gradient:"),
+        st.Page("pages/inside.py", title="Inside trained nets", icon=":material/biotech:"),
         st.Page("pages/report.py", title="Report", icon=":material/ios_share:"),
     ],
 }

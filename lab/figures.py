@@ -351,7 +351,7 @@ def figure_data(fig: go.Figure) -> pd.DataFrame:
     rows = []
     for trace in fig.data:
         name = trace.name or trace.type
-        if trace.type == "heatmap":
+        if trace.type in ("heatmap", "contour"):  # grids: one row per cell
             z = np.asarray(trace.z, dtype=float)
             xs = np.asarray(trace.x) if trace.x is not None else np.arange(z.shape[1])
             ys = np.asarray(trace.y) if trace.y is not None else np.arange(z.shape[0])
