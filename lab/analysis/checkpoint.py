@@ -103,21 +103,23 @@ def restore(store: Store, run_id: str, at: str | int = "checkpoint", data_dir=No
     cfg = RunConfig.from_dict(run["config"])
     at = parse_at(at)
     dev = resolve_device(device)
+    state = None
+    if at != "init":  # checkpoint problems are reported before any data is loaded
+        state = _read_checkpoint(store, run, dev)
+        _check_fits(run, cfg, state)
+        if at != "checkpoint" and at != int(state["step"]):
+            raise AnalysisError(
+                f"run {run['id']} has no weights at iteration {at}: the lab keeps only the last checkpoint; "
+                f"available: init (0) and {int(state['step'])}"
+            )
     splits = make_splits(cfg.dataset, data_dir, cfg.val_fraction, limit=cfg.train_limit)
     spec = cfg.net_spec(splits.info.channels, splits.info.classes)
     with torch.random.fork_rng(devices=[]):  # the trainer's seeding, without disturbing the caller's RNG
         torch.manual_seed(cfg.seed)
         net = CifarNet(spec)
     step = 0
-    if at != "init":
-        state = _read_checkpoint(store, run, dev)
-        _check_fits(run, cfg, state)
+    if state is not None:
         step = int(state["step"])
-        if at != "checkpoint" and at != step:
-            raise AnalysisError(
-                f"run {run['id']} has no weights at iteration {at}: the lab keeps only the last checkpoint; "
-                f"available: init (0) and {step}"
-            )
         try:
             net.load_state_dict(state["model"])
         except RuntimeError as exc:

@@ -129,7 +129,7 @@ def lesion_summary(result: dict) -> list[str]:
         worst = max(deletable, key=lambda t: t[1])
         mean = sum(e for _, e in deletable) / len(deletable)
         lines.append(f"one unit deleted ({len(deletable)} of {len(table)} deletable): mean {_pct(mean)}, "
-                     f"worst {_pct(worst[1])} ({worst[0]['name']}, stage {worst[0]['stage']})")
+                     f"worst {_pct(worst[1])} ({worst[0]['name']}, stage {worst[0]['stage'] + 1})")
     fixed = [r["name"] for r in table if not r["deletable"]]
     if fixed:
         lines.append(f"not deletable (they change the shape): {', '.join(fixed)}")
