@@ -14,7 +14,7 @@ from lab.analysis import results as results_module
 from lab.analysis.checkpoint import checkpoint_path
 from lab.analysis.common import evaluate
 from lab.analysis.landscape import filter_normalised_directions, landscape, slice_grid
-from lab.analysis.lesion import kendall_tau, lesion, unit_table
+from lab.analysis.lesion import kendall_tau, lesion
 from lab.analysis.shatter import input_gradients, shatter
 from lab.config import RunConfig, make_config
 from lab.probes import responses

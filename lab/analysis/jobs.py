@@ -132,7 +132,7 @@ def run_analysis(store: Store, run_id: str, name: str, options: dict | None = No
     result = {"lesion": _lesion, "landscape": _landscape, "shatter": _shatter}[name](restored, opts, progress,
                                                                                   should_stop)
     result["run"] = restored.context()
-    result["options"] = {**result.get("options", {}), **{k: v for k, v in opts.items()}}
+    result["options"] = {**result.get("options", {}), **opts}
     result["elapsed_s"] = time.perf_counter() - started
     result["created_at"] = time.time()
     result["software"] = {"torch": torch.__version__, "git": git_revision()}

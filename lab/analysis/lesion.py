@@ -175,9 +175,10 @@ def lesion(
         wanted |= {s: None for s in sets}
     steps = Steps(len(wanted) + sum(len(v) for v in orders.values()), progress, should_stop)
 
-    def measure(run) -> tuple[float, float]:
+    def measure(changed) -> tuple[float, float]:
+        """(loss, error) with the net changed by the context manager `changed` (units deleted or reordered)."""
         steps.check()
-        with run:
+        with changed:
             out = evaluate(net, images, labels, batch_size, autocast)
         steps.advance()
         return out
