@@ -347,7 +347,9 @@ def test_results_can_live_in_the_stores_artifacts_table(trained, monkeypatch):
 def test_cli_commands(trained, capsys):
     store, ids = trained
     root = str(store.root)
-    assert main(["lesion", ids["residual"][:14], "--results", root, "--images", "64", "--draws", "1", "--json", "--quiet"]) == 0
+    others = [i for i in store.runs()["id"] if i != ids["residual"]]
+    prefix = next(ids["residual"][:n] for n in range(1, 65) if not any(i.startswith(ids["residual"][:n]) for i in others))
+    assert main(["lesion", prefix, "--results", root, "--images", "64", "--draws", "1", "--json", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["analysis"] == "lesion" and out["images"] == 64 and out["run"]["run_id"] == ids["residual"]
     assert load_results(store, [ids["residual"]], "lesion")[ids["residual"]]["images"] == 64
