@@ -10,9 +10,18 @@ Each is a pure function (network, data tensors, options) -> JSON-able dict, with
 the trainer had them; `jobs.run_analysis` runs an analysis on a stored run; `results.save_result` /
 `load_results` keep results; `figures` draws them; `cli.add_commands` adds the commands.
 """
-from .checkpoint import AnalysisError, Cancelled, Restored, restore
-from .jobs import ANALYSES, resolve_options, result_name, run_analysis
-from .results import load_results, result_names, save_result
+import importlib
 
-__all__ = ["ANALYSES", "AnalysisError", "Cancelled", "Restored", "load_results", "resolve_options", "restore",
-           "result_name", "result_names", "run_analysis", "save_result"]
+# name -> submodule; loaded on first use, so `python -m lab` starts without importing the analyses
+_EXPORTS = {
+    "AnalysisError": "errors", "Cancelled": "errors", "Restored": "checkpoint", "restore": "checkpoint",
+    "ANALYSES": "options", "resolve_options": "options", "result_name": "options", "run_analysis": "jobs",
+    "load_results": "results", "result_names": "results", "save_result": "results",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lab.analysis' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -20,19 +20,12 @@ from ..models import CifarNet, ConfigError
 from ..runs.store import Store
 from ..runtime import resolve_device, resolve_precision
 from ..train import CHECKPOINT, _autocast_factory
+from .errors import AnalysisError
+from .options import parse_at
 
 # The architecture fields a checkpoint's own config must share with its run: a plain and a residual net with
 # option A have identical parameter names and shapes, so a swapped checkpoint would otherwise load silently.
 ARCHITECTURE = ("kind", "depth", "block", "shortcut", "span", "width", "norm", "init", "dataset")
-
-
-class AnalysisError(RuntimeError):
-    """An analysis that cannot be done as asked (no checkpoint yet, an unreadable checkpoint, a bad option);
-    the message says why and what is possible."""
-
-
-class Cancelled(Exception):
-    """Raised inside an analysis when its `should_stop()` callback returned True."""
 
 
 @dataclass
@@ -76,19 +69,6 @@ class Restored:
             "at": self.at, "step": self.step, "total_iterations": self.cfg.iterations,
             "device": str(self.device), "precision": self.precision,
         }
-
-
-def parse_at(text: str | int | None) -> str | int:
-    """'init' (or 0), 'checkpoint' (or None / ''), or an iteration number."""
-    if text is None or text == "" or text == "checkpoint":
-        return "checkpoint"
-    if text == "init":
-        return "init"
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise AnalysisError(f"--at takes 'init' or an iteration number, got {text!r}") from None
-    return "init" if value == 0 else value
 
 
 def restore(store: Store, run_id: str, at: str | int = "checkpoint", data_dir=None, device: str = "auto") -> Restored:

@@ -6,10 +6,8 @@ import argparse
 import json
 import sys
 
-from ..runs.store import Store
-from .checkpoint import AnalysisError
-from .jobs import ANALYSES, run_analysis
-from .results import BACKEND, RunFolder, save_result
+from .errors import AnalysisError
+from .options import ANALYSES
 
 __all__ = ["AnalysisError", "add_commands"]
 
@@ -75,6 +73,11 @@ def add_commands(sub) -> None:
 
 def _command(name: str, option_names: tuple[str, ...]):
     def run(args) -> int:
+        # imported here: the lab's other commands start without loading the analyses
+        from ..runs.store import Store
+        from .jobs import run_analysis
+        from .results import BACKEND, RunFolder, save_result
+
         store = Store(args.results, create=False)
         options = {k: getattr(args, k) for k in option_names if getattr(args, k, None) is not None}
         bar = None

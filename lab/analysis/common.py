@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..train import evaluate as _trainer_evaluate
-from .checkpoint import Cancelled
+from .errors import Cancelled
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
