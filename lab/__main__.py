@@ -12,6 +12,7 @@ from .data import DATASETS, DataError
 from .models import ConfigError, list_models
 from .export import ExportError
 from .runs.store import Store, StoreError
+from .studies.cli import add_commands as add_study_commands
 
 EXPLICIT = {"kind", "depth", "dataset", "preset", "seed"}
 
@@ -335,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reference", action="store_true", help="overlay published numbers on the depth figure")
     _add_store_args(e)
     e.set_defaults(func=cmd_export)
+
+    add_study_commands(sub)
     return p
 
 

@@ -32,3 +32,68 @@ IMAGENET_TOP1 = {("plain", 18): 27.94, ("plain", 34): 28.54, ("residual", 18): 2
 def reference_points(dataset: str = "cifar10") -> list[dict]:
     """Reference test errors for a data set (only CIFAR-10 has published numbers here)."""
     return list(CIFAR10_TEST_ERROR) if dataset == "cifar10" else []
+
+
+# --- numbers the studies quote (lab.studies) ---------------------------------------------------------------
+# Each: key, the studies that quote it, what was measured, value (test error % unless `unit` says otherwise),
+# sd (or None), source, and a note: "approximate" (read off a figure) or "unconfirmed" (not checked against
+# the source's own text: show it as such).
+PREACT = "He et al. 2016, Identity Mappings (arXiv:1603.05027)"
+LI = "Li et al. 2018, loss landscapes (arXiv:1712.09913)"
+
+STUDY_NUMBERS: list[dict] = [
+    *[dict(key=f"table6-resnet-{d}", studies=("depth",), what=f"ResNet-{d}", value=e, sd=None,
+           unit="% test error, CIFAR-10", source=f"{PAPER}, Table 6", note="")
+      for d, e in ((20, 8.75), (32, 7.51), (44, 7.17), (56, 6.97), (110, 6.43))],
+    dict(key="table6-resnet-110-mean", studies=("depth",), what="ResNet-110, mean of 5 runs", value=6.61, sd=0.16,
+         unit="% test error, CIFAR-10", source=f"{PAPER}, Table 6", note=""),
+    *[dict(key=f"fig6-plain-{d}", studies=("degradation",), what=f"plain-{d}", value=e, sd=None,
+           unit="% test error, CIFAR-10", source=f"{PAPER}, Fig. 6 (read off the curve)", note="approximate")
+      for d, e in ((20, 9.0), (56, 13.0))],
+    *[dict(key=f"nabla-{k}-{d}", studies=("degradation",), what=f"{'plain' if k == 'plain' else 'ResNet'}-{d}",
+           value=e, sd=s, unit="% test error, CIFAR-10", source="nabla0001/resnet (5 runs, 64k iterations)", note="")
+      for k, d, e, s in (("plain", 20, 9.78, 0.13), ("plain", 56, 12.95, 0.22), ("residual", 20, 8.51, 0.22),
+                         ("residual", 56, 7.40, 0.27))],
+    *[dict(key=f"imagenet-{k}-{d}", studies=("degradation",), what=f"{'plain' if k == 'plain' else 'ResNet'}-{d}",
+           value=e, sd=None, unit="% top-1 error, ImageNet (10-crop)", source=f"{PAPER}, Table 2", note="")
+      for (k, d), e in IMAGENET_TOP1.items()],
+    *[dict(key=f"li-{k}-{d}", studies=("degradation",), what=f"{d} layers, {'with' if k == 'residual' else 'without'} shortcuts",
+           value=e, sd=None, unit="% test error, CIFAR-10 (their schedule: 300 epochs, weight decay 5e-4)",
+           source=LI, note="")
+      for k, d, e in (("residual", 20, 7.37), ("plain", 20, 8.18), ("residual", 56, 5.89), ("plain", 56, 13.31),
+                      ("residual", 110, 5.79), ("plain", 110, 16.44))],
+    *[dict(key=f"table3-{name}", studies=("shortcuts",), what=what, value=e, sd=None,
+           unit="% top-1 error, ImageNet (10-crop)", source=f"{PAPER}, Table 3", note="unconfirmed")
+      for name, what, e in (("plain-34", "plain-34", 28.54), ("A", "ResNet-34 A", 25.03), ("B", "ResNet-34 B", 24.52),
+                            ("C", "ResNet-34 C", 24.19))],
+    *[dict(key=f"preact-shortcut-{name}", studies=("shortcuts",), what=what, value=e, sd=None,
+           unit="% test error, CIFAR-10, ResNet-110 (median of 5)", source=f"{PREACT}, Table 1", note="")
+      for name, what, e in (("original", "identity shortcuts (original)", 6.61),
+                            ("conv", "1x1 conv shortcut on every unit", 12.22),
+                            ("scaling", "constant scaling 0.5 on both paths", 12.35))],
+    *[dict(key=f"preact-{name}", studies=("bottleneck",), what=what, value=e, sd=None,
+           unit="% test error, CIFAR-10", source=PREACT, note="")
+      for name, what, e in (("110-original", "ResNet-110 (basic), original units", 6.61),
+                            ("164-original", "ResNet-164 (bottleneck), original units", 5.93),
+                            ("110-preact", "ResNet-110 (basic), pre-activation", 6.37),
+                            ("164-preact", "ResNet-164 (bottleneck), pre-activation", 5.46))],
+]
+_NUMBERS = {n["key"]: n for n in STUDY_NUMBERS}
+
+
+def study_numbers(study: str) -> list[dict]:
+    """The published numbers a study quotes, in the order they are listed above."""
+    return [n for n in STUDY_NUMBERS if study in n["studies"]]
+
+
+def cite(key: str, with_source: bool = False) -> str:
+    """A published number as text: '6.61%', '≈ 13.0%' (read off a figure), '24.19% (unconfirmed)', with the
+    sd where there is one ('12.95 ± 0.22%') and, with `with_source`, where it comes from."""
+    n = _NUMBERS[key]
+    unit = "%" if n["unit"].startswith("%") else f" {n['unit']}"
+    text = f"{n['value']:.2f}" + (f" ± {n['sd']:.2f}" if n["sd"] is not None else "") + unit
+    if n["note"] == "approximate":
+        text = "≈ " + f"{n['value']:.1f}" + unit
+    elif n["note"] == "unconfirmed":
+        text += " (unconfirmed)"
+    return text + (f" ({n['source']})" if with_source else "")
