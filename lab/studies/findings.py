@@ -65,15 +65,18 @@ class Metric:
     def value(self, v: float) -> str:
         if v is None or not math.isfinite(v):
             return "-"
-        return f"{100 * v:.{self.digits}f}%" if self.percent else f"{v:.3g}"
+        return f"{100 * v:.{self.digits}f}%" if self.percent else f"{v:#.3g}".rstrip(".")
 
     def delta(self, v: float) -> str:
         if not math.isfinite(v):
             return "-"
-        return f"{100 * v:+.{self.digits}f} points" if self.percent else f"{v:+.3g}"
+        return f"{self.bound(v)} points" if self.percent else self.bound(v)
 
     def bound(self, v: float) -> str:
-        return f"{100 * v:+.{self.digits}f}" if self.percent else f"{v:+.3g}"
+        """A signed difference or interval end; a value that rounds to zero is shown as +0.0, not -0.0."""
+        if self.percent:
+            return f"{round(100 * v, self.digits) + 0.0:+.{self.digits}f}"
+        return f"{v:+.3g}" if float(f"{v:.3g}") != 0 else "+0"
 
     def scale(self, v: float) -> float:
         """The value in display units (percent for percentages), for the numbers dicts."""

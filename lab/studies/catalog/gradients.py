@@ -70,12 +70,14 @@ def direction(g: dict) -> str | None:
     return "larger" if g["low"] > 1 else "smaller" if g["high"] < 1 else None
 
 
-def fmt(g: dict) -> str:
+def fmt(g: dict, parens: bool = True) -> str:
+    """'3.02 (95% interval 2.88 to 3.16)', or without parentheses '3.02, 95% interval 2.88 to 3.16'."""
     if not g["n"]:
         return "-"
     if g["n"] < MIN_SEEDS:
-        return f"{g['ratio']:.3g} (1 seed)"
-    return f"{g['ratio']:.3g} (95% interval {g['low']:.3g} to {g['high']:.3g})"
+        return f"{g['ratio']:.3g} (1 seed)" if parens else f"{g['ratio']:.3g}, 1 seed"
+    interval = f"95% interval {g['low']:.3g} to {g['high']:.3g}"
+    return f"{g['ratio']:.3g} ({interval})" if parens else f"{g['ratio']:.3g}, {interval}"
 
 
 def gradient_finding(data, arm: str) -> Finding:
@@ -92,14 +94,14 @@ def gradient_finding(data, arm: str) -> Finding:
         return Finding(question, NOT_ENOUGH, f"Not enough seeds to tell whether {arm}'s gradients vanish: "
                        f"{start['n']} finished (at least {MIN_SEEDS} needed).", numbers)
     where = direction(start)
-    detail = (f"‖g_first‖/‖g_last‖ {fmt(start)} at the start, {fmt(end)} at the end"
-              + (f"; with respect to layer inputs {fmt(numbers['input_start'])} at the start" if inputs else "")
+    detail = (f"‖g_first‖/‖g_last‖ {fmt(start)}; at the end {fmt(end)}"
+              + (f"; with respect to the layers' inputs at the start {fmt(numbers['input_start'])}" if inputs else "")
               + f"; final training error {100 * err.mean:.1f}% ({start['n']} seeds)")
     if where is None:
-        return Finding(question, NO_CLEAR, f"{arm}: no clear difference between the first layer's and the last "
-                       f"convolution's gradient norms at the start: {detail}.", numbers)
-    return Finding(question, EFFECT, f"{arm}: the first layer's gradients are {where} than the last convolution's "
-                   f"at the start: {detail}.", numbers)
+        return Finding(question, NO_CLEAR, f"{arm}: at the start, no clear difference between the first layer's and "
+                       f"the last convolution's gradient norms: {detail}.", numbers)
+    return Finding(question, EFFECT, f"{arm}: at the start, the first layer's gradients are {where} than the last "
+                   f"convolution's: {detail}.", numbers)
 
 
 def synthesis(data, degradation: Finding, deep: str) -> Finding:
@@ -115,8 +117,8 @@ def synthesis(data, degradation: Finding, deep: str) -> Finding:
                        f"({degradation.text[0].lower() + degradation.text[1:]})", numbers)
     s_dir, e_dir = direction(start), direction(end)
     ratio_text = (f"its first layer's gradient norm is {s_dir + ' than' if s_dir else 'not clearly different from'} its "
-                  f"last convolution's at the start (ratio {fmt(start)}) and "
-                  f"{e_dir + ' than' if e_dir else 'not clearly different from'} it at the end ({fmt(end)})")
+                  f"last convolution's at the start (ratio {fmt(start, False)}) and "
+                  f"{e_dir + ' than' if e_dir else 'not clearly different from'} it at the end ({fmt(end, False)})")
     d = degradation.numbers
     head = (f"{deep} trains worse than {d['b']} ({d['difference']:+.1f} points, 95% interval {d['low']:+.1f} to "
             f"{d['high']:+.1f}) while {ratio_text}")

@@ -96,12 +96,12 @@ def analyse(data) -> Analysis:
 def explanation(deep: str, shallow: str, n: dict, gamma_finding) -> str:
     d, s = n[deep], n[shallow]
     text = (f"In the first third of {deep}'s 3x3 layers at the end of training the response std is "
-            f"{d['early_response_std_end']:.3g} with running BN statistics and {d['early_response_std_batch_end']:.3g} "
-            f"with the batch's own; their BN |γ| averages {d['early_bn_gamma_end']:.3g} and std(β) "
-            f"{d['early_bn_beta_std_end']:.3g} ({shallow}: {s['early_response_std_end']:.3g}, "
-            f"{s['early_response_std_batch_end']:.3g}, {s['early_bn_gamma_end']:.3g}, {s['early_bn_beta_std_end']:.3g}). "
+            f"{d['early_response_std_end']:#.3g} with running BN statistics and {d['early_response_std_batch_end']:#.3g} "
+            f"with the batch's own; their BN |γ| averages {d['early_bn_gamma_end']:#.3g} and std(β) "
+            f"{d['early_bn_beta_std_end']:#.3g} ({shallow}: {s['early_response_std_end']:#.3g}, "
+            f"{s['early_response_std_batch_end']:#.3g}, {s['early_bn_gamma_end']:#.3g}, {s['early_bn_beta_std_end']:#.3g}). "
             f"At step 0 (initial running statistics: the raw convolution output) the running-statistics std is "
-            f"{d['early_response_std_start']:.3g} and the batch-statistics std {d['early_response_std_batch_start']:.3g}.")
+            f"{d['early_response_std_start']:#.3g} and the batch-statistics std {d['early_response_std_batch_start']:#.3g}.")
     if gamma_finding.outcome == "effect" and gamma_finding.numbers.get("difference", 0) > 0:
         text += f" The large early responses of {deep} go with BN scales that grew larger than {shallow}'s."
     return text
