@@ -5,6 +5,7 @@ import json
 import math
 import re
 import zipfile
+from dataclasses import replace
 
 import pytest
 from scipy import stats
@@ -108,11 +109,13 @@ def test_bookkeeping_fields_do_not_make_another_experiment():
 
 def test_study_run_reuses_stored_runs_and_resumes_stopped_ones(store):
     plan = make_plan(get("depth"), "smoke")   # resnet-8 and resnet-14, seeds 0 and 1
-    (swept,) = store.create_runs([make_config("smoke", kind="residual", depth=8, tag="a sweep", threads=1)])
+    r8s0, r8s1, r14s0, _ = plan.configs()
+    # the same experiment filed by a sweep (other tag, preset name, threads): reused
+    (swept,) = store.create_runs([replace(r8s0, tag="a sweep", preset="quick", threads=1, device="cpu")])
     store.set_status(swept, "done", final_train_error=0.5, final_test_error=0.5)
-    (stopped,) = store.create_runs([make_config("smoke", kind="residual", depth=8, seed=1)])
+    (stopped,) = store.create_runs([r8s1])
     store.set_status(stopped, "cancelled")
-    (other,) = store.create_runs([make_config("smoke", kind="residual", depth=14, lr=0.05)])  # another experiment
+    (other,) = store.create_runs([replace(r14s0, lr=0.05)])  # another experiment: not reused
     first = queue_missing(store, plan)
     assert first.reused == [swept] and first.resumed == [stopped] and len(first.created) == 2
     assert store.get_run(stopped)["status"] == "queued"

@@ -1,6 +1,7 @@
 """Budgets: how long and on what data a study's runs train. The one place to tune them.
 
-- `smoke`: synthetic data, seconds per run: for tests and for checking that a study runs end to end.
+- `smoke`: synthetic data and half-width nets, seconds per run: for tests and for checking that a study runs end
+  to end.
 - `cpu`: Fashion-MNIST (Debian's /usr/share/datasets/fashion-mnist), sized for a 2-core CPU: each study in at most
   about 30 minutes (the degradation study in about 15), with enough seeds for a verdict where the effect is large.
 - `paper`: the paper's CIFAR-10 protocol (section 4.2), for a GPU.
@@ -28,7 +29,9 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    "smoke": Budget("smoke", "synthetic data, seconds per run (for tests)", "smoke", seeds=2, target_error=0.85),
+    # half-width nets: a smoke run is a few seconds, and a study's runs a minute or two
+    "smoke": Budget("smoke", "synthetic data, half-width nets, seconds per run (for tests)", "smoke", seeds=2,
+                    target_error=0.85, overrides=dict(width=0.5)),
     "cpu": Budget(
         "cpu", "Fashion-MNIST on a 2-core CPU, up to about 30 minutes per study", "quick", seeds=2,
         target_error=0.20,

@@ -206,7 +206,26 @@ class Status:
         return {"state": self.state, **{k: getattr(self, k) for k in keys}}
 
 
+class FinishedRunsOnce:
+    """The store, with its finished runs read once: time estimates (lab.runs.estimate) read them to learn this
+    machine's throughput, and a status makes several estimates (a page shows several studies)."""
+
+    def __init__(self, store: Store | None) -> None:
+        self._store = store
+        self._done = store.runs(status=["done"]) if store is not None else None
+
+    def runs(self, status=None):
+        if status is not None and list(status) == ["done"]:
+            return self._done
+        return self._store.runs(status=status)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
 def status(plan: Plan, slots: list[Slot], store: Store | None = None, estimate: bool = True) -> Status:
+    """Counts of the planned runs by state, and (with `estimate`) times: until the queued and running runs are
+    done, for what is still to queue, and for the whole study from scratch (one run at a time)."""
     st = Status(planned=len(slots), unavailable=plan.unavailable())
     for s in slots:
         state = s.state
@@ -217,6 +236,8 @@ def status(plan: Plan, slots: list[Slot], store: Store | None = None, estimate: 
     if estimate and slots:
         from ..runs.estimate import estimate_sweep
 
+        if store is not None and not isinstance(store, FinishedRunsOnce):
+            store = FinishedRunsOnce(store)
         todo = [s.config for s in slots if s.state not in ANSWERED]
         queued = [s.config for s in slots if s.state == "queued"]
         st.total_s = estimate_sweep(store, [s.config for s in slots]).seconds

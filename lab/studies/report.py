@@ -23,7 +23,7 @@ from ..runs.monitor import format_duration, overview
 from ..runs.store import Store
 from .data import StudyData
 from .findings import Analysis
-from .plan import Plan, Slot, Status, make_plan, match, status
+from .plan import FinishedRunsOnce, Plan, Slot, Status, make_plan, match, status
 from .registry import Study, get
 
 
@@ -84,9 +84,10 @@ def clean(value):
 
 def evaluate(study: Study | str, store: Store | None, budget: str = "cpu", seeds: int | None = None,
              dataset: str | None = None, runs: pd.DataFrame | None = None, estimate: bool = True,
-             analyse: bool = True) -> StudyResult:
+             analyse: bool = True, estimates: FinishedRunsOnce | None = None) -> StudyResult:
     """The study at `budget` against the store's runs (`runs`: an overview already read, to share one read).
-    Without `analyse` only the plan and status are computed (for lists of studies)."""
+    Without `analyse` only the plan and status are computed (for lists of studies); `estimates` shares one read
+    of the finished runs between the time estimates of several studies."""
     study = get(study) if isinstance(study, str) else study
     plan = make_plan(study, budget, seeds, dataset)
     if runs is None:
@@ -94,7 +95,7 @@ def evaluate(study: Study | str, store: Store | None, budget: str = "cpu", seeds
     if runs.empty:
         runs = pd.DataFrame(columns=["id", "status", "config", "created_at"])
     slots, members = match(plan, runs)
-    st = status(plan, slots, store, estimate=estimate)
+    st = status(plan, slots, estimates or store, estimate=estimate)
     data = StudyData(plan, store, members, slots)
     return StudyResult(study, plan, slots, st, data, study.analyse(data) if analyse else Analysis())
 
@@ -106,9 +107,9 @@ def overview_rows(store: Store | None, budget: str = "cpu", seeds: int | None = 
 
     if runs is None:
         runs = overview(store) if store is not None else None
-    rows = []
+    rows, estimates = [], FinishedRunsOnce(store) if store is not None else None
     for study in all_studies():
-        s = evaluate(study, store, budget, seeds, runs=runs, analyse=False).status
+        s = evaluate(study, store, budget, seeds, runs=runs, analyse=False, estimates=estimates).status
         rows.append(dict(id=study.id, title=study.title, question=study.question, state=s.state, planned=s.planned,
                          finished=s.done + s.diverged, running=s.running, queued=s.queued,
                          to_run=s.missing + s.resumable, estimate_s=s.to_queue_s, total_estimate_s=s.total_s,
