@@ -125,6 +125,17 @@ def test_study_run_reuses_stored_runs_and_resumes_stopped_ones(store):
     assert len(store.runs()) == 5 and other not in again.reused
 
 
+def test_simulated_runs_are_never_taken_for_measurements(store):
+    from lab.config import RunConfig
+    from lab.fill import simulate_run
+
+    rid = simulate_run(store, "plain", 20, 0)   # the paper's schedule, tagged "simulated"
+    plan = make_plan(get("degradation"), "paper")
+    stored = RunConfig.from_dict(store.get_run(rid)["config"])
+    assert experiment_config(stored) == experiment_config(plan.configs()[0])   # the same experiment on paper...
+    assert rid not in queue_missing(store, plan).reused                        # ...but not a measurement
+
+
 def test_a_study_uses_every_stored_seed_of_its_arms(store, fast_estimates):
     fill(store, "depth", seeds=3)   # three seeds stored; the study plans two
     result = evaluate("depth", store, "smoke")
@@ -177,12 +188,14 @@ def test_another_package_registers_a_study_with_an_analysis_arm(store, fast_esti
         registry._STUDIES.pop("test-extra", None)
 
 
-def test_the_cpu_schedule_lives_in_one_place():
-    preset, overrides, seeds = budgets.schedule("cpu", "gradients")
-    assert preset == "quick" and overrides["dataset"] == "fashion-mnist" and seeds >= 2
-    assert overrides["iterations"] == budgets.TUNING["cpu"]["gradients"]["iterations"]
+def test_the_cpu_schedule_lives_in_one_place(monkeypatch):
     cfg = make_plan(get("degradation"), "cpu").configs()[0]
     assert cfg.dataset == "fashion-mnist" and cfg.iterations == budgets.BUDGETS["cpu"].overrides["iterations"]
+    monkeypatch.setitem(budgets.TUNING["cpu"], "gradients", dict(iterations=400, seeds=3))
+    preset, overrides, seeds = budgets.schedule("cpu", "gradients")
+    assert preset == "quick" and overrides["dataset"] == "fashion-mnist" and overrides["iterations"] == 400
+    plan = make_plan(get("gradients"), "cpu")
+    assert plan.seeds == 3 and {c.iterations for c in plan.configs()} == {400}
 
 
 # --- each study's analysis on stored results -------------------------------------------------------------------

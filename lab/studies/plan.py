@@ -5,7 +5,7 @@ Run reuse: a stored run answers a planned configuration when their experiment co
 (`lab.config.experiment_config`: every RunConfig field but the bookkeeping ones: tag, preset, device, threads,
 compile) and it is done, diverged (a result too), running or queued; such a run is never trained again, whichever
 study or sweep queued it. A planned run whose stored twin was cancelled, interrupted or failed is queued again to
-resume from its checkpoint. Membership is computed, not stored: a study's runs are the stored training runs whose
+resume from its checkpoint. Simulated runs (lab.fill, tagged `simulated`) never count. Membership is computed, not stored: a study's runs are the stored training runs whose
 experiment matches one of its arms (any seed), so runs reused from elsewhere count; runs the study queues itself
 carry the tag `study:<id>` only to make them easy to find on the Runs page.
 """
@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..config import RunConfig, experiment_config, make_config
 from ..data import DATASETS
+from ..fill import TAG as SIMULATED
 from ..models import ConfigError
 from ..runs.store import RESUMABLE, Store, new_id
 from .budgets import schedule
@@ -110,6 +111,8 @@ def keyed_runs(runs: pd.DataFrame) -> pd.DataFrame:
         return runs.assign(_key=pd.Series(dtype=object), _seed=pd.Series(dtype=int))
     if "job" in runs.columns:  # analysis jobs share the runs table; only training runs answer a study's arms
         runs = runs[runs["job"].fillna("train") == "train"]
+    if "tag" in runs.columns:  # simulated results (lab.fill) are never taken for measurements
+        runs = runs[runs["tag"] != SIMULATED]
     keys, seeds, keep = [], [], []
     for i, config in zip(runs.index, runs["config"]):
         try:
