@@ -152,3 +152,25 @@ def speed(iterations: dict[str, list[int | None]], totals: dict[str, int], targe
                       template="plotly_white", height=420, margin=dict(b=120))
     fig.update_xaxes(tickangle=-30)
     return fig
+
+
+def only_depths(fig: go.Figure, depths, prefix: str = "published") -> go.Figure:
+    """Keep only the points at `depths` in the traces whose name starts with `prefix` (the published numbers
+    lab.figures.depth_summary overlays), dropping traces left empty: published depths the study did not run (1202
+    layers, say) would otherwise squeeze its own points into a corner."""
+    keep = {float(d) for d in depths}
+    data = []
+    for trace in fig.data:
+        if not (trace.name or "").startswith(prefix):
+            data.append(trace)
+            continue
+        idx = [i for i, x in enumerate(trace.x) if float(x) in keep]
+        if not idx:
+            continue
+        trace.x = [trace.x[i] for i in idx]
+        trace.y = [trace.y[i] for i in idx]
+        if trace.error_y is not None and trace.error_y.array is not None:
+            trace.error_y.array = [trace.error_y.array[i] for i in idx]
+        data.append(trace)
+    fig.data = data
+    return fig

@@ -209,13 +209,24 @@ class Status:
         return {"state": self.state, **{k: getattr(self, k) for k in keys}}
 
 
+MIN_MEASURED_IMAGES = 20_000   # training images a finished run needs to tell this machine's throughput
+
+
 class FinishedRunsOnce:
     """The store, with its finished runs read once: time estimates (lab.runs.estimate) read them to learn this
-    machine's throughput, and a status makes several estimates (a page shows several studies)."""
+    machine's throughput, and a status makes several estimates (a page shows several studies). Runs too short to
+    measure throughput (smoke runs: start-up and evaluation dominate, so they would make every estimate far too
+    long) are left out; with none left the estimate measures the machine instead."""
 
     def __init__(self, store: Store | None) -> None:
         self._store = store
-        self._done = store.runs(status=["done"]) if store is not None else None
+        self._done = None
+        if store is not None:
+            done = store.runs(status=["done"])
+            if not done.empty and {"iterations", "batch_size"} <= set(done.columns):
+                images = done["iterations"].astype(float) * done["batch_size"].astype(float)
+                done = done[images >= MIN_MEASURED_IMAGES]
+            self._done = done
 
     def runs(self, status=None):
         if status is not None and list(status) == ["done"]:
