@@ -1,6 +1,5 @@
 """Studies: statistics, verdict sentences, run reuse, the registry, each study's analysis on stored results built
 to give each verdict (effect, no clear difference, too few seeds), the CLI and the Studies page."""
-import io
 import json
 import math
 import re

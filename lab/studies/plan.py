@@ -161,7 +161,9 @@ def match(plan: Plan, runs: pd.DataFrame) -> tuple[list[Slot], pd.DataFrame]:
     for pa in plan.available():
         for cfg in pa.configs:
             key = experiment_key(cfg, with_seed=False)
-            hit = members[(members["_key"] == key) & (members["_seed"] == cfg.seed)] if not members.empty else members
+            # map, not ==: pandas would compare a tuple element-wise against a Series of the same length
+            hit = members[members["_key"].map(lambda k: k == key) & (members["_seed"] == cfg.seed)] \
+                if not members.empty else members
             slots.append(Slot(pa.name, cfg, hit.iloc[0].to_dict() if len(hit) else None))
     if not members.empty:
         members = members.drop(columns=["_rank"])
