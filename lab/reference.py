@@ -66,17 +66,30 @@ STUDY_NUMBERS: list[dict] = [
            unit="% top-1 error, ImageNet (10-crop)", source=f"{PAPER}, Table 3", note="unconfirmed")
       for name, what, e in (("plain-34", "plain-34", 28.54), ("A", "ResNet-34 A", 25.03), ("B", "ResNet-34 B", 24.52),
                             ("C", "ResNet-34 C", 24.19))],
-    *[dict(key=f"preact-shortcut-{name}", studies=("shortcuts",), what=what, value=e, sd=None,
-           unit="% test error, CIFAR-10, ResNet-110 (median of 5)", source=f"{PREACT}, Table 1", note="")
-      for name, what, e in (("original", "identity shortcuts (original)", 6.61),
-                            ("conv", "1x1 conv shortcut on every unit", 12.22),
-                            ("scaling", "constant scaling 0.5 on both paths", 12.35))],
-    *[dict(key=f"preact-{name}", studies=("bottleneck",), what=what, value=e, sd=None,
+    *[dict(key=f"preact-shortcut-{name}", studies=studies, what=what, value=e, sd=None,
+           unit="% test error, CIFAR-10, ResNet-110 (median of 5)", source=PREACT, note="")
+      for name, studies, what, e in (
+          ("original", ("shortcuts", "preactivation"), "identity shortcuts (original)", 6.61),
+          ("scaling", ("shortcuts", "preactivation"), "constant scaling 0.5 on both paths", 12.35),
+          ("exclusive-gating-6", ("preactivation",), "exclusive gating, gate bias -6", 8.70),
+          ("exclusive-gating-7", ("preactivation",), "exclusive gating, gate bias -7", 9.81),
+          ("shortcut-gating-0", ("preactivation",), "shortcut-only gating, bias 0", 12.86),
+          ("shortcut-gating-6", ("preactivation",), "shortcut-only gating, bias -6", 6.91),
+          ("conv", ("shortcuts", "preactivation"), "1x1 conv shortcut on every unit", 12.22))],
+    *[dict(key=f"preact-{d}-{name}", studies=("bottleneck", "preactivation"),
+           what=f"ResNet-{d} ({'bottleneck' if d == 164 else 'basic'}), {what}", value=e, sd=None,
            unit="% test error, CIFAR-10", source=PREACT, note="")
-      for name, what, e in (("110-original", "ResNet-110 (basic), original units", 6.61),
-                            ("164-original", "ResNet-164 (bottleneck), original units", 5.93),
-                            ("110-preact", "ResNet-110 (basic), pre-activation", 6.37),
-                            ("164-preact", "ResNet-164 (bottleneck), pre-activation", 5.46))],
+      for name, what, e110, e164 in (("original", "original units", 6.61, 5.93),
+                                     ("bn-after-add", "BN after addition", 8.17, 6.50),
+                                     ("relu-before-add", "ReLU before addition", 7.84, 6.14),
+                                     ("relu-preact", "ReLU-only pre-activation", 6.71, 5.91),
+                                     ("preact", "full pre-activation", 6.37, 5.46))
+      for d, e in ((110, e110), (164, e164))],
+    *[dict(key=f"preact-1001-{name}", studies=("preactivation",), what=what, value=e, sd=None,
+           unit="% test error, CIFAR-10", source=PREACT, note="")
+      for name, what, e in (("original", "ResNet-1001, original units", 7.61),
+                            ("preact", "ResNet-1001, pre-activation", 4.92),
+                            ("preact-batch64", "ResNet-1001, pre-activation, batch 64", 4.62))],
 ]
 _NUMBERS = {n["key"]: n for n in STUDY_NUMBERS}
 
