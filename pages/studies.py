@@ -72,6 +72,11 @@ if cfg is not None:
                f"{to_run} still to run: {format_duration(status.to_queue_s)} ({status.basis}).")
 for arm, why in status.unavailable.items():
     st.warning(f"{arm} cannot run in this build yet: {why}")
+if status.queued and not store.live_workers():
+    st.warning("Some of this study's runs are queued but no worker is running.")
+    if st.button("Start the background worker", icon=":material/play_arrow:", key="studies_worker"):
+        ensure_worker(store)
+        st.rerun()
 
 
 def queue() -> None:

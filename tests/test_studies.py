@@ -360,6 +360,17 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):
     assert rc == 2 and err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_study_run_starts_a_worker_for_runs_queued_earlier(capsys, store, monkeypatch, fast_estimates):
+    started = []
+    monkeypatch.setattr("lab.runs.worker.ensure_worker", lambda *a, **k: started.append(1) or 4242)
+    root = str(store.root)
+    rc, out, _ = cli(capsys, "study", "run", "depth", "--budget", "smoke", "--no-worker", "--results", root)
+    assert rc == 0 and "0 already stored or queued, 0 resumed, 4 queued now" in out and not started
+    rc, out, _ = cli(capsys, "study", "run", "depth", "--budget", "smoke", "--results", root)
+    assert "4 already stored or queued, 0 resumed, 0 queued now" in out and "started a background worker (pid 4242)" in out
+    assert started == [1] and len(store.runs()) == 4
+
+
 def test_show_json_on_a_fresh_folder(capsys, tmp_path, fast_estimates):
     rc, out, _ = cli(capsys, "study", "show", "degradation", "--json", "--results", str(tmp_path / "none"))
     data = json.loads(out)
@@ -439,6 +450,10 @@ def test_studies_page_queues_what_is_missing(store, fast_estimates, monkeypatch)
     assert "Queued 2 run(s), resumed 0; reused 2 stored" in at.success[0].value
     assert set(store.runs()["status"]) == {"done", "queued"} and len(store.runs()) == 4
     assert next(b for b in at.button if b.key == "studies_queue").disabled
+    # the stand-in above started no worker: the page says so and offers to start one
+    assert "queued but no worker is running" in " ".join(w.value for w in at.warning)
+    next(b for b in at.button if b.key == "studies_worker").click().run()
+    assert not at.exception and len(started) == 2
 
 
 def test_studies_page_names_what_this_build_cannot_run(store, fast_estimates):

@@ -54,9 +54,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from ..runs.monitor import format_duration
+    from ..runs.monitor import format_duration, overview
     from ..runs.worker import ensure_worker
-    from .plan import make_plan, queue_missing
+    from .plan import make_plan, match, queue_missing, status
     from .registry import get
 
     study = get(args.name)
@@ -68,13 +68,11 @@ def cmd_run(args) -> int:
           f"{len(done.created)} queued now")
     for arm, why in plan.unavailable().items():
         print(f"  not in this build: {arm}: {why}")
-    if done.created or done.resumed:
-        from ..runs.monitor import overview
-        from .plan import match, status
-
-        st = status(plan, match(plan, overview(store))[0], store)
+    slots = match(plan, overview(store))[0]
+    if status(plan, slots, estimate=False).active:
+        st = status(plan, slots, store)
         print(f"  estimated time until the study's runs are done: {format_duration(st.eta_s)} ({st.basis})")
-        if not args.no_worker:
+        if st.queued and not args.no_worker:  # also for runs queued earlier with --no-worker
             pid = ensure_worker(store, slots=args.slots, data_dir=args.data)
             print(f"  started a background worker (pid {pid})" if pid else "  a worker is already running for this store")
     print(f"watch with: python -m lab study show {study.id} --budget {plan.budget} --results {store.root}")
