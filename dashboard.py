@@ -12,6 +12,7 @@ pages = {
         st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
     ],
     "Analysis": [
+        st.Page("pages/studies.py", title="Studies", icon=":material/science:"),
         st.Page("pages/curves.py", title="Training curves", icon=":material/show_chart:"),
         st.Page("pages/depth.py", title="Error vs depth", icon=":material/stacked_line_chart:"),
         st.Page("pages/responses.py", title="Responses", icon=":material/equalizer:"),

@@ -13,6 +13,7 @@ from .models import ConfigError, list_models
 from .export import ExportError
 from .analysis.cli import AnalysisError, add_commands as add_analysis_commands
 from .runs.store import Store, StoreError
+from .studies.cli import add_commands as add_study_commands
 
 EXPLICIT = {"kind", "depth", "dataset", "preset", "seed"}
 
@@ -337,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(e)
     e.set_defaults(func=cmd_export)
     add_analysis_commands(sub)
+    add_study_commands(sub)
     return p
 
 

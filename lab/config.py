@@ -107,6 +107,25 @@ class RunConfig:
         return base + (f" ({', '.join(extras)})" if extras else "")
 
 
+# Fields that say how, where or under which name a run was executed, not what was run. Two runs whose
+# configurations differ only in these are the same experiment: the studies reuse either for the other.
+BOOKKEEPING = ("tag", "preset", "device", "threads", "compile")
+
+
+def experiment_config(cfg: RunConfig) -> dict:
+    """The fields that define `cfg` as an experiment (every field but BOOKKEEPING), with defaults made explicit
+    where two spellings build the same run (span 0 is the block's default span), so equal dicts mean the same
+    experiment. Values are JSON-like (tuples as lists)."""
+    values = json.loads(cfg.to_json())
+    for name in BOOKKEEPING:
+        values.pop(name, None)
+    try:
+        values["span"] = cfg.net_spec().resolved().span
+    except ConfigError:  # an invalid spec keeps its span as given; it cannot equal a valid one anyway
+        pass
+    return values
+
+
 PRESETS: dict[str, dict] = {
     # The paper's CIFAR-10 schedule (section 4.2).
     "paper": {},

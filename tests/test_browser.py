@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Chromium through Playwright): launch the quick demo, watch it run,
-see its curves, download a figure."""
+see its curves, download a figure; queue a study from the Studies page and see its verdict appear."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -89,3 +90,19 @@ def test_quick_demo_from_launch_to_curves(browser, server):
         page.get_by_role("button", name="SVG").first.click()
     svg = Path(download.value.path()).read_text()
     assert svg.startswith("<svg") and "plain-20 [quick demo] train" in svg and "error (%)" in svg
+
+
+def test_studies_page_queues_a_study_and_shows_its_verdict(browser, server):
+    url, results = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url + "/studies?study=depth&budget=smoke")
+    # the first visit measures this machine's speed for the time estimates: seconds, more on a busy machine
+    page.get_by_text("Does a deeper ResNet reach a lower test error").first.wait_for(timeout=120000)
+    page.get_by_role("button", name="Queue 4 missing run(s)").click()
+    page.get_by_text("Queued 4 run(s)").wait_for(timeout=60000)
+    # four smoke runs through the background worker (a minute; several on a busy machine); the page refreshes
+    # itself while they run
+    verdict = re.compile(r"(resnet-14 ends with a (lower|higher) test error than resnet-8|"
+                         r"No clear difference between resnet-14 and resnet-8): final test error")
+    page.get_by_text(verdict).first.wait_for(timeout=480000)
+    assert set(Store(results).runs()["status"]) == {"done"}

@@ -1,0 +1,63 @@
+"""Budgets: how long and on what data a study's runs train. The one place to tune them.
+
+- `smoke`: synthetic data and half-width nets, seconds per run: for tests and for checking that a study runs end
+  to end.
+- `cpu`: Fashion-MNIST (Debian's /usr/share/datasets/fashion-mnist), sized for a 2-core CPU: each study in at most
+  about 30 minutes (the degradation study in about 15), with enough seeds for a verdict where the effect is large.
+- `paper`: the paper's CIFAR-10 protocol (section 4.2), for a GPU.
+
+A run's configuration is: the budget's preset, then the budget's overrides (`BUDGETS`), then the study's tuning
+for that budget (`TUNING`), then the arm's own options, then the seed and any data set override. `study list` and
+the Studies page show what a study costs here (lab.runs.estimate), so the numbers below can be tuned by
+measurement.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .registry import BUDGET_NAMES, StudyError
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    about: str                  # one line for menus
+    preset: str                 # a lab.config preset
+    seeds: int                  # seeds per arm (2 is the least a verdict needs)
+    target_error: float         # training error (fraction) whose first crossing times the speed questions
+    overrides: dict = field(default_factory=dict)
+
+
+BUDGETS: dict[str, Budget] = {
+    # half-width nets: a smoke run is a few seconds, and a study's runs a minute or two
+    "smoke": Budget("smoke", "synthetic data, half-width nets, seconds per run (for tests)", "smoke", seeds=2,
+                    target_error=0.85, overrides=dict(width=0.5)),
+    "cpu": Budget(
+        "cpu", "Fashion-MNIST on a 2-core CPU, up to about 30 minutes per study", "quick", seeds=2,
+        target_error=0.20,
+        overrides=dict(dataset="fashion-mnist", iterations=800, log_every=20, eval_every=200, eval_images=2000,
+                       grad_every=20, checkpoint_every=200),
+    ),
+    "paper": Budget("paper", "the paper's CIFAR-10 protocol, 64k iterations (for a GPU)", "paper", seeds=3,
+                    target_error=0.15, overrides=dict(dataset="cifar10")),
+}
+assert tuple(BUDGETS) == BUDGET_NAMES
+
+# Per-study changes to a budget's schedule: study id -> RunConfig overrides (and "seeds"), per budget. Studies
+# that share a schedule share runs (the degradation study's runs serve five others at the cpu budget), so tune a
+# study here only when it must differ.
+TUNING: dict[str, dict[str, dict]] = {"smoke": {}, "cpu": {}, "paper": {}}
+
+
+def budget(name: str) -> Budget:
+    if name not in BUDGETS:
+        raise StudyError(f"unknown budget {name!r}; known: {', '.join(BUDGETS)}")
+    return BUDGETS[name]
+
+
+def schedule(budget_name: str, study_id: str) -> tuple[str, dict, int]:
+    """(preset, RunConfig overrides, seeds) for a study at a budget."""
+    b = budget(budget_name)
+    tuned = dict(TUNING.get(budget_name, {}).get(study_id, {}))
+    seeds = int(tuned.pop("seeds", b.seeds))
+    return b.preset, {**b.overrides, **tuned}, seeds

@@ -1,0 +1,1 @@
+"""The built-in studies, one small declaration per module; every module here is imported by the registry."""

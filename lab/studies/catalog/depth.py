@@ -1,0 +1,75 @@
+"""Error vs depth (the paper's Table 6), with the published numbers beside the measured ones."""
+from __future__ import annotations
+
+from ...figures import depth_summary
+from ...reference import cite
+from ...series import mean_sd
+from .. import common
+from ..figures import only_depths
+from ..findings import TEST_ERROR, Analysis
+from ..registry import Arm, Study, register
+
+DEPTHS = {"smoke": (8, 14), "cpu": (20, 32, 44, 56), "paper": (20, 32, 44, 56, 110)}
+PUBLISHED = {20: "table6-resnet-20", 32: "table6-resnet-32", 44: "table6-resnet-44", 56: "table6-resnet-56",
+             110: "table6-resnet-110"}
+
+
+def net(depth: int) -> str:
+    return f"resnet-{depth}"
+
+
+def analyse(data) -> Analysis:
+    depths = sorted({int(a.arm.options["depth"]) for a in data.plan.arms})
+    low, high = depths[0], depths[-1]
+    findings = [
+        common.compare_arms(data, "Does the test error fall as the ResNet gets deeper?", net(high), net(low),
+                            "final_test_error", TEST_ERROR),
+        common.compare_arms(data, "Does the training error fall as the ResNet gets deeper?", net(high), net(low)),
+    ]
+    table = common.arm_table(data)
+    comparable = data.plan.dataset_name() == "cifar10" and data.total_iterations(net(low)) >= 64000
+    rows, beside = [], []
+    for d in depths:
+        mean, sd, n = mean_sd([100 * v for v in data.finals(net(d), "final_test_error")]) if data.has_arm(net(d)) else (None, None, 0)
+        key = PUBLISHED.get(d)
+        rows.append(dict(depth=d, test_error_mean=mean, test_error_sd=sd, seeds=n,
+                         published=cite(key) if key else None))
+        if n and key:
+            beside.append(f"{d} layers: {mean:.2f} ± {sd:.2f}% here ({n} seed(s)) vs {cite(key)} published")
+    notes = []
+    if beside:
+        where = ("same data set and schedule as the paper" if comparable else
+                 f"the published numbers are CIFAR-10 at 64k iterations, these runs {data.plan.dataset_name()} at "
+                 f"{data.total_iterations(net(low))} iterations, so they show scale, not agreement")
+        notes.append("Test error beside the paper's Table 6 (" + where + "): " + "; ".join(beside) + ".")
+    numbers = {"arms": common.table_numbers(table), "published": rows, "comparable_with_published": comparable}
+    return Analysis(findings, numbers, {"arms": table}, notes)
+
+
+def figures(data) -> dict:
+    depths = [int(a.arm.options["depth"]) for a in data.plan.arms]
+    overlay = only_depths(depth_summary(data.frame(("done",)), reference=True), depths)
+    return {
+        "depth": ("Final error vs depth, with the published numbers at these depths", overlay),
+        "curves": ("Training error over iterations", common.curves_figure(data)),
+        "finals": ("Final errors per depth", common.finals_figure(data)),
+    }
+
+
+register(Study(
+    id="depth",
+    title="Error vs depth (Table 6)",
+    question="Does a deeper ResNet reach a lower test error, and how do the errors compare with the published ones?",
+    literature=(
+        f"He et al. (Table 6, CIFAR-10 test error): ResNet-20 {cite('table6-resnet-20')}, ResNet-32 "
+        f"{cite('table6-resnet-32')}, ResNet-44 {cite('table6-resnet-44')}, ResNet-56 {cite('table6-resnet-56')}, "
+        f"ResNet-110 {cite('table6-resnet-110')} (best of 5; {cite('table6-resnet-110-mean')} mean): deeper is better "
+        "up to 110 layers (1202 layers overfit). Reproductions land within about a point of these, and seeds "
+        "matter: report the mean and sd over seeds of the final error, not the best one seen."
+    ),
+    grid={b: [Arm(net(d), dict(kind="residual", depth=d)) for d in ds] for b, ds in DEPTHS.items()},
+    analyse=analyse,
+    figures=figures,
+    published=(*PUBLISHED.values(), "table6-resnet-110-mean"),
+    order=20,
+))

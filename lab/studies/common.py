@@ -1,0 +1,144 @@
+"""Pieces most studies' analyses share: comparisons of two arms, the per-arm table, the standard figures."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..figures import training_curves
+from ..series import mean_sd
+from . import figures as sfig
+from .data import StudyData
+from .findings import NOT_AVAILABLE, TEST_ERROR, TRAIN_ERROR, Finding, Metric, compare, compare_speed
+from .stats import iterations_to_target
+
+COLUMNS = {"final_train_error": TRAIN_ERROR, "final_test_error": TEST_ERROR}
+
+
+def missing_arm(data: StudyData, question: str, *arms: str) -> Finding | None:
+    """A 'not available' finding when this build cannot run one of `arms` (None when it can run them all)."""
+    gone = data.plan.unavailable()
+    for arm in arms:
+        if arm in gone:
+            return Finding(question, NOT_AVAILABLE, f"{arm} cannot run in this build yet: {gone[arm]}.", {})
+        if not data.has_arm(arm):
+            return Finding(question, NOT_AVAILABLE, f"{arm} is not part of this study at the "
+                           f"{data.plan.budget} budget.", {})
+    return None
+
+
+def compare_arms(data: StudyData, question: str, a: str, b: str, column: str = "final_train_error",
+                 metric: Metric | None = None) -> Finding:
+    """Arm a against arm b on a final value of their finished runs (see findings.compare)."""
+    gone = missing_arm(data, question, a, b)
+    if gone:
+        return gone
+    return compare(question, a, b, data.finals(a, column), data.finals(b, column), metric or COLUMNS[column],
+                   unfinished=data.unfinished(a, b))
+
+
+def speeds(data: StudyData, arm: str) -> list[int | None]:
+    """Per finished seed: the iteration at which the smoothed training error first reached the budget's target."""
+    out = []
+    done = set(data.runs(arm)["id"]) if not data.members.empty else set()
+    for rid, steps, values in data.curves(arm, "train_error", statuses=("done",)):
+        if rid in done:
+            out.append(iterations_to_target(steps, values, data.budget.target_error))
+    return out
+
+
+def compare_speed_arms(data: StudyData, question: str, a: str, b: str) -> Finding:
+    gone = missing_arm(data, question, a, b)
+    if gone:
+        return gone
+    return compare_speed(question, a, b, speeds(data, a), speeds(data, b), data.budget.target_error,
+                         data.total_iterations(a))
+
+
+def arm_table(data: StudyData, speed: bool = False) -> pd.DataFrame:
+    """One row per arm: seeds by state, final training and test error (% mean and sd over finished seeds),
+    parameters, and (with `speed`) the mean iteration at which the target training error was first reached."""
+    rows = []
+    for arm in data.arm_names:
+        counts = data.counts(arm)
+        tr, tr_sd, n = mean_sd([100 * v for v in data.finals(arm, "final_train_error")])
+        te, te_sd, _ = mean_sd([100 * v for v in data.finals(arm, "final_test_error")])
+        runs = data.runs(arm, ("done", "diverged", "running"))
+        params = runs["params"].dropna() if not runs.empty else []
+        row = dict(arm=arm, done=counts.get("done", 0), diverged=counts.get("diverged", 0),
+                   running=counts.get("running", 0), queued=counts.get("queued", 0),
+                   train_error_mean=tr, train_error_sd=tr_sd, test_error_mean=te, test_error_sd=te_sd,
+                   params=int(params.iloc[0]) if len(params) else None)
+        if speed:
+            its = speeds(data, arm)
+            reached = [i for i in its if i is not None]
+            row["iterations_to_target"] = sum(reached) / len(reached) if reached else math.nan
+            row["reached_target"] = f"{len(reached)} of {len(its)}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table_numbers(table: pd.DataFrame) -> list[dict]:
+    """A table as JSON-able records (NaN as None)."""
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+            for r in table.to_dict("records")]
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+
+
+def curves_figure(data: StudyData, arms: list[str] | None = None, name: str = "train_error",
+                  title: str = "Training error (smoothed), mean over seeds", target: bool = False):
+    arms = arms or data.arm_names
+    curves = {arm: [(x, y) for _, x, y in data.curves(arm, name)] for arm in arms if data.has_arm(arm)}
+    return sfig.arm_curves(curves, title, target=data.budget.target_error if target else None,
+                           ytitle={"train_error": "training error (%)", "test_error": "test error (%)"}.get(name, name))
+
+
+def finals_figure(data: StudyData, arms: list[str] | None = None,
+                  title: str = "Final errors: mean with 95% interval, and each seed"):
+    arms = [a for a in (arms or data.arm_names) if data.has_arm(a)]
+    values = {col: {arm: data.finals(arm, col) for arm in arms} for col in COLUMNS}
+    return sfig.arm_finals(values, title, metrics={"final_train_error": "final training error",
+                                                   "final_test_error": "final test error"})
+
+
+def fig6_figure(data: StudyData, title: str = "Training curves (Fig. 6): training error (thin, dashed), test error (bold)"):
+    """lab.figures' Fig. 6 view of the study's runs (plain left, residual right, a colour per depth)."""
+    runs = data.frame()
+    scalars = pd.DataFrame(columns=["run_id", "name", "step", "value"])
+    if not runs.empty:
+        scalars = pd.concat([data.scalars("train_error"), data.scalars("test_error")], ignore_index=True)
+        scalars = scalars[scalars["run_id"].isin(runs["id"])]
+    return training_curves(runs, scalars, smoothing=0.6, title=title)
+
+
+def speed_figure(data: StudyData, arms: list[str] | None = None, title: str = "Iterations to the target"):
+    arms = [a for a in (arms or data.arm_names) if data.has_arm(a)]
+    return sfig.speed({a: speeds(data, a) for a in arms}, {a: data.total_iterations(a) for a in arms},
+                      data.budget.target_error, title)
+
+
+# --- per-layer metrics -------------------------------------------------------------------------------------------
+
+
+def per_run_layers(data: StudyData, arm: str, metric: str, when: str = "last", statuses=("done",)) -> list[pd.DataFrame]:
+    """The arm's per-layer `metric` at each run's first or last recorded step, one DataFrame per run."""
+    runs = data.runs(arm, statuses) if not data.members.empty else pd.DataFrame(columns=["id"])
+    out = [data.layer_at(rid, metric, when) for rid in runs["id"]]
+    return [df for df in out if not df.empty]
+
+
+def mean_profile(data: StudyData, arm: str, metric: str, when: str = "last",
+                 statuses=("done", "diverged", "running")) -> pd.DataFrame:
+    """The metric per layer averaged over the arm's runs (at each run's first or last recorded step)."""
+    frames = per_run_layers(data, arm, metric, when, statuses)
+    if not frames:
+        return pd.DataFrame(columns=["layer", "layer_name", "value"])
+    df = pd.concat(frames)
+    return df.groupby("layer", as_index=False).agg(layer_name=("layer_name", "first"), value=("value", "mean"))
+
+
+def profile_label(data: StudyData, arm: str, metric: str, statuses=("done", "diverged", "running")) -> str:
+    n = len(per_run_layers(data, arm, metric, "last", statuses))
+    return arm + (f" (mean of {n})" if n > 1 else "")

@@ -1,0 +1,135 @@
+"""The studies registry: a study is a declaration, registered once, looked up by id.
+
+A study names a question about degradation, what the paper or the literature says about it (numbers from
+`lab.reference`), the runs that answer it per budget (`smoke`, `cpu`, `paper`; see `lab.studies.budgets`), and an
+analysis that turns the stored runs into findings (verdict sentences with their numbers), tables and figures.
+
+Registering a study (any package can; the built-in ones live in `lab/studies/catalog/`, one small module each):
+
+    from lab.studies.registry import Arm, Study, register
+
+    register(Study(
+        id="my-study", title="...", question="... ?", literature="...",
+        grid={"smoke": [Arm("plain-8", dict(kind="plain", depth=8)), ...], "cpu": [...], "paper": [...]},
+        analyse=my_analysis,            # StudyData -> Analysis (lab.studies.data, lab.studies.findings)
+        figures=my_figures,             # StudyData -> {name: (title, plotly figure)}
+    ))
+
+Modules in `lab/studies/catalog/` are imported on first use, so a new study there needs no other edit; a study
+declared elsewhere adds its module's name to `STUDY_MODULES`.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping
+
+from ..models import ConfigError
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from .data import StudyData
+    from .findings import Analysis
+
+BUDGET_NAMES = ("smoke", "cpu", "paper")
+
+# Modules outside lab/studies/catalog/ that register studies when imported (e.g. "lab.analysis.studies").
+STUDY_MODULES: list[str] = []
+
+
+class StudyError(ConfigError):
+    """A study request that cannot be honoured (unknown study or budget, bad seeds); the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class Arm:
+    """One condition of a study: RunConfig options on top of the budget's schedule, run for each seed.
+
+    `name` is unique within the study and is what tables, legends and verdicts call it ("plain-56").
+    `job` is "train" for a training run. The data model leaves room for analysis jobs of another arm's runs
+    (`job` "lesion", "landscape", ... with `of` naming that arm); planning such arms belongs to the package
+    that provides the job, and until it does they are reported as unavailable.
+    `seeds` overrides the budget's number of seeds for this arm (None: the budget's).
+    """
+
+    name: str
+    options: Mapping = field(default_factory=dict)
+    job: str = "train"
+    of: str | None = None
+    seeds: int | None = None
+
+
+@dataclass(eq=False)
+class Study:
+    """A question, the runs that answer it per budget, and the analysis of those runs."""
+
+    id: str                                          # short, for the CLI and URLs: "degradation"
+    title: str                                       # "Degradation (Fig. 6)"
+    question: str                                    # one sentence
+    literature: str                                  # what the paper or literature says, numbers included
+    grid: Mapping[str, list[Arm]]                    # budget -> arms
+    analyse: Callable[["StudyData"], "Analysis"]     # stored runs -> findings, numbers, tables
+    figures: Callable[["StudyData"], dict[str, tuple[str, "go.Figure"]]]  # stored runs -> {name: (title, fig)}
+    published: tuple[str, ...] = ()                  # keys of lab.reference.STUDY_NUMBERS shown as a table
+    order: float = 100.0                             # position in lists (the built-in studies use 10, 20, ...)
+
+    def arms(self, budget: str) -> list[Arm]:
+        if budget not in self.grid:
+            raise StudyError(f"study {self.id!r} has no {budget!r} budget; it has: {', '.join(self.grid)}")
+        return list(self.grid[budget])
+
+
+_STUDIES: dict[str, Study] = {}
+_loaded = False
+
+
+def register(study: Study) -> Study:
+    """Add a study to the registry (returns it, so it can be used as `STUDY = register(Study(...))`)."""
+    problems = []
+    if not study.id or study.id != study.id.strip() or " " in study.id:
+        problems.append(f"study id {study.id!r} must be one word")
+    if study.id in _STUDIES and _STUDIES[study.id] is not study:
+        problems.append(f"a study {study.id!r} is already registered")
+    for budget, arms in study.grid.items():
+        if budget not in BUDGET_NAMES:
+            problems.append(f"budget {budget!r} is not one of {', '.join(BUDGET_NAMES)}")
+        names = [a.name for a in arms]
+        if len(set(names)) != len(names):
+            problems.append(f"budget {budget!r}: arm names must be unique, got {', '.join(names)}")
+        for a in arms:
+            if a.of is not None and a.of not in names:
+                problems.append(f"budget {budget!r}: arm {a.name!r} analyses unknown arm {a.of!r}")
+    if problems:
+        raise StudyError(f"cannot register study {study.id!r}: " + "; ".join(problems))
+    _STUDIES[study.id] = study
+    return study
+
+
+def _load() -> None:
+    """Import the catalog's modules and STUDY_MODULES once, so their studies are registered."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from . import catalog
+
+    for info in sorted(pkgutil.iter_modules(catalog.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{catalog.__name__}.{info.name}")
+    for name in STUDY_MODULES:
+        importlib.import_module(name)
+
+
+def all_studies() -> list[Study]:
+    """Every registered study, in display order."""
+    _load()
+    return sorted(_STUDIES.values(), key=lambda s: (s.order, s.id))
+
+
+def get(study_id: str) -> Study:
+    """The study with this id; StudyError naming the known ones if there is none."""
+    _load()
+    if study_id not in _STUDIES:
+        raise StudyError(f"unknown study {study_id!r}; known: {', '.join(s.id for s in all_studies())}")
+    return _STUDIES[study_id]

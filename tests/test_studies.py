@@ -1,0 +1,465 @@
+"""Studies: statistics, verdict sentences, run reuse, the registry, each study's analysis on stored results built
+to give each verdict (effect, no clear difference, too few seeds), the CLI and the Studies page."""
+import json
+import math
+import re
+import zipfile
+from dataclasses import replace
+
+import pytest
+from scipy import stats
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from lab.__main__ import main
+from lab.config import experiment_config, make_config
+from lab.studies import Arm, Study, StudyError, all_studies, get, register
+from lab.studies import budgets, registry
+from lab.studies.catalog import gradients as gradients_study
+from lab.studies.findings import TRAIN_ERROR, Analysis, Finding, compare, compare_speed
+from lab.studies.plan import make_plan, queue_missing
+from lab.studies.report import evaluate
+from lab.studies.stats import difference, iterations_to_target, summarise
+from study_fakes import fill, noise
+
+STUDIES = ["degradation", "depth", "responses", "span", "identity-init", "gradients", "shortcuts", "bottleneck"]
+
+
+@pytest.fixture
+def fast_estimates(monkeypatch):
+    """Time estimates without the one-second throughput measurement (not what these tests are about)."""
+    monkeypatch.setattr("lab.runs.estimate.measured_gflops", lambda device="auto": 50.0)
+
+
+# --- statistics ------------------------------------------------------------------------------------------------
+
+
+def test_welch_interval_is_scipys():
+    d = difference([1.0, 2.0, 3.0], [4.0, 5.0, 6.5])
+    ci = stats.ttest_ind([1.0, 2.0, 3.0], [4.0, 5.0, 6.5], equal_var=False).confidence_interval(0.95)
+    assert d.method == "welch" and d.diff == pytest.approx(-3.1666, abs=1e-3)
+    assert (d.low, d.high) == (pytest.approx(ci.low), pytest.approx(ci.high)) and d.clear
+
+
+def test_bootstrap_with_many_seeds_and_not_enough_with_one():
+    a = [1.0 + 0.1 * i for i in range(8)]
+    b = [0.1 * i for i in range(8)]
+    d = difference(a, b)
+    assert d.method == "bootstrap" and d.low < 1.0 < d.high and d.clear
+    one = difference([0.3], [0.1, 0.2])
+    assert not one.enough and not one.clear and math.isnan(one.low)
+
+
+def test_no_spread_and_summaries():
+    d = difference([0.5, 0.5], [0.2, 0.2])
+    assert d.method == "no spread" and d.low == d.high == pytest.approx(0.3) and d.clear
+    s = summarise([1.0, 2.0, 3.0, None, float("nan")])
+    half = stats.t.ppf(0.975, 2) / math.sqrt(3)
+    assert (s.n, s.mean, s.sd) == (3, 2.0, 1.0) and s.low == pytest.approx(2 - half) and s.high == pytest.approx(2 + half)
+
+
+def test_iterations_to_target_uses_the_smoothed_error():
+    steps = [10, 20, 30, 40, 50, 60]
+    # one lucky window at 20 does not count; the smoothed error crosses 0.5 later
+    assert iterations_to_target(steps, [0.9, 0.4, 0.9, 0.5, 0.4, 0.3], 0.5) == 60
+    assert iterations_to_target(steps, [0.9, 0.4, 0.9, 0.5, 0.4, 0.3], 0.5, smoothing=0) == 20
+    assert iterations_to_target(steps, [0.9] * 6, 0.5) is None
+
+
+# --- verdict sentences -----------------------------------------------------------------------------------------
+
+
+def test_a_clear_difference_reads_like_the_issue_example():
+    f = compare("q", "plain-56", "plain-20", [0.30, 0.29, 0.30], [0.15, 0.14, 0.16], TRAIN_ERROR)
+    assert f.outcome == "effect"
+    assert re.fullmatch(r"plain-56 trains worse than plain-20: final training error 29\.7% vs 15\.0% \(\+14\.7 points, "
+                        r"95% interval \+1\d\.\d to \+1\d\.\d; 3 seeds each\)\.", f.text), f.text
+    assert f.numbers["difference"] == pytest.approx(14.667, abs=1e-3) and f.numbers["n_a"] == 3
+
+
+def test_no_clear_difference_and_not_enough_seeds():
+    f = compare("q", "a", "b", [0.20, 0.25], [0.22, 0.23], TRAIN_ERROR)
+    assert f.outcome == "no clear difference" and f.text.startswith("No clear difference between a and b:")
+    f = compare("q", "a", "b", [0.20], [0.22, 0.23], TRAIN_ERROR, unfinished={"a": "1 diverged"})
+    assert f.outcome == "not enough seeds" and "1 and 2 finished" in f.text and "a: 1 diverged" in f.text
+    assert Analysis([f]).verdict is None
+    assert Analysis([f, compare("q", "a", "b", [0.2, 0.25], [0.2, 0.25], TRAIN_ERROR)]).verdict.startswith("Not enough")
+
+
+def test_speed_sentences():
+    f = compare_speed("q", "a", "b", [100, 120], [300, 320], 0.2, 800)
+    assert f.outcome == "effect" and f.text.startswith("a reaches 20% training error sooner than b: iteration 110 vs 310")
+    f = compare_speed("q", "a", "b", [100, 120], [None, None], 0.2, 800)
+    assert f.outcome == "effect" and "b never reached it within 800 iterations (0 of 2 seeds)" in f.text
+    f = compare_speed("q", "a", "b", [100, 120], [200, None], 0.2, 800)
+    assert f.outcome == "no clear difference" and "1 of 2 seeds reached it" in f.text
+
+
+# --- experiment identity and run reuse -------------------------------------------------------------------------
+
+
+def test_bookkeeping_fields_do_not_make_another_experiment():
+    a = make_config("smoke", depth=8, tag="one", device="auto", threads=0, compile=False)
+    b = make_config("smoke", depth=8, tag="two", device="cpu", threads=2, compile=True, span=2)
+    assert experiment_config(a) == experiment_config(b)
+    assert experiment_config(a) != experiment_config(make_config("smoke", depth=8, lr=0.05))
+    assert experiment_config(a) != experiment_config(make_config("smoke", depth=8, seed=1))
+
+
+def test_study_run_reuses_stored_runs_and_resumes_stopped_ones(store):
+    plan = make_plan(get("depth"), "smoke")   # resnet-8 and resnet-14, seeds 0 and 1
+    r8s0, r8s1, r14s0, _ = plan.configs()
+    # the same experiment filed by a sweep (other tag, preset name, threads): reused
+    (swept,) = store.create_runs([replace(r8s0, tag="a sweep", preset="quick", threads=1, device="cpu")])
+    store.set_status(swept, "done", final_train_error=0.5, final_test_error=0.5)
+    (stopped,) = store.create_runs([r8s1])
+    store.set_status(stopped, "cancelled")
+    (other,) = store.create_runs([replace(r14s0, lr=0.05)])  # another experiment: not reused
+    first = queue_missing(store, plan)
+    assert first.reused == [swept] and first.resumed == [stopped] and len(first.created) == 2
+    assert store.get_run(stopped)["status"] == "queued"
+    assert {store.get_run(r)["tag"] for r in first.created} == {"study:depth"}
+    again = queue_missing(store, plan)
+    assert not again.created and not again.resumed and len(again.reused) == 4
+    assert len(store.runs()) == 5 and other not in again.reused
+
+
+def test_simulated_runs_are_never_taken_for_measurements(store):
+    from lab.config import RunConfig
+    from lab.fill import simulate_run
+
+    rid = simulate_run(store, "plain", 20, 0)   # the paper's schedule, tagged "simulated"
+    plan = make_plan(get("degradation"), "paper")
+    stored = RunConfig.from_dict(store.get_run(rid)["config"])
+    assert experiment_config(stored) == experiment_config(plan.configs()[0])   # the same experiment on paper...
+    assert rid not in queue_missing(store, plan).reused                        # ...but not a measurement
+
+
+def test_a_study_uses_every_stored_seed_of_its_arms(store, fast_estimates):
+    fill(store, "depth", seeds=3)   # three seeds stored; the study plans two
+    result = evaluate("depth", store, "smoke")
+    assert result.status.state == "done" and result.analysis.findings[0].numbers["n_a"] == 3
+
+
+# --- the registry ----------------------------------------------------------------------------------------------
+
+
+def test_the_built_in_studies_are_registered_with_every_budget():
+    assert [s.id for s in all_studies()][: len(STUDIES)] == STUDIES
+    for s in all_studies():
+        assert s.question.endswith("?") and s.literature and set(s.grid) == set(budgets.BUDGETS)
+        for b in budgets.BUDGETS:
+            plan = make_plan(s, b)
+            assert plan.available(), (s.id, b)
+            for arm, why in plan.unavailable().items():  # only options this build lacks, named
+                assert "span" in why, (s.id, arm, why)
+
+
+def test_unknown_names_are_refused_with_the_known_ones():
+    with pytest.raises(StudyError, match="unknown study 'nope'; known: degradation, depth"):
+        get("nope")
+    with pytest.raises(StudyError, match="unknown budget 'huge'; known: smoke, cpu, paper"):
+        make_plan(get("depth"), "huge")
+    with pytest.raises(StudyError, match="seeds must be a positive integer"):
+        make_plan(get("depth"), "smoke", seeds=0)
+
+
+def test_another_package_registers_a_study_with_an_analysis_arm(store, fast_estimates):
+    def analyse(data):
+        return Analysis([Finding("q", "not enough seeds", "nothing yet")])
+
+    study = Study(id="test-extra", title="Extra", question="Does it register?", literature="None.",
+                  grid={"smoke": [Arm("plain-8", dict(kind="plain", depth=8)),
+                                  Arm("lesions of plain-8", job="lesion", of="plain-8")]},
+                  analyse=analyse, figures=lambda data: {}, order=999)
+    try:
+        register(study)
+        assert all_studies()[-1] is study
+        with pytest.raises(StudyError, match="already registered"):
+            register(Study(**{**study.__dict__}))
+        with pytest.raises(StudyError, match="analyses unknown arm"):
+            register(Study(**{**study.__dict__, "id": "test-bad", "grid": {"smoke": [Arm("x", job="lesion", of="y")]}}))
+        result = evaluate("test-extra", store, "smoke")
+        assert result.status.planned == 2 and "lesion" in result.plan.unavailable()["lesions of plain-8"]
+        with pytest.raises(StudyError, match="has no 'cpu' budget"):
+            make_plan(study, "cpu")
+    finally:
+        registry._STUDIES.pop("test-extra", None)
+
+
+def test_the_cpu_schedule_lives_in_one_place(monkeypatch):
+    cfg = make_plan(get("degradation"), "cpu").configs()[0]
+    assert cfg.dataset == "fashion-mnist" and cfg.iterations == budgets.BUDGETS["cpu"].overrides["iterations"]
+    monkeypatch.setitem(budgets.TUNING["cpu"], "gradients", dict(iterations=400, seeds=3))
+    preset, overrides, seeds = budgets.schedule("cpu", "gradients")
+    assert preset == "quick" and overrides["dataset"] == "fashion-mnist" and overrides["iterations"] == 400
+    plan = make_plan(get("gradients"), "cpu")
+    assert plan.seeds == 3 and {c.iterations for c in plan.configs()} == {400}
+
+
+# --- each study's analysis on stored results -------------------------------------------------------------------
+
+# (study, finding index, arm a, arm b, which final error the finding compares)
+COMPARISONS = [
+    ("degradation", 0, "plain-14", "plain-8", "train"),
+    ("depth", 0, "resnet-14", "resnet-8", "test"),
+    ("span", 0, "resnet-14 span 1", "resnet-14 span 2", "train"),
+    ("identity-init", 0, "plain-14 identity", "plain-14", "train"),
+    ("gradients", 0, "plain-14", "plain-8", "train"),
+    ("shortcuts", 0, "resnet-8 (B)", "resnet-8 (A)", "test"),
+    ("bottleneck", 0, "resnet-20 (bottleneck)", "resnet-14 (basic)", "test"),
+]
+
+
+def _errors(column, value):
+    return dict(train=value) if column == "train" else dict(test=value)
+
+
+@pytest.mark.parametrize("study,index,a,b,column", COMPARISONS, ids=[c[0] for c in COMPARISONS])
+def test_analysis_finds_an_effect(study, index, a, b, column, store, fast_estimates):
+    value = lambda arm, seed: (0.35 if arm == a else 0.15 if arm == b else 0.25) + noise(arm, seed, 0.005)  # noqa: E731
+    fill(store, study, **_errors(column, value))
+    result = evaluate(study, store, "smoke")
+    f = result.analysis.findings[index]
+    assert f.outcome == "effect" and f.text.startswith(f"{a} ") and "95% interval +" in f.text, f.text
+    assert f.numbers["a"] == a and f.numbers["b"] == b and 19 < f.numbers["difference"] < 21
+    assert result.verdict and f.text in result.to_json()["verdict"]
+    assert result.figures()  # every figure builds on stored results
+
+
+@pytest.mark.parametrize("study,index,a,b,column", COMPARISONS, ids=[c[0] for c in COMPARISONS])
+def test_analysis_finds_no_clear_difference(study, index, a, b, column, store, fast_estimates):
+    # every arm has the same mean over its two seeds, with different spreads
+    value = lambda arm, seed: 0.25 + (0.02 if seed == 0 else -0.02) * (1.0 if arm == a else 0.5)  # noqa: E731
+    fill(store, study, **_errors(column, value))
+    f = evaluate(study, store, "smoke").analysis.findings[index]
+    assert f.outcome == "no clear difference" and f.text.startswith(f"No clear difference between {a} and {b}"), f.text
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_analysis_with_one_seed_has_no_verdict(study, store, fast_estimates):
+    fill(store, study, seeds=1)
+    result = evaluate(study, store, "smoke", seeds=1)
+    assert result.verdict is None and result.to_json()["verdict"] is None
+    assert any(f.outcome == "not enough seeds" for f in result.analysis.findings)
+    assert json.dumps(result.to_json())  # JSON-safe
+
+
+def test_diverged_runs_are_named_not_averaged(store, fast_estimates):
+    fill(store, "identity-init", status=lambda arm, seed: "diverged" if arm == "plain-14 no BN" else "done")
+    result = evaluate("identity-init", store, "smoke")
+    f = result.analysis.findings[1]   # identity vs He, without BN
+    assert f.outcome == "not enough seeds" and "plain-14 no BN: 2 diverged" in f.text
+    assert result.status.diverged == 2 and result.status.state == "done"
+
+
+def response_layers(scale, gamma=None):
+    """Per-layer response metrics: response std `scale(arm)` at the end; with `gamma`, BN numbers too."""
+    def layers(arm, seed, names):
+        n = len(names["response_std"])
+        s = scale(arm) * (1 + noise(arm, seed, 0.02))
+        out = {"response_std": {0: [1.0] * n, 24: [s] * n}}
+        if gamma:
+            g = gamma(arm) * (1 + noise(arm, seed, 0.02))
+            k = max(1, round(n / 3))
+            out["response_std_batch"] = {0: [1.0] * n, 24: [0.9 * s] * n}
+            out["bn_gamma"] = {0: [1.0] * n, 24: [g] * k + [1.0] * (n - k)}
+            out["bn_beta_std"] = {0: [0.0] * n, 24: [g / 2] * k + [0.1] * (n - k)}
+        return out
+    return layers
+
+
+def test_responses_residual_smaller_and_explained_by_bn_numbers(store, fast_estimates):
+    scale = lambda arm: {"plain-8": 1.0, "plain-14": 3.0, "resnet-8": 0.6, "resnet-14": 0.4}[arm]  # noqa: E731
+    gamma = lambda arm: 12.0 if arm == "plain-14" else 1.5  # noqa: E731
+    fill(store, "responses", layers=response_layers(scale, gamma))
+    result = evaluate("responses", store, "smoke")
+    f = result.analysis.findings
+    assert f[0].outcome == "effect" and f[0].text.startswith("resnet-8 has smaller layer responses than plain-8")
+    assert f[2].outcome == "effect" and f[2].text.startswith("resnet-14 has smaller layer responses than resnet-8")
+    assert f[3].outcome == "effect" and f[3].text.startswith("plain-14 has larger early BN scales than plain-8")
+    note = result.analysis.notes[0]
+    assert "BN |γ| averages 12" in note and "go with BN scales that grew larger than plain-8's" in note
+    assert {"responses", "responses-batch", "start", "bn-gamma", "bn-beta"} <= set(result.figures())
+
+
+def test_responses_without_the_new_probes_say_what_is_missing(store, fast_estimates):
+    fill(store, "responses", layers=response_layers(lambda arm: 1.0 + noise(arm, 0, 0.1)))
+    f = evaluate("responses", store, "smoke").analysis.findings[-1]
+    assert f.outcome == "not available" and "bn_gamma" in f.text and "response_std_batch" in f.text
+
+
+def gradient_layers(ratio):
+    """grad_norm per layer: 1 everywhere except the first layer, `ratio(arm)` times the last convolution's."""
+    def layers(arm, seed, names):
+        n = len(names["grad_norm"])
+        values = [1.0] * n
+        values[0] = ratio(arm) * (1 + noise(arm, seed, 0.05))
+        return {"grad_norm": {4: values, 24: values}}
+    return layers
+
+
+def test_gradients_verdict_from_the_first_to_last_ratio(store, fast_estimates):
+    ratio = lambda arm: {"plain-14": 3.0, "plain-14 (no BN)": 0.01}.get(arm, 1.0 + 0.0)  # noqa: E731
+    train = lambda arm, seed: (0.35 if arm == "plain-14" else 0.15) + noise(arm, seed, 0.005)  # noqa: E731
+    fill(store, "gradients", train=train, layers=gradient_layers(ratio))
+    result = evaluate("gradients", store, "smoke")
+    by_q = {f.question: f for f in result.analysis.findings}
+    plain = by_q["Do plain-14's gradients vanish toward the input?"]
+    assert plain.outcome == "effect" and "at the start, the first layer's gradients are larger than the last convolution's" in plain.text
+    assert plain.numbers["start"]["ratio"] == pytest.approx(3.0, rel=0.1)
+    nobn = by_q["Do plain-14 (no BN)'s gradients vanish toward the input?"]
+    assert nobn.outcome == "effect" and "smaller than the last convolution's" in nobn.text
+    last = result.analysis.findings[-1]
+    assert last.text.endswith("these runs show degradation without vanishing gradients.") and "+20.0 points" in last.text
+    assert {"ratio", "start", "end", "curves"} <= set(result.figures())
+
+
+def test_gradients_no_clear_ratio(store, fast_estimates):
+    def layers(arm, seed, names):  # ratio 1.2 and 0.8: geometric mean about 1, interval covers 1
+        n = len(names["grad_norm"])
+        values = [1.0] * n
+        values[0] = 1.2 if seed == 0 else 0.8
+        return {"grad_norm": {4: values, 24: values}}
+    fill(store, "gradients", layers=layers)
+    f = evaluate("gradients", store, "smoke").analysis.findings[1]
+    assert f.outcome == "no clear difference" and "at the start, no clear difference between the first layer's" in f.text
+
+
+def test_gradient_chain_ends_skip_the_classifier_and_projections():
+    names = ["stem.conv", "units.0.layers.0.conv", "units.1.layers.0.conv", "units.1.shortcut.conv", "head"]
+    assert gradients_study.ends(names, 5) == (0, 2)
+
+
+def test_speed_finding_from_stored_curves(store, fast_estimates):
+    train = lambda arm, seed: 0.3 if "bottleneck" in arm else 0.88  # noqa: E731  (target at smoke: 85%)
+    fill(store, "bottleneck", train=train)
+    f = evaluate("bottleneck", store, "smoke").analysis.findings[2]
+    assert f.outcome == "effect" and f.text.startswith("resnet-20 (bottleneck) reaches 85% training error and "
+                                                       "resnet-14 (basic) does not"), f.text
+
+
+# --- the CLI -----------------------------------------------------------------------------------------------------
+
+
+def cli(capsys, *args):
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["study", "show", "nope"], "error: unknown study 'nope'; known: degradation, depth, responses"),
+    (["study", "run", "depth", "--budget", "huge"], "error: unknown budget 'huge'; known: smoke, cpu, paper"),
+    (["study", "run", "depth", "--dataset", "imagenet"], "error: unknown data set 'imagenet'; known: cifar10"),
+    (["study", "run", "depth", "--seeds", "0"], "error: seeds must be a positive integer, got 0"),
+    (["study", "export", "nope", "--out", "x"], "error: unknown study 'nope'"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):
+    rc, out, err = cli(capsys, *args, "--results", str(tmp_path / "r"))
+    assert rc == 2 and err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_study_run_starts_a_worker_for_runs_queued_earlier(capsys, store, monkeypatch, fast_estimates):
+    started = []
+    monkeypatch.setattr("lab.runs.worker.ensure_worker", lambda *a, **k: started.append(1) or 4242)
+    root = str(store.root)
+    rc, out, _ = cli(capsys, "study", "run", "depth", "--budget", "smoke", "--no-worker", "--results", root)
+    assert rc == 0 and "0 already stored or queued, 0 resumed, 4 queued now" in out and not started
+    rc, out, _ = cli(capsys, "study", "run", "depth", "--budget", "smoke", "--results", root)
+    assert "4 already stored or queued, 0 resumed, 0 queued now" in out and "started a background worker (pid 4242)" in out
+    assert started == [1] and len(store.runs()) == 4
+
+
+def test_show_json_on_a_fresh_folder(capsys, tmp_path, fast_estimates):
+    rc, out, _ = cli(capsys, "study", "show", "degradation", "--json", "--results", str(tmp_path / "none"))
+    data = json.loads(out)
+    assert rc == 0 and data["id"] == "degradation" and data["verdict"] is None and data["status"]["state"] == "not started"
+    assert data["question"].endswith("?") and data["runs"] == {a: [] for a in ("plain-20", "plain-56", "resnet-20", "resnet-56")}
+    assert data["status"]["planned"] == 4 * budgets.BUDGETS["cpu"].seeds and not (tmp_path / "none").exists()
+
+
+def test_list_show_and_export_from_stored_results(capsys, store, tmp_path, fast_estimates):
+    value = lambda arm, seed: (0.35 if arm == "plain-14" else 0.15) + noise(arm, seed, 0.005)  # noqa: E731
+    ids = fill(store, "degradation", train=value)
+    root = str(store.root)
+    rc, out, _ = cli(capsys, "study", "list", "--budget", "smoke", "--results", root)
+    assert rc == 0 and all(s in out for s in STUDIES) and re.search(r"degradation\s+done\s+8/8\s+0", out)
+    rc, out, _ = cli(capsys, "study", "show", "degradation", "--budget", "smoke", "--json", "--results", root)
+    data = json.loads(out)
+    assert data["verdict"].startswith("plain-14 trains worse than plain-8: final training error 35.")
+    assert data["findings"][0]["numbers"]["n_a"] == 2 and sorted(data["runs"]["plain-14"]) == sorted(ids["plain-14"])
+    rc, out, _ = cli(capsys, "study", "show", "degradation", "--budget", "smoke", "--results", root)
+    assert "[effect] plain-14 trains worse than plain-8" in out
+    rc, out, _ = cli(capsys, "study", "export", "degradation", "--budget", "smoke", "--out", str(tmp_path / "d.zip"),
+                     "--formats", "", "--results", root)
+    z = zipfile.ZipFile(tmp_path / "d.zip")
+    names = set(z.namelist())
+    assert rc == 0 and {"index.html", "study.json", "runs.csv", "data/curves.csv", "data/finals.csv"} <= names
+    assert "plain-14 trains worse than plain-8" in z.read("index.html").decode()
+    finals = z.read("data/finals.csv").decode()
+    assert "plain-14: seeds" in finals and "35." in finals
+
+
+# --- the Studies page --------------------------------------------------------------------------------------------
+
+
+def studies_page(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.switch_page("pages/studies.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def page_text(at) -> str:
+    return " ".join(str(e.value) for kind in ("markdown", "caption", "info", "warning", "error", "success", "header")
+                    for e in getattr(at, kind))
+
+
+def test_studies_page_on_an_empty_store(store, fast_estimates):
+    at = studies_page()
+    text = page_text(at)
+    assert at.title[0].value == "Studies" and "Not enough finished runs yet" in text
+    assert get("degradation").question in text
+    queue = next(b for b in at.button if b.key == "studies_queue")
+    assert queue.label == f"Queue {4 * budgets.BUDGETS['cpu'].seeds} missing run(s)" and not queue.disabled
+    assert len(at.dataframe[0].value) == len(all_studies())
+
+
+def test_studies_page_shows_the_verdict(store, fast_estimates):
+    value = lambda arm, seed: (0.35 if arm == "plain-14" else 0.15) + noise(arm, seed, 0.005)  # noqa: E731
+    fill(store, "degradation", train=value)
+    at = studies_page({"study": "degradation", "budget": "smoke"})
+    text = page_text(at)
+    assert "plain-14 trains worse than plain-8: final training error 35." in text
+    assert next(b for b in at.button if b.key == "studies_queue").disabled
+
+
+def test_studies_page_queues_what_is_missing(store, fast_estimates, monkeypatch):
+    started = []
+    monkeypatch.setattr("lab.runs.worker.ensure_worker", lambda *a, **k: started.append(1) or 4242)
+    fill(store, "depth", arms=["resnet-8"])   # half the study is stored already
+    at = studies_page({"study": "depth", "budget": "smoke"})
+    queue = next(b for b in at.button if b.key == "studies_queue")
+    assert queue.label == "Queue 2 missing run(s)"
+    queue.click().run()
+    assert not at.exception and started
+    assert "Queued 2 run(s), resumed 0; reused 2 stored" in at.success[0].value
+    assert set(store.runs()["status"]) == {"done", "queued"} and len(store.runs()) == 4
+    assert next(b for b in at.button if b.key == "studies_queue").disabled
+    # the stand-in above started no worker: the page says so and offers to start one
+    assert "queued but no worker is running" in " ".join(w.value for w in at.warning)
+    next(b for b in at.button if b.key == "studies_worker").click().run()
+    assert not at.exception and len(started) == 2
+
+
+def test_studies_page_names_what_this_build_cannot_run(store, fast_estimates):
+    at = studies_page({"study": "span", "budget": "cpu"})
+    warnings = " ".join(w.value for w in at.warning)
+    unavailable = make_plan(get("span"), "cpu").unavailable()
+    for arm, why in unavailable.items():   # spans beyond 3 until the models package generalises the span
+        assert f"{arm} cannot run in this build yet: {why}" in warnings
+    assert bool(unavailable) == ("cannot run in this build yet" in warnings)
