@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import figures
-from .runs.store import Store
+from .runs.store import Store, StoreError
 
 
 def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
@@ -15,10 +15,38 @@ def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
 
 
 def curves(store: Store, runs: pd.DataFrame, x: str = "iterations", smoothing: float = 0.0, log_y: bool = False,
-           band: str = "min-max", max_points: int = 1200) -> go.Figure:
+           band: str = "min-max", max_points: int = 1200, join_parents: bool = False) -> go.Figure:
+    """Fig. 6 for `runs`; `join_parents`: each deepened run's curve starts with its parent's (x: total
+    iterations), the parents' scalars read from the store even when they are not among `runs`."""
     names = ["train_error", "test_error"] + {"epochs": ["epoch"], "wall time": ["elapsed_s"]}.get(x, [])
-    scalars = store.scalars(runs["id"].tolist(), names) if not runs.empty else pd.DataFrame()
-    return figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band, max_points=max_points)
+    ids = runs["id"].tolist() if not runs.empty else []
+    ancestors = _ancestors(store, runs) if join_parents and ids else pd.DataFrame()
+    if not ancestors.empty:
+        ids += ancestors["id"].tolist()
+    scalars = store.scalars(ids, names) if ids else pd.DataFrame()
+    return figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band,
+                                   max_points=max_points, join_parents=join_parents, ancestors=ancestors)
+
+
+def _ancestors(store: Store, runs: pd.DataFrame, limit: int = 16) -> pd.DataFrame:
+    """Rows (config fields as columns, like `store.runs()`) of the parents, and their parents, of the deepened
+    runs among `runs` that are not in `runs` themselves."""
+    rows: dict[str, dict] = {}
+    frontier = figures.parent_links(runs)
+    for _ in range(limit):
+        nxt = {}
+        for ref, _iteration in frontier.values():
+            try:
+                parent = store.get_run(ref)
+            except StoreError:  # deleted or ambiguous: that run's curve is drawn on its own
+                continue
+            if parent["id"] not in rows and parent["id"] not in set(runs["id"]):
+                rows[parent["id"]] = row = {**parent["config"], **parent}
+                nxt.update(figures.parent_links(pd.DataFrame([row])))
+        if not nxt:
+            break
+        frontier = nxt
+    return pd.DataFrame(list(rows.values()))
 
 
 def depth(store: Store, runs: pd.DataFrame, reference: bool = False) -> go.Figure:
