@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .data import DATASETS
 from .models import (
-    BLOCKS, BRANCH_INITS, DEEPEN_WHERE, INITS, KINDS, NORMS, SHORTCUTS, UNITS, ConfigError, NetSpec, deepen_problems,
-    spec_problems,
+    BLOCKS, BRANCH_INITS, CONVS, DEEPEN_WHERE, INITS, KINDS, NORMS, SHORTCUTS, UNITS, ConfigError, NetSpec,
+    deepen_problems, spec_problems,
 )
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -49,6 +49,8 @@ class RunConfig:
                                      "0.5 fails); residual nets")
     branch_init: str = opt("none", "'zero': a learnable scalar on each residual branch, starting at 0 "
                                    "(ReZero / SkipInit)", choices=BRANCH_INITS)
+    conv: str = opt("standard", "'dirac': every 3x3 conv of a unit is alpha * identity + beta * W / ||W|| "
+                                "(DiracNets: a plain net with a learnable identity in each layer)", choices=CONVS)
     # --- deepening a trained net (Net2DeeperNet, lab.models.deepen) ---
     deepen_from: str = opt("", "start from this run's checkpoint (id or unique prefix), deepened to `depth` by "
                                "units that compute the identity, then train on a fresh schedule; '' trains from scratch")
@@ -94,7 +96,7 @@ class RunConfig:
         return NetSpec(
             kind=self.kind, depth=self.depth, block=self.block, shortcut=self.shortcut, span=self.span,
             width=self.width, norm=self.norm, init=self.init, unit=self.unit, residual_scale=self.residual_scale,
-            shortcut_scale=self.shortcut_scale, branch_init=self.branch_init, in_channels=in_channels,
+            shortcut_scale=self.shortcut_scale, branch_init=self.branch_init, conv=self.conv, in_channels=in_channels,
             num_classes=num_classes,
         )
 
@@ -145,6 +147,8 @@ class RunConfig:
             extras.append(f"shortcut x{self.shortcut_scale:g}")
         if self.branch_init != "none":
             extras.append(f"{self.branch_init}-init branch scalar")
+        if self.conv != "standard":
+            extras.append(f"{self.conv} convs")
         if self.deepen_from and self.deepen_noise:
             extras.append(f"noise {self.deepen_noise:g}")
         if self.deepen_from and self.deepen_where != "spread":

@@ -138,7 +138,7 @@ def deepened_net(cfg: RunConfig, parent_checkpoint: str | Path | None, spec: Net
     state = torch.load(parent_checkpoint, map_location="cpu", weights_only=True)
     parent_cfg = RunConfig.from_dict(state["config"])
     same = ["kind", "block", "width", "span", "shortcut", "norm", "unit", "residual_scale", "shortcut_scale",
-            "branch_init", "dataset"] + (["init"] if "fixup" in (cfg.init, parent_cfg.init) else [])
+            "branch_init", "conv", "dataset"] + (["init"] if "fixup" in (cfg.init, parent_cfg.init) else [])
     differ = [f"{k} {getattr(parent_cfg, k)!r} (this run: {getattr(cfg, k)!r})" for k in same
               if getattr(parent_cfg, k) != getattr(cfg, k)]
     if differ:

@@ -39,11 +39,15 @@ def test_deepened_net_computes_the_parent_function(kind, depth):
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (got - want).abs().max()
 
 
-@pytest.mark.parametrize("options", [dict(), dict(shortcut="C"), dict(unit="bn-after-add"), dict(unit="preact"),
-                                     dict(block="inception"), dict(block="bottleneck")])
-def test_deepening_without_data_keeps_the_function_in_eval_mode(options):
+@pytest.mark.parametrize("kind,options", [
+    ("residual", dict()), ("residual", dict(shortcut="C")), ("residual", dict(unit="bn-after-add")),
+    ("residual", dict(unit="preact")), ("residual", dict(block="inception")), ("residual", dict(block="bottleneck")),
+    ("residual", dict(norm="none", init="fixup")), ("residual", dict(branch_init="zero", norm="none")),
+    ("plain", dict(conv="dirac")), ("plain", dict(conv="dirac", norm="none")), ("residual", dict(conv="dirac")),
+])
+def test_deepening_without_data_keeps_the_function_in_eval_mode(kind, options):
     depth = {"inception": 14, "bottleneck": 29}.get(options.get("block"), 20)
-    parent = _trained("residual", depth, **options).eval()
+    parent = _trained(kind, depth, **options).eval()
     x = torch.randn(4, 3, 16, 16)
     child = deepen(parent, depth + 2 * (depth - 2), where="end").eval()
     with torch.no_grad():

@@ -46,7 +46,9 @@ VARIANTS = (
        ("residual", 20, dict(norm="none", branch_init="zero")), ("residual", 20, dict(branch_init="zero", unit="preact")),
        ("residual", 20, dict(norm="none", init="fixup")), ("residual", 29, dict(block="bottleneck", norm="none", init="fixup")),
        ("residual", 11, dict(span=1, norm="none", init="fixup", shortcut="B")),
-       ("residual", 20, dict(unit="preact", shortcut="C", norm="none"))]
+       ("residual", 20, dict(unit="preact", shortcut="C", norm="none")),
+       ("plain", 20, dict(conv="dirac")), ("plain", 20, dict(conv="dirac", norm="none")),
+       ("residual", 14, dict(block="inception", conv="dirac")), ("residual", 29, dict(block="bottleneck", conv="dirac"))]
 )
 
 
@@ -337,6 +339,9 @@ def test_inception_refusals():
     (dict(shortcut_scale="half"), "shortcut_scale 'half' must be a number"),
     (dict(init="fixup"), "init 'fixup' replaces normalisation: use norm 'none'"),
     (dict(init="fixup", norm="none", branch_init="zero"), "use branch_init 'none'"),
+    (dict(conv="winograd"), "conv 'winograd' is not one of standard, dirac"),
+    (dict(init="fixup", norm="none", conv="dirac"), "use conv 'standard'"),
+    (dict(init="identity", conv="dirac"), "init 'identity' would add nothing"),
 ])
 def test_bad_model_options_name_the_allowed_values(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -353,3 +358,19 @@ def test_bad_model_options_name_the_allowed_values(options, message):
 def test_plain_twins_are_refused_where_they_make_no_sense(options, message):
     with pytest.raises(ConfigError, match=message):
         build_net("plain", 20, **options)
+
+
+def test_dirac_convs_start_as_identity_plus_a_tenth_of_a_normalised_filter():
+    from lab.models import DiracConv2d
+
+    torch.manual_seed(0)
+    net = build_net("plain", 20, conv="dirac")
+    convs = [m for m in net.modules() if isinstance(m, DiracConv2d)]
+    assert len(convs) == 18 and not isinstance(net.stem.conv, DiracConv2d)  # every unit 3x3 conv, not the stem
+    assert count_parameters(net) == 269_722 + 2 * 6 * (16 + 32 + 64)  # alpha and beta per output channel
+    conv = net.units[3].layers[0].conv  # 16 -> 32 channels, stride 2: the identity repeats over the new channels
+    w = conv.effective_weight().detach()
+    unit_filters = F.normalize(conv.weight.detach().flatten(1), dim=1).view_as(w)
+    assert torch.allclose(w, conv.delta + 0.1 * unit_filters)
+    assert torch.allclose(w.flatten(1).sub(conv.delta.flatten(1)).norm(dim=1), torch.full((32,), 0.1))
+    assert conv.delta[16:, :, 1, 1].equal(torch.eye(16))

@@ -11,19 +11,20 @@ from .cost import count_parameters, forward_macs
 from .deepen import DEEPEN_WHERE, deepen, deepen_problems
 from .inception import InceptionUnit
 from .init import fixup_, initialise
-from .layers import ConvNorm, PadShortcut, ProbeRecorder
+from .layers import ConvNorm, DiracConv2d, PadShortcut, ProbeRecorder
 from .net import CifarNet, build_net
 from .registry import create_model, list_models, register
 from .spec import (
-    BLOCKS, BOTTLENECK_EXPANSION, BRANCH_INITS, INCEPTION_BRANCH, INITS, KINDS, NORMS, SHORTCUTS, STAGE_WIDTHS,
-    UNITS, ConfigError, NetSpec, default_span, nearest_depths, spec_problems, valid_depths, valid_spans,
+    BLOCKS, BOTTLENECK_EXPANSION, BRANCH_INITS, CONVS, INCEPTION_BRANCH, INITS, KINDS, NORMS, SHORTCUTS,
+    STAGE_WIDTHS, UNITS, ConfigError, NetSpec, default_span, nearest_depths, spec_problems, valid_depths,
+    valid_spans,
 )
 from .units import Unit
 
 __all__ = [
-    "BLOCKS", "BOTTLENECK_EXPANSION", "BRANCH_INITS", "DEEPEN_WHERE", "INCEPTION_BRANCH", "INITS", "KINDS", "NORMS",
-    "SHORTCUTS", "STAGE_WIDTHS", "UNITS", "CifarNet", "ConfigError", "ConvNorm", "InceptionUnit", "NetSpec",
-    "PadShortcut", "ProbeRecorder", "Unit", "build_net", "count_parameters", "create_model", "deepen",
-    "deepen_problems", "default_span", "fixup_", "forward_macs", "initialise", "list_models", "nearest_depths",
-    "register", "spec_problems", "valid_depths", "valid_spans",
+    "BLOCKS", "BOTTLENECK_EXPANSION", "BRANCH_INITS", "CONVS", "DEEPEN_WHERE", "INCEPTION_BRANCH", "INITS", "KINDS",
+    "NORMS", "SHORTCUTS", "STAGE_WIDTHS", "UNITS", "CifarNet", "ConfigError", "ConvNorm", "DiracConv2d",
+    "InceptionUnit", "NetSpec", "PadShortcut", "ProbeRecorder", "Unit", "build_net", "count_parameters",
+    "create_model", "deepen", "deepen_problems", "default_span", "fixup_", "forward_macs", "initialise",
+    "list_models", "nearest_depths", "register", "spec_problems", "valid_depths", "valid_spans",
 ]

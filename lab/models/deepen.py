@@ -37,7 +37,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .layers import ConvNorm
+from .layers import ConvNorm, DiracConv2d
 from .net import CifarNet
 from .spec import ConfigError, NetSpec
 from .units import Unit
@@ -79,11 +79,17 @@ def _identity_bn(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> N
 
 
 def _dirac(conv: nn.Conv2d, noise: float, generator: torch.Generator | None) -> None:
-    nn.init.dirac_(conv.weight)
-    if noise:
-        fan_in = conv.in_channels * math.prod(conv.kernel_size)
-        eps = torch.randn(conv.weight.shape, generator=generator) * (noise * math.sqrt(2.0 / fan_in))
-        conv.weight.add_(eps.to(conv.weight))
+    """Make `conv` the identity (plus noise). A DiracNets conv gets alpha = 1 and beta = noise * sqrt(2) (its
+    normalised W has unit norm per filter, He noise about sqrt(2))."""
+    fan_in = conv.in_channels * math.prod(conv.kernel_size)
+    if isinstance(conv, DiracConv2d):
+        conv.alpha.fill_(1.0)
+        conv.beta.fill_(noise * math.sqrt(2.0))
+    else:
+        nn.init.dirac_(conv.weight)
+        if noise:
+            eps = torch.randn(conv.weight.shape, generator=generator) * (noise * math.sqrt(2.0 / fan_in))
+            conv.weight.add_(eps.to(conv.weight))
     if conv.bias is not None:
         conv.bias.zero_()
 
@@ -112,6 +118,9 @@ def _zero_branch(unit: Unit) -> None:
         bn.bias.zero_()
     else:
         out.conv.weight.zero_()
+        if isinstance(out.conv, DiracConv2d):  # its filters are alpha * delta + beta * W / ||W||
+            out.conv.alpha.zero_()
+            out.conv.beta.zero_()
         if out.conv.bias is not None:
             out.conv.bias.zero_()
         if out.bias_out is not None:

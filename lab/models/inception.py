@@ -33,11 +33,12 @@ class InceptionUnit(Unit):
     """An Inception unit with the usual unit contract (residual, lesioned, lesionable(), lesion_output(x))."""
 
     def _build_branch(self, cin: int, cout: int, stride: int, spec: NetSpec, first: bool) -> None:
-        w, n = max(1, round(cout * INCEPTION_BRANCH)), spec.norm
+        w, n, d = max(1, round(cout * INCEPTION_BRANCH)), spec.norm, spec.conv == "dirac"
         self.branches = nn.ModuleList([
             nn.ModuleList([ConvNorm(cin, w, 1, stride, n)]),
-            nn.ModuleList([ConvNorm(cin, w, 1, 1, n), ConvNorm(w, w, 3, stride, n)]),
-            nn.ModuleList([ConvNorm(cin, w, 1, 1, n), ConvNorm(w, w, 3, stride, n), ConvNorm(w, w, 3, 1, n)]),
+            nn.ModuleList([ConvNorm(cin, w, 1, 1, n), ConvNorm(w, w, 3, stride, n, dirac=d)]),
+            nn.ModuleList([ConvNorm(cin, w, 1, 1, n), ConvNorm(w, w, 3, stride, n, dirac=d),
+                           ConvNorm(w, w, 3, 1, n, dirac=d)]),
         ])
         self.project = ConvNorm(3 * w, cout, 1, 1, n)
         self.order = "post"

@@ -28,6 +28,38 @@ def _scalar(value: float) -> nn.Parameter:
     return nn.Parameter(torch.full((1,), float(value)))
 
 
+def dirac_delta(cout: int, cin: int, kernel: int) -> torch.Tensor:
+    """The identity filter bank: output channel o copies input channel o mod cin (cout >= cin), or sums input
+    channels i with i mod cout = o (cout < cin): DiracNets' delta, repeated across a change of width."""
+    delta = torch.zeros(cout, cin, kernel, kernel)
+    c = kernel // 2
+    for o in range(cout):
+        for i in range(o % cin, cin, cout) if cout < cin else [o % cin]:
+            delta[o, i, c, c] = 1.0
+    return delta
+
+
+class DiracConv2d(nn.Conv2d):
+    """DiracNets' convolution (Zagoruyko & Komodakis 2017): the filters are alpha * delta + beta * W / ||W||
+    (per output channel: alpha starts at 1, beta at 0.1, ||W|| over each whole filter), so every layer carries
+    a learnable identity and a plain net of them trains like a residual one. `weight` is W (what the gradient
+    and update probes measure)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.alpha = nn.Parameter(torch.ones(self.out_channels))
+        self.beta = nn.Parameter(torch.full((self.out_channels,), 0.1))
+        self.register_buffer("delta", dirac_delta(self.out_channels, self.in_channels, self.kernel_size[0]))
+
+    def effective_weight(self) -> torch.Tensor:
+        v = (-1, 1, 1, 1)
+        w = F.normalize(self.weight.flatten(1), dim=1).view_as(self.weight)
+        return self.alpha.view(v) * self.delta + self.beta.view(v) * w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+
 class ConvNorm(nn.Module):
     """A convolution with its BatchNorm, in one of two orders:
 
@@ -38,19 +70,20 @@ class ConvNorm(nn.Module):
 
     With norm "none" (or `bn=False`) the convolution gets a bias instead of a BN (none when the BN comes right
     after, outside the layer: `bias=False`). Fixup's scalars: `bias_in` (added to the input), `scale` (multiplies
-    the conv output) and `bias_out` (added last), one learnable number each.
+    the conv output) and `bias_out` (added last), one learnable number each. `dirac`: a `DiracConv2d`.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, norm: str, *, order: str = "post",
                  preactivate: bool = True, bn: bool = True, bias: bool | None = None, bias_in: bool = False,
-                 scale: bool = False, bias_out: bool = False) -> None:
+                 scale: bool = False, bias_out: bool = False, dirac: bool = False) -> None:
         super().__init__()
         has_bn = norm == "bn" and bn and (order == "post" or preactivate)
         self.order = order
         self.preactivate = order == "pre" and preactivate
         if bias is None:  # a BN (here or right after the layer) or Fixup's scalar biases make a conv bias redundant
             bias = norm == "none" and not (bias_in or bias_out)
-        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias)
+        conv = DiracConv2d if dirac else nn.Conv2d
+        self.conv = conv(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias)
         self.bn = nn.BatchNorm2d(cin if order == "pre" else cout) if has_bn else nn.Identity()
         self.register_parameter("bias_in", _scalar(0.0) if bias_in else None)
         self.register_parameter("scale", _scalar(1.0) if scale else None)

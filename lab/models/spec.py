@@ -24,6 +24,7 @@ INITS = ("he", "xavier", "identity", "fixup")
 # The activation placements of He et al. 2016, "Identity Mappings in Deep Residual Networks", Table 2 / Fig. 4.
 UNITS = ("original", "preact", "bn-after-add", "relu-before-add", "relu-preact")
 BRANCH_INITS = ("none", "zero")
+CONVS = ("standard", "dirac")
 STAGE_WIDTHS = (16, 32, 64)
 BOTTLENECK_EXPANSION = 4
 # Each Inception branch is this fraction of the stage's width (16/32/64 x width): 8/16/32 channels per branch
@@ -50,7 +51,7 @@ class NetSpec:
     depth: int = 20             # weighted layers: basic 3*span*m + 2 (6n+2 at span 2), bottleneck 9n+2, inception 12n+2
     block: str = "basic"        # "basic" (3x3 convs), "bottleneck" (1x1, 3x3, 1x1; 4x expansion), "inception"
     shortcut: str = "A"         # A: zero-pad identity; B: projection where the shape changes; C: projection always
-    span: int = 0               # conv layers a shortcut skips; 0 means the block's own (2 basic, 3 bottleneck, 4 inception)
+    span: int = 0               # weighted layers a shortcut skips; 0: the block's (2 basic, 3 bottleneck, 4 inception)
     width: float = 1.0          # multiplier on the 16/32/64 filters
     norm: str = "bn"            # "bn" (BatchNorm after every conv) or "none" (convs get a bias instead)
     init: str = "he"            # "he" (Kaiming normal, fan-in), "xavier", "identity" (Dirac 3x3), "fixup"
@@ -58,6 +59,7 @@ class NetSpec:
     residual_scale: float = 1.0  # the branch is multiplied by this before the addition (Szegedy et al.: 0.1-0.3)
     shortcut_scale: float = 1.0  # the shortcut is multiplied by this before the addition (He et al. 2016, Table 1)
     branch_init: str = "none"   # "zero": a learnable scalar per branch starting at 0 (ReZero / SkipInit)
+    conv: str = "standard"      # "dirac": unit 3x3 convs are alpha * identity + beta * normalised W (DiracNets)
     in_channels: int = 3        # from the data set
     num_classes: int = 10       # from the data set
 
@@ -153,7 +155,8 @@ def _placement_problems(spec: NetSpec) -> list[str]:
         if spec.shortcut_scale != 1:
             problems.append("shortcut_scale needs a residual net (a plain net has no shortcut)")
         if spec.branch_init == "zero":
-            problems.append("branch_init 'zero' needs a residual net (a plain unit whose branch is zero passes nothing on)")
+            problems.append("branch_init 'zero' needs a residual net "
+                            "(a plain unit whose branch is zero passes nothing on)")
     if spec.init == "fixup":
         if not residual:
             problems.append("init 'fixup' needs a residual net (it zeroes the last layer of each residual branch)")
@@ -165,6 +168,12 @@ def _placement_problems(spec: NetSpec) -> list[str]:
             problems.append("init 'fixup' uses unit 'original' (Zhang et al.'s placement)")
         if spec.branch_init != "none":
             problems.append("init 'fixup' has its own scalar multiplier per branch: use branch_init 'none'")
+        if spec.conv != "standard":
+            problems.append("init 'fixup' scales He-initialised weights, which Dirac convs normalise away: "
+                            "use conv 'standard'")
+    if spec.conv == "dirac" and spec.init == "identity":
+        problems.append("conv 'dirac' has the identity built in (alpha * delta); init 'identity' would add nothing: "
+                        "use init 'he'")
     return problems
 
 
@@ -178,6 +187,7 @@ def spec_problems(spec: NetSpec) -> list[str]:
         _choice(problems, "init", spec.init, INITS),
         _choice(problems, "unit", spec.unit, UNITS),
         _choice(problems, "branch_init", spec.branch_init, BRANCH_INITS),
+        _choice(problems, "conv", spec.conv, CONVS),
     ])
     if str(spec.shortcut).upper() not in SHORTCUTS:
         problems.append(f"shortcut {spec.shortcut!r} is not one of {', '.join(SHORTCUTS)}")

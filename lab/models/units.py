@@ -49,12 +49,14 @@ class Unit(nn.Module):
         # first unit follows the activated stem and has no pre-activation at all
         self.shared_preact = spec.unit == "preact" and self.reshapes and not first
         self._build_branch(cin, cout, stride, spec, first)
-        self.shortcut: nn.Module | None = make_shortcut(cin, cout, stride, spec.shortcut, spec.norm) if self.residual else None
+        self.shortcut: nn.Module | None = (
+            make_shortcut(cin, cout, stride, spec.shortcut, spec.norm) if self.residual else None)
         self.post_bn = nn.BatchNorm2d(cout) if spec.unit == "bn-after-add" and spec.norm == "bn" else nn.Identity()
         self.post_relu = spec.unit in ("original", "bn-after-add")
         self.residual_scale = float(spec.residual_scale)
         self.shortcut_scale = float(spec.shortcut_scale)
-        self.register_parameter("alpha", nn.Parameter(torch.zeros(())) if spec.branch_init == "zero" and self.residual else None)
+        rezero = spec.branch_init == "zero" and self.residual
+        self.register_parameter("alpha", nn.Parameter(torch.zeros(())) if rezero else None)
         self.recorder: ProbeRecorder | None = None
         self.lesioned = False
 
@@ -70,7 +72,8 @@ class Unit(nn.Module):
         self.layers = nn.ModuleList(
             ConvNorm(a, b, k, s, spec.norm, order=order, preactivate=not (i == 0 and first),
                      bn=not (i == last and spec.unit == "bn-after-add"),
-                     bias_in=self.fixup, bias_out=self.fixup, scale=self.fixup and i == last)
+                     bias_in=self.fixup, bias_out=self.fixup, scale=self.fixup and i == last,
+                     dirac=spec.conv == "dirac" and k == 3)
             for i, (a, b, k, s) in enumerate(shapes)
         )
         self.order = order
