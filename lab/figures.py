@@ -299,10 +299,12 @@ def gradient_heatmap(layers: pd.DataFrame, label: str) -> go.Figure:
     return fig
 
 
-def gradient_profile(profiles: dict[str, pd.DataFrame], step_note: str = "") -> go.Figure:
-    """Gradient norm against layer index, one line per run (e.g. plain and residual of the same depth)."""
+def gradient_profile(profiles: dict[str, pd.DataFrame], step_note: str = "", what: str = "‖∂L/∂W‖ (L2)",
+                     title: str = "Gradient norm by layer") -> go.Figure:
+    """A gradient metric (`what`: the weight-gradient norm by default; input-gradient norms, update ratios)
+    against layer index, one line per run (e.g. plain and residual of the same depth), log scale."""
     if not profiles:
-        return empty_figure("No gradient norms recorded for the selected runs")
+        return empty_figure(f"{title}: nothing recorded for the selected runs")
     fig = go.Figure()
     for i, (label, df) in enumerate(profiles.items()):
         df = df.sort_values("layer")
@@ -310,8 +312,8 @@ def gradient_profile(profiles: dict[str, pd.DataFrame], step_note: str = "") -> 
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=2), marker=dict(size=5),
                                  customdata=df[["layer_name"]],
                                  hovertemplate="%{customdata[0]}: %{y:.3g}<extra>" + label + "</extra>"))
-    fig.update_layout(title="Gradient norm by layer" + (f" ({step_note})" if step_note else ""),
-                      xaxis_title="layer index (input → output)", yaxis_title="‖∂L/∂W‖ (L2)", yaxis_type="log",
+    fig.update_layout(title=title + (f" ({step_note})" if step_note else ""),
+                      xaxis_title="layer index (input → output)", yaxis_title=what, yaxis_type="log",
                       template="plotly_white", height=420)
     return fig
 
@@ -334,8 +336,10 @@ def gradient_ratio(series: dict[str, pd.DataFrame]) -> go.Figure:
     return fig
 
 
-def response_profile(profiles: dict[str, pd.DataFrame], title: str = "Layer responses (Fig. 7)") -> go.Figure:
-    """Std of each 3x3 layer's response: top, in network order; bottom, sorted by magnitude (descending)."""
+def response_profile(profiles: dict[str, pd.DataFrame], title: str = "Layer responses (Fig. 7)",
+                     what: str = "std") -> go.Figure:
+    """Std of each 3x3 layer's response (or another per-layer value, `what`): top, in network order; bottom,
+    sorted by magnitude (descending)."""
     if not profiles:
         return empty_figure("No layer responses recorded for the selected runs")
     fig = make_subplots(rows=2, cols=1, subplot_titles=["layers in network order", "sorted by magnitude"],
@@ -346,13 +350,13 @@ def response_profile(profiles: dict[str, pd.DataFrame], title: str = "Layer resp
         values = df["value"].to_numpy(float)
         fig.add_trace(go.Scatter(x=np.arange(1, len(values) + 1), y=values, mode="lines", name=label, legendgroup=label,
                                  line=dict(color=colour, width=2), customdata=df[["layer_name"]],
-                                 hovertemplate="%{customdata[0]}: std %{y:.3f}<extra>" + label + "</extra>"), row=1, col=1)
+                                 hovertemplate="%{customdata[0]}: %{y:.3f}<extra>" + label + "</extra>"), row=1, col=1)
         fig.add_trace(go.Scatter(x=np.arange(1, len(values) + 1), y=np.sort(values)[::-1], mode="lines", name=label,
                                  legendgroup=label, showlegend=False, line=dict(color=colour, width=2)), row=2, col=1)
     fig.update_xaxes(title_text="layer index", row=1, col=1)
     fig.update_xaxes(title_text="rank", row=2, col=1)
-    fig.update_yaxes(title_text="std", row=1, col=1)
-    fig.update_yaxes(title_text="std", row=2, col=1)
+    fig.update_yaxes(title_text=what, row=1, col=1)
+    fig.update_yaxes(title_text=what, row=2, col=1)
     fig.update_layout(title=title, template="plotly_white", height=620)
     return fig
 

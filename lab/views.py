@@ -72,9 +72,29 @@ def layer_profiles(store: Store, runs: pd.DataFrame, metric: str, at: float = 1.
     return out, note
 
 
-def responses(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
-    profiles, note = layer_profiles(store, runs, "response_std", at)
-    return figures.response_profile(profiles, title=f"Layer responses, std (Fig. 7){', ' + note if note else ''}")
+# per-layer metrics (lab.probes) -> what the axis says
+LAYER_METRICS = {
+    "response_std": "response std (running BN statistics, eval mode)",
+    "response_std_batch": "response std (the batch's own BN statistics)",
+    "bn_gamma": "BN mean |γ|",
+    "bn_beta_std": "BN std(β)",
+    "residual_ratio": "‖F(x)‖ / ‖x‖",
+    "grad_norm": "‖∂L/∂W‖ (L2)",
+    "input_grad_norm": "‖∂L/∂x‖ of the layer input (L2)",
+    "update_ratio": "‖ΔW‖ / ‖W‖ per step",
+}
+RESPONSE_METRICS = ("response_std", "response_std_batch", "bn_gamma", "bn_beta_std")
+GRADIENT_METRICS = ("grad_norm", "input_grad_norm", "update_ratio")
+
+
+def responses(store: Store, runs: pd.DataFrame, at: float = 1.0, metric: str = "response_std") -> go.Figure:
+    """Fig. 7 (`metric` response_std or response_std_batch), or a 3x3 layer's BN parameters (bn_gamma,
+    bn_beta_std), per layer at fraction `at` of each run's progress."""
+    profiles, note = layer_profiles(store, runs, metric, at)
+    what = LAYER_METRICS[metric]
+    title = ("Layer responses, " + what + " (Fig. 7)") if metric.startswith("response") else ("3x3 layers: " + what)
+    return figures.response_profile(profiles, title=title + (f", {note}" if note else ""),
+                                    what=what.split(" (")[0] if metric.startswith("response") else what)
 
 
 def residual_ratios(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
@@ -82,9 +102,12 @@ def residual_ratios(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Fig
     return figures.residual_ratio_profile(profiles)
 
 
-def gradients(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
-    profiles, note = layer_profiles(store, runs, "grad_norm", at)
-    return figures.gradient_profile(profiles, note)
+def gradients(store: Store, runs: pd.DataFrame, at: float = 1.0, metric: str = "grad_norm") -> go.Figure:
+    """Per-layer weight-gradient norms (`metric` grad_norm), input-gradient norms or update ratios."""
+    profiles, note = layer_profiles(store, runs, metric, at)
+    title = {"grad_norm": "Gradient norm by layer", "input_grad_norm": "Input-gradient norm by layer",
+             "update_ratio": "Update-to-weight ratio by layer"}[metric]
+    return figures.gradient_profile(profiles, note, what=LAYER_METRICS[metric], title=title)
 
 
 def gradient_ratio(store: Store, runs: pd.DataFrame) -> go.Figure:
@@ -102,7 +125,7 @@ def gradient_heatmap(store: Store, run: pd.Series | dict) -> go.Figure:
 
 
 def response_evolution(store: Store, run: pd.Series | dict, metric: str = "response_std") -> go.Figure:
-    what = "response std" if metric == "response_std" else "‖F(x)‖ / ‖x‖"
+    what = LAYER_METRICS.get(metric, metric)
     return figures.response_evolution(store.layer_series(run["id"], metric), run_label(run), what)
 
 

@@ -173,3 +173,27 @@ def test_join_follows_a_chain_of_deepened_runs(store):
     train = next(t for t in fig.data if t.name.endswith("train"))
     # grandparent 100..400, parent 500..600 (its first 200), child 700..1000
     assert list(train.x) == list(range(100, 1001, 100))
+
+
+def test_simulated_runs_carry_every_layer_metric_and_the_views_draw_them(store):
+    from lab import views
+    from lab.fill import simulate_run
+    from lab.models import build_net
+    from lab.probes import layer_names
+
+    rid = simulate_run(store, "plain", 56, 0, iterations=1000, log_every=100, eval_every=500)
+    names = layer_names(build_net("plain", 56))
+    for metric, n in names.items():
+        df = store.layer_series(rid, metric)
+        steps = sorted(df["step"].unique())
+        assert steps[0] == (100 if metric == "update_ratio" else 0), metric
+        assert (df.groupby("step").size() == len(n)).all(), metric
+    gamma = store.layer_series(rid, "bn_gamma", steps=[1000])
+    assert gamma["value"].iloc[0] > 5 * gamma["value"].iloc[-1]  # deep plain nets: early BN scales grow
+    runs = store.runs()
+    for metric in views.RESPONSE_METRICS:
+        fig = views.responses(store, runs, metric=metric)
+        assert len(fig.data) == 2 and fig.layout.yaxis.title.text, metric
+    for metric in views.GRADIENT_METRICS:
+        fig = views.gradients(store, runs, metric=metric)
+        assert len(fig.data) == 1 and len(fig.data[0].y) == 56 and fig.layout.yaxis.title.text == views.LAYER_METRICS[metric]
