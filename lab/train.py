@@ -249,7 +249,9 @@ def train(
     def probe_layers(window: dict[str, list[torch.Tensor]], with_responses: bool) -> dict[str, list[float]]:
         """The window's mean gradient norms, input-gradient norms and update ratios and (at evaluations) the
         response metrics, in one host copy."""
-        out = {k: torch.stack(v).mean(0) for k, v in window.items() if v}
+        # (an update ratio is NaN at a step whose weight was exactly zero before it: average the other steps)
+        out = {k: torch.stack(v).nanmean(0) if k == "update_ratio" else torch.stack(v).mean(0)
+               for k, v in window.items() if v}
         if cfg.probes and with_responses:
             out |= responses(net, probe_images, autocast)
         # one host copy for all probes
