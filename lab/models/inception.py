@@ -16,7 +16,13 @@ on the 1x1 of the shallow branch (it has no other conv; a strided 1x1 is the sam
 shortcut does). All three branches then meet on the same half-size grid, and the projection takes the
 concatenation to the new stage's width, so the unit is defined for any stride and width change.
 
-Depth: 4 weighted layers on the longest path (1x1, 3x3, 3x3, projection), so depth = 12n + 2.
+Depth: 4 weighted layers on the longest path (1x1, 3x3, 3x3, projection), so depth = 12n + 2; the 1x1 and
+1x1-3x3 branches run beside it and add width, not depth.
+
+Parameters at width 1, 10 classes, shortcut A (plain = residual): depth 14 (one unit per stage) 50,586,
+26: 103,898, 38: 157,210, 50: 210,522, 62: 263,834; one forward pass of a 32x32 image at depth 26 is 16.2 M
+multiply-adds (ResNet-20: 40.6 M). A unit of stream width C costs about 9.75 C^2 weights per pixel against a
+basic unit's 18 C^2.
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ As in the paper's code, a pre-activation net activates the stem's output (conv-B
 with a bare conv, a unit that changes the shape applies its BN-ReLU before the shortcut splits off (the
 projection or zero-padding sees the activated input), and the net ends with BN-ReLU before the pooling.
 A plain net has no addition, so every placement gives the same conv-BN-ReLU chain: only 'original' is built.
+Every placement has the same parameter count as the original (the BNs move, their total does not):
+853,018 at depth 56, 1,727,962 at 110, 1,661,274 for the 164-layer bottleneck net.
 
 Around the addition: the branch is multiplied by `residual_scale` (Szegedy et al.'s scaling) and, with
 `branch_init` 'zero', by a learnable scalar alpha that starts at 0 (ReZero / SkipInit); the shortcut by
