@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from .data import DATASETS
-from .models import ConfigError, NetSpec, spec_problems
+from .models import (
+    BLOCKS, BRANCH_INITS, CONVS, DEEPEN_WHERE, INITS, KINDS, NORMS, SHORTCUTS, UNITS, ConfigError, NetSpec,
+    deepen_problems, spec_problems,
+)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 WARMUPS = ("auto", "on", "off")
@@ -22,14 +27,36 @@ class RunConfig:
     """Everything that defines a run. Saved with its results, so every plotted number can be traced back."""
 
     # --- model (see lab.models.NetSpec) ---
-    kind: str = opt("residual", "'plain' or 'residual'")
-    depth: int = opt(20, "6n+2 for basic units of span 2; 9n+2 for bottleneck")
-    block: str = opt("basic", "'basic' or 'bottleneck'")
-    shortcut: str = opt("A", "A zero-pad identity, B projection where shapes change, C projection always")
-    span: int = opt(0, "conv layers a shortcut skips (0: the paper's 2, or 3 for bottleneck)")
+    kind: str = opt("residual", "'plain' (no shortcuts) or 'residual' (y = F(x) + x)", choices=KINDS)
+    depth: int = opt(20, "weighted layers: 3*span*n+2 for basic units (6n+2 at span 2), 9n+2 for bottleneck, "
+                         "12n+2 for inception")
+    block: str = opt("basic", "'basic' (3x3 convs), 'bottleneck' (1x1-3x3-1x1, 4x expansion) or 'inception' "
+                              "(1x1 | 1x1-3x3 | 1x1-3x3-3x3 concatenated, then a 1x1 projection)", choices=BLOCKS)
+    shortcut: str = opt("A", "A zero-pad identity, B projection where shapes change, C projection always",
+                        choices=SHORTCUTS)
+    span: int = opt(0, "3x3 convs a shortcut skips: any divisor of the 3x3 convs per stage, (depth-2)/3 "
+                       "(depth 38: 1, 2, 3, 4, 6, 12); 0: the block's own (2 basic, 3 bottleneck, 4 inception)")
     width: float = opt(1.0, "multiplier on 16/32/64 filters")
-    norm: str = opt("bn", "'bn' or 'none'")
-    init: str = opt("he", "'he', 'xavier' or 'identity'")
+    norm: str = opt("bn", "'bn' (BatchNorm after every conv) or 'none' (biased convs)", choices=NORMS)
+    init: str = opt("he", "'he', 'xavier', 'identity' (Dirac 3x3) or 'fixup' (residual, norm none: last layer "
+                          "of each branch and the classifier at zero, scalar biases and multipliers)", choices=INITS)
+    unit: str = opt("original", "where BN and ReLU sit around the addition (He et al. 2016): original, preact "
+                                "(full pre-activation), bn-after-add, relu-before-add, relu-preact; residual nets",
+                    choices=UNITS)
+    residual_scale: float = opt(1.0, "the residual branch is multiplied by this before the addition "
+                                     "(Szegedy et al.: 0.1-0.3); residual nets")
+    shortcut_scale: float = opt(1.0, "the shortcut is multiplied by this before the addition (He et al. 2016: "
+                                     "0.5 fails); residual nets")
+    branch_init: str = opt("none", "'zero': a learnable scalar on each residual branch, starting at 0 "
+                                   "(ReZero / SkipInit)", choices=BRANCH_INITS)
+    conv: str = opt("standard", "'dirac': every 3x3 conv of a unit is alpha * identity + beta * W / ||W|| "
+                                "(DiracNets: a plain net with a learnable identity in each layer)", choices=CONVS)
+    # --- deepening a trained net (Net2DeeperNet, lab.models.deepen) ---
+    deepen_from: str = opt("", "start from this run's checkpoint (id or unique prefix), deepened to `depth` by "
+                               "units that compute the identity, then train on a fresh schedule; '' trains from scratch")
+    deepen_noise: float = opt(0.0, "noise on the new identity convs, in units of their He std (0: exact identity)")
+    deepen_where: str = opt("spread", "where the new units go: 'spread' evenly between the parent's units of each "
+                                      "stage, or at each stage's 'end'", choices=DEEPEN_WHERE)
     # --- data ---
     dataset: str = opt("cifar10", "cifar10, cifar100, mnist, fashion-mnist, synthetic")
     augment: bool = opt(True, "pad 4 + random crop + horizontal flip (no flip for digits)")
@@ -68,7 +95,9 @@ class RunConfig:
     def net_spec(self, in_channels: int = 3, num_classes: int = 10) -> NetSpec:
         return NetSpec(
             kind=self.kind, depth=self.depth, block=self.block, shortcut=self.shortcut, span=self.span,
-            width=self.width, norm=self.norm, init=self.init, in_channels=in_channels, num_classes=num_classes,
+            width=self.width, norm=self.norm, init=self.init, unit=self.unit, residual_scale=self.residual_scale,
+            shortcut_scale=self.shortcut_scale, branch_init=self.branch_init, conv=self.conv, in_channels=in_channels,
+            num_classes=num_classes,
         )
 
     def milestone_iterations(self) -> list[int]:
@@ -92,9 +121,15 @@ class RunConfig:
         return cls(**d)
 
     def label(self) -> str:
-        """Short human name, e.g. 'plain-56' or 'resnet-110 (B, bottleneck)'."""
-        base = f"{'resnet' if self.kind == 'residual' else 'plain'}-{self.depth}"
+        """Short human name, e.g. 'plain-56', 'resnet-110 (B, bottleneck)', 'resnet-56 (preact)' or
+        'plain-20 → 56 (deepened)' (the parent's depth read from its run id, which starts with kind and depth)."""
+        name = "resnet" if self.kind == "residual" else "plain"
+        base = f"{name}-{self.depth}"
         extras = []
+        if self.deepen_from:
+            parent = re.match(r"(?:plain|resid)(\d+)-", str(self.deepen_from))
+            base = f"{name}-{parent.group(1)} → {self.depth}" if parent else base
+            extras.append("deepened" if parent else f"deepened from {self.deepen_from}")
         if self.kind == "residual" and self.shortcut != "A":
             extras.append(self.shortcut)
         for name, default in (("block", "basic"), ("norm", "bn"), ("init", "he")):
@@ -104,6 +139,20 @@ class RunConfig:
             extras.append(f"span {self.span}")
         if self.width != 1.0:
             extras.append(f"x{self.width:g}")
+        if self.unit != "original":
+            extras.append(self.unit)
+        if self.residual_scale != 1:
+            extras.append(f"branch x{self.residual_scale:g}")
+        if self.shortcut_scale != 1:
+            extras.append(f"shortcut x{self.shortcut_scale:g}")
+        if self.branch_init != "none":
+            extras.append(f"{self.branch_init}-init branch scalar")
+        if self.conv != "standard":
+            extras.append(f"{self.conv} convs")
+        if self.deepen_from and self.deepen_noise:
+            extras.append(f"noise {self.deepen_noise:g}")
+        if self.deepen_from and self.deepen_where != "spread":
+            extras.append(f"new units at stage {self.deepen_where}s")
         return base + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -196,6 +245,23 @@ def config_problems(cfg: RunConfig) -> list[str]:
     for name in ("eval_images", "train_limit", "threads", "seed"):
         v = getattr(cfg, name)
         need(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+    problems += deepen_config_problems(cfg)
+    return problems
+
+
+def deepen_config_problems(cfg: RunConfig) -> list[str]:
+    """The deepening options; the parent itself (its checkpoint, kind, block, width, depth) is checked when the
+    run starts (`lab.train`), since only the store knows it."""
+    problems = []
+    if not isinstance(cfg.deepen_from, str):
+        problems.append(f"deepen_from must be a run id or '', got {cfg.deepen_from!r}")
+    noise = cfg.deepen_noise
+    if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise) and 0 <= noise <= 10):
+        problems.append(f"deepen_noise must be a number from 0 to 10 (units of the He std), got {noise!r}")
+    if cfg.deepen_where not in DEEPEN_WHERE:
+        problems.append(f"deepen_where must be one of {', '.join(DEEPEN_WHERE)}, got {cfg.deepen_where!r}")
+    if cfg.deepen_from and not spec_problems(cfg.net_spec()):
+        problems += [f"deepen_from: {p}" for p in deepen_problems(cfg.net_spec())]
     return problems
 
 

@@ -73,6 +73,65 @@ def _x_mapper(series: dict, run_id: str, x: str):
     return lambda steps: np.interp(np.asarray(steps, float), xs, ys) * scale
 
 
+def parent_links(runs: pd.DataFrame) -> dict[str, tuple[str, int | None]]:
+    """{child run id: (parent id or unique id prefix, the parent's iteration it grew from, or None if not yet
+    recorded)} for the deepened runs among `runs`. The parent is the store's `parent_id` where there is one,
+    else the config's `deepen_from`; the iteration comes from the child's environment (`env.parent`)."""
+    links = {}
+    for _, run in runs.iterrows():
+        parent = run.get("parent_id") if "parent_id" in runs.columns else None
+        if not isinstance(parent, str) or not parent:
+            parent = run.get("deepen_from")
+        if not isinstance(parent, str) or not parent:
+            continue
+        env = run.get("env")
+        record = env.get("parent") if isinstance(env, dict) else None
+        links[run["id"]] = (parent, int(record["iteration"]) if isinstance(record, dict) else None)
+    return links
+
+
+def join_parent_curves(runs: pd.DataFrame, scalars: pd.DataFrame, ancestors: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`scalars` with each deepened run's series continued from its parent's: the parent's rows up to the
+    iteration the child grew from, then the child's rows shifted by that iteration (x = total iterations);
+    cumulative scalars (epoch, elapsed_s) continue from the parent's value there. A parent is matched by id or
+    unique id prefix among the runs in `scalars`; runs whose parent is not there are left as they are.
+    `ancestors`: rows of parents that are not among `runs`, so that a parent that grew from another run is
+    joined to its own parent first."""
+    links = parent_links(runs if ancestors is None or ancestors.empty else pd.concat([runs, ancestors], ignore_index=True))
+    if not links or scalars.empty:
+        return scalars
+    ids = list(scalars["run_id"].unique())
+    by_run = {rid: g for rid, g in scalars.groupby("run_id", sort=False)}
+    done: dict[str, tuple[pd.DataFrame, int]] = {}
+
+    def joined(rid: str, seen: tuple = ()) -> tuple[pd.DataFrame, int]:
+        """(rid's joined rows, the total iterations before rid's own step 0)."""
+        if rid in done:
+            return done[rid]
+        own = by_run.get(rid, scalars.iloc[0:0])
+        link = links.get(rid)
+        matches = [i for i in ids if i.startswith(link[0])] if link else []
+        if len(matches) != 1 or matches[0] in seen + (rid,):
+            done[rid] = (own, 0)
+            return done[rid]
+        parent, parent_offset = joined(matches[0], seen + (rid,))
+        own_parent = by_run.get(matches[0])
+        at = link[1] if link[1] is not None else int(own_parent["step"].max()) if own_parent is not None else 0
+        cut = parent_offset + at
+        before = parent[parent["step"] <= cut].assign(run_id=rid)
+        after = own.assign(step=own["step"] + cut)
+        for name in ("epoch", "elapsed_s"):  # cumulative: the child's count continues the parent's
+            ref = before[before["name"] == name]
+            if not ref.empty:
+                mask = after["name"] == name
+                after.loc[mask, "value"] = after.loc[mask, "value"] + ref.sort_values("step")["value"].iloc[-1]
+        done[rid] = (pd.concat([before, after], ignore_index=True), cut)
+        return done[rid]
+
+    parts = [joined(rid)[0] if rid in links else g for rid, g in by_run.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
 def training_curves(
     runs: pd.DataFrame,
     scalars: pd.DataFrame,
@@ -82,18 +141,24 @@ def training_curves(
     band: str = "min-max",
     max_points: int = 1200,
     title: str = "Training curves: training error (thin, dashed) and test error (bold)",
+    join_parents: bool = False,
+    ancestors: pd.DataFrame | None = None,
 ) -> go.Figure:
     """The paper's Fig. 6: error vs x for plain (left) and residual (right) nets on shared axes.
 
     One colour per depth; seeds of the same configuration are averaged, with a min-max or sd band. Smoothing
     (debiased EMA, training error only: test error points are exact evaluations) is applied to each run's full
     series before seeds are averaged and before downsampling to about `max_points` points per line (minima and
-    maxima kept).
+    maxima kept). `join_parents`: a deepened run's curve starts with its parent's (whose scalars must be in
+    `scalars`), x counting the total iterations (`join_parent_curves`, with `ancestors`).
     """
     if runs.empty:
         return empty_figure("No runs selected")
     if scalars.empty:
         return empty_figure("No metrics yet: the selected runs have not logged anything")
+    if join_parents:
+        scalars = join_parent_curves(runs, scalars, ancestors)
+        scalars = scalars[scalars["run_id"].isin(set(runs["id"]))]
     kinds = [k for k in ("plain", "residual") if k in set(runs["kind"])] or ["plain", "residual"]
     fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, shared_xaxes=True,
                         subplot_titles=[KIND_TITLES[k] for k in kinds], horizontal_spacing=0.04)
@@ -234,10 +299,12 @@ def gradient_heatmap(layers: pd.DataFrame, label: str) -> go.Figure:
     return fig
 
 
-def gradient_profile(profiles: dict[str, pd.DataFrame], step_note: str = "") -> go.Figure:
-    """Gradient norm against layer index, one line per run (e.g. plain and residual of the same depth)."""
+def gradient_profile(profiles: dict[str, pd.DataFrame], step_note: str = "", what: str = "‖∂L/∂W‖ (L2)",
+                     title: str = "Gradient norm by layer") -> go.Figure:
+    """A gradient metric (`what`: the weight-gradient norm by default; input-gradient norms, update ratios)
+    against layer index, one line per run (e.g. plain and residual of the same depth), log scale."""
     if not profiles:
-        return empty_figure("No gradient norms recorded for the selected runs")
+        return empty_figure(f"{title}: nothing recorded for the selected runs")
     fig = go.Figure()
     for i, (label, df) in enumerate(profiles.items()):
         df = df.sort_values("layer")
@@ -245,8 +312,8 @@ def gradient_profile(profiles: dict[str, pd.DataFrame], step_note: str = "") -> 
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=2), marker=dict(size=5),
                                  customdata=df[["layer_name"]],
                                  hovertemplate="%{customdata[0]}: %{y:.3g}<extra>" + label + "</extra>"))
-    fig.update_layout(title="Gradient norm by layer" + (f" ({step_note})" if step_note else ""),
-                      xaxis_title="layer index (input → output)", yaxis_title="‖∂L/∂W‖ (L2)", yaxis_type="log",
+    fig.update_layout(title=title + (f" ({step_note})" if step_note else ""),
+                      xaxis_title="layer index (input → output)", yaxis_title=what, yaxis_type="log",
                       template="plotly_white", height=420)
     return fig
 
@@ -269,8 +336,10 @@ def gradient_ratio(series: dict[str, pd.DataFrame]) -> go.Figure:
     return fig
 
 
-def response_profile(profiles: dict[str, pd.DataFrame], title: str = "Layer responses (Fig. 7)") -> go.Figure:
-    """Std of each 3x3 layer's response: top, in network order; bottom, sorted by magnitude (descending)."""
+def response_profile(profiles: dict[str, pd.DataFrame], title: str = "Layer responses (Fig. 7)",
+                     what: str = "std") -> go.Figure:
+    """Std of each 3x3 layer's response (or another per-layer value, `what`): top, in network order; bottom,
+    sorted by magnitude (descending)."""
     if not profiles:
         return empty_figure("No layer responses recorded for the selected runs")
     fig = make_subplots(rows=2, cols=1, subplot_titles=["layers in network order", "sorted by magnitude"],
@@ -281,13 +350,13 @@ def response_profile(profiles: dict[str, pd.DataFrame], title: str = "Layer resp
         values = df["value"].to_numpy(float)
         fig.add_trace(go.Scatter(x=np.arange(1, len(values) + 1), y=values, mode="lines", name=label, legendgroup=label,
                                  line=dict(color=colour, width=2), customdata=df[["layer_name"]],
-                                 hovertemplate="%{customdata[0]}: std %{y:.3f}<extra>" + label + "</extra>"), row=1, col=1)
+                                 hovertemplate="%{customdata[0]}: %{y:.3f}<extra>" + label + "</extra>"), row=1, col=1)
         fig.add_trace(go.Scatter(x=np.arange(1, len(values) + 1), y=np.sort(values)[::-1], mode="lines", name=label,
                                  legendgroup=label, showlegend=False, line=dict(color=colour, width=2)), row=2, col=1)
     fig.update_xaxes(title_text="layer index", row=1, col=1)
     fig.update_xaxes(title_text="rank", row=2, col=1)
-    fig.update_yaxes(title_text="std", row=1, col=1)
-    fig.update_yaxes(title_text="std", row=2, col=1)
+    fig.update_yaxes(title_text=what, row=1, col=1)
+    fig.update_yaxes(title_text=what, row=2, col=1)
     fig.update_layout(title=title, template="plotly_white", height=620)
     return fig
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import make_config
 from .models import build_net
+from .probes import layer_names as probe_layer_names
 from .runs.store import Store
 
 TAG = "simulated"
@@ -32,9 +33,7 @@ def simulate_run(store: Store, kind: str, depth: int, seed: int, iterations: int
                       eval_every=eval_every, dataset=dataset, tag=TAG)
     (rid,) = store.create_runs([cfg], status="running")
     net = build_net(kind, depth)
-    layer_names = {"grad_norm": [n for n, _ in net.weight_layers()],
-                   "response_std": [n for n, _ in net.response_layers()],
-                   "residual_ratio": [n for n, _ in net.residual_units()]}
+    layer_names = probe_layer_names(net)
     steps = np.arange(log_every, int(iterations * upto) + 1, log_every)
     t = steps / iterations
     final = _final_train_error(kind, depth) * (1 + 0.05 * rng.standard_normal())
@@ -54,18 +53,7 @@ def simulate_run(store: Store, kind: str, depth: int, seed: int, iterations: int
         if s % eval_every == 0:
             scalars += [(int(s), "test_error", float(test[i])), (int(s), "val_error", float(test[i] + 0.002)),
                         (int(s), "test_loss", float(-np.log(1 - test[i]))), (int(s), "val_loss", float(-np.log(1 - test[i])))]
-    n_grad, n_resp, n_res = (len(layer_names[k]) for k in ("grad_norm", "response_std", "residual_ratio"))
-    layers = []
-    for i, s in enumerate(steps):
-        decay = 0.3 + np.exp(-t[i] * 5)
-        profile = np.linspace(1.4, 0.8, n_grad) if kind == "residual" else np.linspace(0.9, 1.3, n_grad)
-        layers.append((int(s), "grad_norm", list(profile * decay * (1 + 0.1 * rng.standard_normal(n_grad)))))
-        if s % eval_every == 0:
-            scale = 0.5 if kind == "residual" else 1.0
-            resp = scale * (0.6 + 0.4 * rng.random(n_resp)) * (1 + 0.5 * np.exp(-t[i] * 5))
-            layers.append((int(s), "response_std", list(resp)))
-            if n_res:
-                layers.append((int(s), "residual_ratio", list(0.2 + 0.3 * rng.random(n_res) * 20 / depth)))
+    layers = _simulated_layers(rng, kind, depth, layer_names, steps, t, lr, eval_every)
     params = sum(p.numel() for p in net.parameters())
     env = {"torch": "simulated", "device": "cpu", "device_name": "simulated", "host": "simulated",
            "precision": "bf16", "git": "simulated", "forward_macs": 0}
@@ -82,6 +70,39 @@ def simulate_run(store: Store, kind: str, depth: int, seed: int, iterations: int
     else:
         store.update_run(rid, heartbeat_at=time.time() + 3600, host="simulated")  # never reaped as dead
     return rid
+
+
+def _simulated_layers(rng, kind: str, depth: int, names: dict, steps, t, lr, eval_every: int) -> list:
+    """Per-layer metrics at step 0 and at every logging step (responses at evaluations), as the trainer records
+    them. Magnitudes: weight-gradient norms ~1 shrinking as training goes on; input-gradient norms growing
+    towards the first layers of deep plain nets (BN plain nets explode at initialisation); update ratios ~1e-3
+    times lr/0.1; responses ~0.5-1.5 (residual ones smaller, Fig. 7); batch-statistics responses ~1; BN |gamma|
+    ~1 except the first layers of deep plain nets, which grow to tens in the first steps."""
+    n_grad, n_resp = len(names["grad_norm"]), len(names["response_std"])
+    n_res = len(names.get("residual_ratio", []))
+    plain_deep = kind == "plain" and depth > 20
+    layers = []
+    for i, s in enumerate([0, *steps]):
+        ti = 0.0 if s == 0 else t[i - 1]
+        noise = lambda n, a=0.1: 1 + a * rng.standard_normal(n)  # noqa: E731
+        decay = 0.3 + np.exp(-ti * 5)
+        profile = np.linspace(1.4, 0.8, n_grad) if kind == "residual" else np.linspace(0.9, 1.3, n_grad)
+        layers.append((int(s), "grad_norm", list(profile * decay * noise(n_grad))))
+        blowup = np.geomspace(1 + depth / 10, 1, n_grad) if plain_deep else np.linspace(1.2, 1.0, n_grad)
+        layers.append((int(s), "input_grad_norm", list(0.05 * blowup * decay * noise(n_grad))))
+        if s:
+            layers.append((int(s), "update_ratio", list(1e-3 * lr[i - 1] / 0.1 * profile * noise(n_grad, 0.2))))
+        if s % eval_every == 0:
+            scale = 0.5 if kind == "residual" else 1.0
+            resp = scale * (0.6 + 0.4 * rng.random(n_resp)) * (1 + 0.5 * np.exp(-ti * 5))
+            layers.append((int(s), "response_std", list(resp)))
+            layers.append((int(s), "response_std_batch", list(np.clip(0.9 * noise(n_resp), 0.1, None))))
+            early = np.exp(-np.arange(n_resp) / 5) * (20 * min(ti * 50, 1) if plain_deep else 0)
+            layers.append((int(s), "bn_gamma", list((1 + early) * noise(n_resp, 0.05))))
+            layers.append((int(s), "bn_beta_std", list((0.02 + 0.3 * min(ti * 10, 1)) * (1 + early / 4) * noise(n_resp))))
+            if n_res:
+                layers.append((int(s), "residual_ratio", list(0.2 + 0.3 * rng.random(n_res) * 20 / depth)))
+    return layers
 
 
 def fill(store: Store, runs: int = 100, iterations: int = 64000, depths=(20, 32, 44, 56, 110), seeds: int | None = None) -> list[str]:

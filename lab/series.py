@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 
 # The run fields that make two runs "the same experiment" apart from the seed.
+# the label tells apart what these fields do not: unit placement, scalings, a deepened run's parent depth
 GROUP_FIELDS = ("kind", "depth", "dataset", "preset", "block", "shortcut", "span", "width", "norm", "init",
-                "iterations", "batch_size", "lr", "tag")
+                "iterations", "batch_size", "lr", "tag", "label")
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:

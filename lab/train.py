@@ -7,6 +7,7 @@ counted from 1: the metrics logged at step s describe the state after s optimize
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -19,11 +20,16 @@ import torch.nn.functional as F
 
 from .config import RunConfig, validate
 from .data import DeviceLoader, make_splits
-from .models import CifarNet, count_parameters, forward_macs
-from .probes import grad_norms, responses
+from .models import CifarNet, ConfigError, NetSpec, count_parameters, deepen, forward_macs
+from .probes import (
+    WEIGHT_METRICS, InputGradNorms, grad_norms, initial_gradients, layer_names, responses, update_ratios,
+    weight_snapshot,
+)
 from .runtime import environment, resolve_device, resolve_precision
 
 CHECKPOINT = "checkpoint.pt"
+PARENT = "parent.json"      # a deepened run's record of its parent, kept beside its checkpoint
+DEEPEN_BATCHES = 4          # training batches whose activations set a deepened net's new BN statistics
 
 
 class Reporter:
@@ -120,6 +126,41 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def deepened_net(cfg: RunConfig, parent_checkpoint: str | Path | None, spec: NetSpec,
+                 train_loader: DeviceLoader) -> tuple[CifarNet, dict]:
+    """The parent run's net rebuilt from its checkpoint and deepened to `cfg.depth` (`lab.models.deepen`, the
+    new BN statistics measured on DEEPEN_BATCHES training batches), and the child's record of its parent.
+    Refused (ConfigError) when the checkpoint is missing or the parent is not the same net at a smaller depth."""
+    who = f"deepen_from {cfg.deepen_from!r}"
+    if parent_checkpoint is None or not Path(parent_checkpoint).is_file():
+        raise ConfigError(f"{who}: the parent's checkpoint {str(parent_checkpoint or '(none given)')!r} does not "
+                          "exist; the parent must have trained (finished or interrupted) and kept its checkpoint")
+    state = torch.load(parent_checkpoint, map_location="cpu", weights_only=True)
+    parent_cfg = RunConfig.from_dict(state["config"])
+    same = ["kind", "block", "width", "span", "shortcut", "norm", "unit", "residual_scale", "shortcut_scale",
+            "branch_init", "conv", "dataset"] + (["init"] if "fixup" in (cfg.init, parent_cfg.init) else [])
+    differ = [f"{k} {getattr(parent_cfg, k)!r} (this run: {getattr(cfg, k)!r})" for k in same
+              if getattr(parent_cfg, k) != getattr(cfg, k)]
+    if differ:
+        raise ConfigError(f"{who}: a deepened net keeps its parent's kind, block, width and options, but the "
+                          f"parent has {'; '.join(differ)}")
+    if parent_cfg.depth >= cfg.depth:
+        raise ConfigError(f"{who}: depth {cfg.depth} must be above the parent's {parent_cfg.depth}")
+    parent = CifarNet(parent_cfg.net_spec(spec.in_channels, spec.num_classes))
+    parent.load_state_dict(state["model"])
+    g = torch.Generator(device=train_loader.device).manual_seed(cfg.seed)
+    train_loader.generator = g
+    order = torch.randperm(len(train_loader), device=train_loader.device, generator=g)
+    bs = train_loader.batch_size
+    batches = [train_loader.batch(order[i * bs : (i + 1) * bs])[0].float().cpu()
+               for i in range(min(DEEPEN_BATCHES, train_loader.batches_per_epoch()))]
+    child = deepen(parent, cfg.depth, data=batches, noise=cfg.deepen_noise, where=cfg.deepen_where,
+                   generator=torch.Generator().manual_seed(cfg.seed))
+    record = {"id": cfg.deepen_from, "iteration": int(state["step"]), "depth": parent_cfg.depth,
+              "where": cfg.deepen_where, "noise": cfg.deepen_noise, "bn_batches": len(batches)}
+    return child, record
+
+
 def train(
     cfg: RunConfig,
     run_dir: str | Path,
@@ -127,9 +168,15 @@ def train(
     data_dir: str | Path | None = None,
     resume: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    parent_checkpoint: str | Path | None = None,
 ) -> str:
     """Train `cfg` to the end, resuming from `run_dir`'s checkpoint when there is one. Returns the final
-    status: 'done', 'diverged' or 'cancelled' (stopped by the reporter; a checkpoint is written first)."""
+    status: 'done', 'diverged' or 'cancelled' (stopped by the reporter; a checkpoint is written first).
+
+    With `cfg.deepen_from`, a fresh start builds the net from the parent's checkpoint (`parent_checkpoint`, the
+    path of its checkpoint.pt) deepened to `cfg.depth`, and trains it on a fresh schedule of its own: its own
+    `iterations`, the learning-rate schedule (and warm-up) from step 0, a new optimizer (no momentum carried
+    over). The child records its parent (id, iteration, depth) in its environment and summary."""
     validate(cfg)
     reporter = reporter or Reporter()
     run_dir = Path(run_dir)
@@ -151,15 +198,23 @@ def train(
     eval_batch = max(cfg.batch_size, 500)
     val_loader = DeviceLoader(splits.val, splits.mean, splits.std, device, eval_batch, **memfmt)
     test_loader = DeviceLoader(splits.test, splits.mean, splits.std, device, eval_batch, **memfmt)
-    probe_images = val_loader.batch(torch.arange(min(cfg.probe_batch, len(val_loader)), device=device))[0]
+    probe_images, probe_labels = val_loader.batch(torch.arange(min(cfg.probe_batch, len(val_loader)), device=device))
 
     net = CifarNet(cfg.net_spec(info.channels, info.classes))
+    parent_record = None
+    if cfg.deepen_from:
+        if resume and (run_dir / CHECKPOINT).exists():  # a resumed child restores its own checkpoint below
+            parent_record = json.loads((run_dir / PARENT).read_text()) if (run_dir / PARENT).exists() else None
+        else:
+            net, parent_record = deepened_net(cfg, parent_checkpoint, net.spec, train_loader)
+            (run_dir / PARENT).write_text(json.dumps(parent_record))
     macs = forward_macs(net, info.size)
     net = net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if cfg.compile else net
     weights = [p for _, p in net.weight_layers()]
+    input_grads = InputGradNorms(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     step, warming, elapsed = 0, cfg.uses_warmup(), 0.0
@@ -180,12 +235,9 @@ def train(
         "train_images": len(splits.train), "val_images": len(splits.val), "test_images": len(splits.test),
         "normalisation": {"mean": splits.mean.tolist(), "std": splits.std.tolist()},
     }
-    layer_names = {
-        "grad_norm": [n for n, _ in net.weight_layers()],
-        "response_std": [n for n, _ in net.response_layers()],
-        "residual_ratio": [n for n, _ in net.residual_units()],
-    }
-    reporter.start(env, layer_names, count_parameters(net), resumed_from)
+    if parent_record:
+        env["parent"] = parent_record
+    reporter.start(env, layer_names(net), count_parameters(net), resumed_from)
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {
@@ -194,16 +246,14 @@ def train(
             "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
         })
 
-    def probe_layers(window_grads: list[torch.Tensor], with_responses: bool) -> dict[str, list[float]]:
-        """The window's mean gradient norms and (at evaluations) the responses, in one host copy."""
-        out = {}
-        if window_grads:
-            out["grad_norm"] = torch.stack(window_grads).mean(0)
+    def probe_layers(window: dict[str, list[torch.Tensor]], with_responses: bool) -> dict[str, list[float]]:
+        """The window's mean gradient norms, input-gradient norms and update ratios and (at evaluations) the
+        response metrics, in one host copy."""
+        # (an update ratio is NaN at a step whose weight was exactly zero before it: average the other steps)
+        out = {k: torch.stack(v).nanmean(0) if k == "update_ratio" else torch.stack(v).mean(0)
+               for k, v in window.items() if v}
         if cfg.probes and with_responses:
-            std, ratio = responses(net, probe_images, autocast)
-            out["response_std"] = std
-            if len(ratio):
-                out["residual_ratio"] = ratio
+            out |= responses(net, probe_images, autocast)
         # one host copy for all probes
         flat = torch.cat([v.float() for v in out.values()]).tolist() if out else []
         result, i = {}, 0
@@ -213,14 +263,16 @@ def train(
         return result
 
     if step == 0 and cfg.probes:
-        reporter.log(0, {}, probe_layers([], with_responses=True), {"iteration": 0})
+        # the gradients before any step: one backward pass on the probe batch, no optimizer step
+        initial = initial_gradients(net, probe_images, probe_labels, autocast)
+        reporter.log(0, {}, probe_layers({k: [v] for k, v in initial.items()}, with_responses=True), {"iteration": 0})
 
     bpe = train_loader.batches_per_epoch()
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     first_bad = torch.full((), -1, device=device, dtype=torch.int64)
-    grads: list[torch.Tensor] = []
+    window: dict[str, list[torch.Tensor]] = {k: [] for k in WEIGHT_METRICS}
     window_errors: list[float] = []
     final_errors: dict[str, float] = {}
     window_start, window_images = time.perf_counter(), 0
@@ -243,15 +295,23 @@ def train(
         lr = learning_rate(step, cfg, warming)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with autocast():
-            out = model(x)
-        loss = F.cross_entropy(out.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        probe_step = cfg.probes and (step + 1) % cfg.grad_every == 0
+        # input-gradient hooks exist only on probe steps, which run the eager net (a compiled one would not
+        # see hooks added after compilation)
+        with input_grads if probe_step else contextlib.nullcontext():
+            with autocast():
+                out = (net if probe_step else model)(x)
+            loss = F.cross_entropy(out.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         step += 1
-        if cfg.probes and step % cfg.grad_every == 0:
-            grads.append(grad_norms(weights))
+        if probe_step:
+            window["grad_norm"].append(grad_norms(weights))
+            window["input_grad_norm"].append(input_grads.norms())
+            before = weight_snapshot(weights)
         optimizer.step()
+        if probe_step:
+            window["update_ratio"].append(update_ratios(weights, before))
 
         detached = loss.detach()
         loss_sum += detached
@@ -290,8 +350,8 @@ def train(
                 test_loss, test_err = evaluate(net, test_loader, autocast, limit)
                 scalars |= {"val_loss": val_loss, "val_error": val_err, "test_loss": test_loss, "test_error": test_err}
                 final_errors = {"final_val_error": val_err, "final_test_error": test_err}
-            layers = probe_layers(grads, with_responses=is_eval)
-            grads = []
+            layers = probe_layers(window, with_responses=is_eval)
+            window = {k: [] for k in WEIGHT_METRICS}
             elapsed += time.perf_counter() - last_log_time
             last_log_time = time.perf_counter()
             reporter.log(step, scalars, layers, {"iteration": step, "images_per_s": images_per_s, "elapsed_s": elapsed})
@@ -312,5 +372,7 @@ def train(
         "final_train_error": sum(window_errors[-tail:]) / tail if window_errors else None,
         **final_errors,
     }
+    if parent_record:
+        summary |= {"parent_id": parent_record["id"], "parent_iteration": parent_record["iteration"]}
     reporter.finish("done", summary, None)
     return "done"

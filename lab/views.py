@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import figures
-from .runs.store import Store
+from .runs.store import Store, StoreError
 
 
 def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
@@ -15,10 +15,38 @@ def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
 
 
 def curves(store: Store, runs: pd.DataFrame, x: str = "iterations", smoothing: float = 0.0, log_y: bool = False,
-           band: str = "min-max", max_points: int = 1200) -> go.Figure:
+           band: str = "min-max", max_points: int = 1200, join_parents: bool = False) -> go.Figure:
+    """Fig. 6 for `runs`; `join_parents`: each deepened run's curve starts with its parent's (x: total
+    iterations), the parents' scalars read from the store even when they are not among `runs`."""
     names = ["train_error", "test_error"] + {"epochs": ["epoch"], "wall time": ["elapsed_s"]}.get(x, [])
-    scalars = store.scalars(runs["id"].tolist(), names) if not runs.empty else pd.DataFrame()
-    return figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band, max_points=max_points)
+    ids = runs["id"].tolist() if not runs.empty else []
+    ancestors = _ancestors(store, runs) if join_parents and ids else pd.DataFrame()
+    if not ancestors.empty:
+        ids += ancestors["id"].tolist()
+    scalars = store.scalars(ids, names) if ids else pd.DataFrame()
+    return figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band,
+                                   max_points=max_points, join_parents=join_parents, ancestors=ancestors)
+
+
+def _ancestors(store: Store, runs: pd.DataFrame, limit: int = 16) -> pd.DataFrame:
+    """Rows (config fields as columns, like `store.runs()`) of the parents, and their parents, of the deepened
+    runs among `runs` that are not in `runs` themselves."""
+    rows: dict[str, dict] = {}
+    frontier = figures.parent_links(runs)
+    for _ in range(limit):
+        nxt = {}
+        for ref, _iteration in frontier.values():
+            try:
+                parent = store.get_run(ref)
+            except StoreError:  # deleted or ambiguous: that run's curve is drawn on its own
+                continue
+            if parent["id"] not in rows and parent["id"] not in set(runs["id"]):
+                rows[parent["id"]] = row = {**parent["config"], **parent}
+                nxt.update(figures.parent_links(pd.DataFrame([row])))
+        if not nxt:
+            break
+        frontier = nxt
+    return pd.DataFrame(list(rows.values()))
 
 
 def depth(store: Store, runs: pd.DataFrame, reference: bool = False) -> go.Figure:
@@ -44,9 +72,29 @@ def layer_profiles(store: Store, runs: pd.DataFrame, metric: str, at: float = 1.
     return out, note
 
 
-def responses(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
-    profiles, note = layer_profiles(store, runs, "response_std", at)
-    return figures.response_profile(profiles, title=f"Layer responses, std (Fig. 7){', ' + note if note else ''}")
+# per-layer metrics (lab.probes) -> what the axis says
+LAYER_METRICS = {
+    "response_std": "response std (running BN statistics, eval mode)",
+    "response_std_batch": "response std (the batch's own BN statistics)",
+    "bn_gamma": "BN mean |γ|",
+    "bn_beta_std": "BN std(β)",
+    "residual_ratio": "‖F(x)‖ / ‖x‖",
+    "grad_norm": "‖∂L/∂W‖ (L2)",
+    "input_grad_norm": "‖∂L/∂x‖ of the layer input (L2)",
+    "update_ratio": "‖ΔW‖ / ‖W‖ per step",
+}
+RESPONSE_METRICS = ("response_std", "response_std_batch", "bn_gamma", "bn_beta_std")
+GRADIENT_METRICS = ("grad_norm", "input_grad_norm", "update_ratio")
+
+
+def responses(store: Store, runs: pd.DataFrame, at: float = 1.0, metric: str = "response_std") -> go.Figure:
+    """Fig. 7 (`metric` response_std or response_std_batch), or a 3x3 layer's BN parameters (bn_gamma,
+    bn_beta_std), per layer at fraction `at` of each run's progress."""
+    profiles, note = layer_profiles(store, runs, metric, at)
+    what = LAYER_METRICS[metric]
+    title = ("Layer responses, " + what + " (Fig. 7)") if metric.startswith("response") else ("3x3 layers: " + what)
+    return figures.response_profile(profiles, title=title + (f", {note}" if note else ""),
+                                    what=what.split(" (")[0] if metric.startswith("response") else what)
 
 
 def residual_ratios(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
@@ -54,9 +102,12 @@ def residual_ratios(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Fig
     return figures.residual_ratio_profile(profiles)
 
 
-def gradients(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
-    profiles, note = layer_profiles(store, runs, "grad_norm", at)
-    return figures.gradient_profile(profiles, note)
+def gradients(store: Store, runs: pd.DataFrame, at: float = 1.0, metric: str = "grad_norm") -> go.Figure:
+    """Per-layer weight-gradient norms (`metric` grad_norm), input-gradient norms or update ratios."""
+    profiles, note = layer_profiles(store, runs, metric, at)
+    title = {"grad_norm": "Gradient norm by layer", "input_grad_norm": "Input-gradient norm by layer",
+             "update_ratio": "Update-to-weight ratio by layer"}[metric]
+    return figures.gradient_profile(profiles, note, what=LAYER_METRICS[metric], title=title)
 
 
 def gradient_ratio(store: Store, runs: pd.DataFrame) -> go.Figure:
@@ -74,7 +125,7 @@ def gradient_heatmap(store: Store, run: pd.Series | dict) -> go.Figure:
 
 
 def response_evolution(store: Store, run: pd.Series | dict, metric: str = "response_std") -> go.Figure:
-    what = "response std" if metric == "response_std" else "‖F(x)‖ / ‖x‖"
+    what = LAYER_METRICS.get(metric, metric)
     return figures.response_evolution(store.layer_series(run["id"], metric), run_label(run), what)
 
 

@@ -139,7 +139,7 @@ def test_gradient_views(filled):
     ratio = views.gradient_ratio(store, sel)
     assert len(ratio.data) == 2
     heat = views.gradient_heatmap(store, sel.iloc[0])
-    assert heat.data[0].type == "heatmap" and np.asarray(heat.data[0].z).shape == (20, 40)
+    assert heat.data[0].type == "heatmap" and np.asarray(heat.data[0].z).shape == (20, 41)  # step 0 and 40 windows
 
 
 def test_figure_data_round_trips(filled):

@@ -23,7 +23,7 @@ def test_smoke_run_end_to_end_writes_every_metric(store):
     assert {"train_loss", "train_error", "lr", "images_per_s", "elapsed_s", "epoch",
             "val_error", "val_loss", "test_error", "test_loss"} <= names
     grads = store.layer_series(rid, "grad_norm")
-    assert sorted(grads["step"].unique()) == [4, 8, 12, 16, 20, 24]
+    assert sorted(grads["step"].unique()) == [0, 4, 8, 12, 16, 20, 24]  # step 0: before any update
     assert grads["layer"].nunique() == 20 and (grads["value"] > 0).all()
     resp = store.layer_series(rid, "response_std")
     assert sorted(resp["step"].unique()) == [0, 12, 24] and resp["layer"].nunique() == 19

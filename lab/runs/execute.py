@@ -16,8 +16,8 @@ import traceback
 from ..config import RunConfig
 from ..data import DataError
 from ..models import ConfigError
-from ..train import Reporter, train
-from .store import Store
+from ..train import CHECKPOINT, Reporter, train
+from .store import Store, StoreError
 
 HEARTBEAT_S = 3.0
 
@@ -104,8 +104,11 @@ def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_
             previous[sig] = signal.signal(sig, lambda *_: reporter.request_stop("signal"))
     try:
         cfg = RunConfig.from_dict(run["config"])
-        return train(cfg, store.run_dir(run["id"]), reporter, data_dir=data_dir, progress=progress)
-    except (ConfigError, DataError) as exc:
+        # a deepened run starts from its parent's checkpoint (the trainer refuses a missing one clearly)
+        parent = store.run_dir(store.get_run(cfg.deepen_from)["id"]) / CHECKPOINT if cfg.deepen_from else None
+        return train(cfg, store.run_dir(run["id"]), reporter, data_dir=data_dir, progress=progress,
+                     parent_checkpoint=parent)
+    except (ConfigError, DataError, StoreError) as exc:
         store.set_status(run["id"], "failed", expect=["running"], message=str(exc))  # the caller reports it
         return "failed"
     except Exception as exc:

@@ -1,0 +1,35 @@
+"""What a network costs: parameters and multiply-adds of one forward pass."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_macs(model: nn.Module, image_size: int = 32) -> int:
+    """Multiply-adds of one forward pass of one image (convolutions and the head)."""
+    total = 0
+
+    def hook(m, _inp, out):
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += out.numel() * m.in_channels // m.groups * math.prod(m.kernel_size)
+        elif isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, model.spec.in_channels, image_size, image_size))
+        model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
