@@ -3,12 +3,18 @@
 `train(cfg, run_dir, reporter)` runs one configuration to the end (or until the reporter asks it to stop) and
 reports metrics through a `Reporter`; `lab.runs.execute.StoreReporter`-style reporters persist them. Iterations are
 counted from 1: the metrics logged at step s describe the state after s optimizer steps.
+
+Logging windows: the training loss and error logged at step s are averages over the `log_every` iterations that
+end at s. Gradient norms are sampled after the backward pass of every iteration divisible by `grad_every`, and
+each window logs the mean of its samples: with `grad_every` < `log_every` an average over the window, with the
+two equal (the presets) the single sample at the window's last iteration.
+
+This module needs torch only (no database, no plotting), so it runs wherever a run executes.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,13 +23,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import CHECKPOINT, FORMAT, restore, rng_state, save_checkpoint
 from .config import RunConfig, validate
 from .data import DeviceLoader, make_splits
 from .models import CifarNet, count_parameters, forward_macs
 from .probes import grad_norms, responses
 from .runtime import environment, resolve_device, resolve_precision
-
-CHECKPOINT = "checkpoint.pt"
 
 
 class Reporter:
@@ -35,6 +40,10 @@ class Reporter:
 
     def should_stop(self) -> bool:
         return False
+
+    def before_checkpoint(self, step: int) -> None:
+        """Called before each checkpoint write; raising stops the run without writing it (a process that lost
+        its run must not overwrite the checkpoint of the attempt that now owns it)."""
 
     def finish(self, status: str, summary: dict, message: str | None) -> None: ...
 
@@ -111,13 +120,107 @@ def evaluate(model: CifarNet, loader: DeviceLoader, autocast, limit: int = 0) ->
     return loss, err
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class Window:
+    """One logging window's running sums, kept on the device (no host sync per iteration), and its images/s clock.
+
+    Its sums are saved in checkpoints, so a run stopped mid-window and resumed logs exactly the numbers an
+    uninterrupted run logs; the throughput clock restarts on resume (it counts only images it timed)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.loss_sum = torch.zeros((), device=device)
+        self.wrong = torch.zeros((), device=device, dtype=torch.int64)
+        self.first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a non-finite loss
+        self.seen = 0          # images in the window
+        self.batches = 0       # iterations in the window
+        self.grads: list[torch.Tensor] = []   # gradient-norm samples (one device tensor per sample)
+        self._timed = 0        # images since the clock started
+        self._started = time.perf_counter()
+
+    def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        detached = loss.detach()
+        self.loss_sum += detached
+        self.wrong += (logits.detach().argmax(1) != labels).sum()
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(detached), step, self.first_bad)
+        self.seen += len(labels)
+        self.batches += 1
+        self._timed += len(labels)
+
+    def summary(self) -> tuple[float, float, float, float]:
+        """(mean loss, error fraction, first non-finite step or -1, images/s), in one host copy. The clock is
+        read after that copy, which waits for the window's queued device work: images/s is what was done."""
+        stats = torch.stack([self.loss_sum / max(1, self.batches), self.wrong.float() / max(1, self.seen),
+                             self.first_bad.float()]).tolist()
+        seconds = time.perf_counter() - self._started
+        return stats[0], stats[1], stats[2], (self._timed / seconds if seconds > 0 else 0.0)
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (a checkpoint write) out of the window's throughput."""
+        self._started += seconds
+
+    def reset(self) -> None:
+        self.loss_sum.zero_()
+        self.wrong.zero_()
+        self.first_bad.fill_(-1)
+        self.seen = self.batches = self._timed = 0
+        self.grads = []
+        self._started = time.perf_counter()
+
+    def state(self) -> dict:
+        return {"loss_sum": self.loss_sum, "wrong": self.wrong, "first_bad": self.first_bad, "seen": self.seen,
+                "batches": self.batches, "grads": list(self.grads)}
+
+    def load_state(self, state: dict | None) -> None:
+        """Continue a window saved by `state` (None: a checkpoint from before windows were saved)."""
+        if not state:
+            return
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.wrong = state["wrong"].to(self.device)
+        self.first_bad = state["first_bad"].to(self.device)
+        self.seen, self.batches = int(state["seen"]), int(state["batches"])
+        self.grads = [g.to(self.device) for g in state["grads"]]
+
+
+@dataclass
+class Progress:
+    """Where a run is, beyond the model and optimizer: saved in and restored from checkpoints."""
+
+    step: int = 0
+    warming: bool = False
+    elapsed_s: float = 0.0                                  # training wall time before this attempt
+    window_errors: list[float] = field(default_factory=list)  # training error of every logged window
+    final_errors: dict[str, float] = field(default_factory=dict)
+
+    def state(self) -> dict:
+        return {"step": self.step, "schedule": {"warming": self.warming}, "elapsed_s": self.elapsed_s,
+                "window_errors": list(self.window_errors), "final_errors": dict(self.final_errors)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Progress":
+        return cls(step=int(state["step"]), warming=bool(state["schedule"]["warming"]),
+                   elapsed_s=float(state["elapsed_s"]), window_errors=list(state.get("window_errors", [])),
+                   final_errors=dict(state.get("final_errors", {})))
+
+
+class BatchOrder:
+    """The batch of each step: a permutation of the training set per epoch, seeded from (seed, epoch), and
+    augmentation seeded from (seed, step), so the batches depend on the step alone."""
+
+    def __init__(self, loader: DeviceLoader, seed: int, device: torch.device) -> None:
+        self.loader, self.seed, self.device = loader, seed, device
+        self.per_epoch = loader.batches_per_epoch()
+        self._order: torch.Tensor | None = None
+        self._epoch = -1
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, pos = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            gen = _step_generator(self.device, self.seed, -1 - epoch)
+            self._order = torch.randperm(len(self.loader), device=self.device, generator=gen)
+            self._epoch = epoch
+        self.loader.generator = _step_generator(self.device, self.seed, step)
+        size = self.loader.batch_size
+        return self.loader.batch(self._order[pos * size : (pos + 1) * size])
 
 
 def train(
@@ -129,7 +232,9 @@ def train(
     progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """Train `cfg` to the end, resuming from `run_dir`'s checkpoint when there is one. Returns the final
-    status: 'done', 'diverged' or 'cancelled' (stopped by the reporter; a checkpoint is written first)."""
+    status: 'done', 'diverged' or 'cancelled' (stopped by the reporter; a checkpoint is written first).
+    Exceptions the reporter raises (a lost run) and CheckpointError (a checkpoint that cannot be read or
+    written) propagate."""
     validate(cfg)
     reporter = reporter or Reporter()
     run_dir = Path(run_dir)
@@ -162,17 +267,14 @@ def train(
     weights = [p for _, p in net.weight_layers()]
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
-    step, warming, elapsed = 0, cfg.uses_warmup(), 0.0
+    state = Progress(warming=cfg.uses_warmup())
+    window = Window(device)
     ckpt_path = run_dir / CHECKPOINT
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, warming, elapsed = state["step"], state["schedule"]["warming"], state["elapsed_s"]
-        torch.set_rng_state(state["rng"]["cpu"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-    resumed_from = step
+        saved = restore(ckpt_path, net, optimizer, device)
+        state = Progress.from_state(saved)
+        window.load_state(saved.get("window"))
+    resumed_from = state.step
 
     env = environment(device) | {
         "precision": precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
@@ -186,12 +288,17 @@ def train(
         "residual_ratio": [n for n, _ in net.residual_units()],
     }
     reporter.start(env, layer_names, count_parameters(net), resumed_from)
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return state.elapsed_s + time.perf_counter() - started
 
     def checkpoint() -> None:
+        reporter.before_checkpoint(state.step)
         save_checkpoint(ckpt_path, {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "schedule": {"warming": warming}, "elapsed_s": elapsed, "config": asdict(cfg),
-            "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            "format": FORMAT, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            **Progress(state.step, state.warming, elapsed(), state.window_errors, state.final_errors).state(),
+            "config": asdict(cfg), "rng": rng_state(device), "window": window.state(),
         })
 
     def probe_layers(window_grads: list[torch.Tensor], with_responses: bool) -> dict[str, list[float]]:
@@ -212,35 +319,53 @@ def train(
             i += len(v)
         return result
 
-    if step == 0 and cfg.probes:
+    def evaluation(final: bool) -> dict[str, float]:
+        limit = 0 if final else cfg.eval_images
+        val_loss, val_err = evaluate(net, val_loader, autocast, limit)
+        test_loss, test_err = evaluate(net, test_loader, autocast, limit)
+        state.final_errors = {"final_val_error": val_err, "final_test_error": test_err}
+        return {"val_loss": val_loss, "val_error": val_err, "test_loss": test_loss, "test_error": test_err}
+
+    def log_window(lr: float) -> bool:
+        """Log the window that ends at this step (with an evaluation when one is due); False if it diverged."""
+        step = state.step
+        is_eval = step % cfg.eval_every == 0 or step == cfg.iterations
+        train_loss, train_err, bad, images_per_s = window.summary()
+        scalars = {
+            "train_loss": train_loss, "train_error": train_err, "lr": lr, "images_per_s": images_per_s,
+            "elapsed_s": elapsed(), "epoch": step / batches.per_epoch,
+        }
+        if bad >= 0 or not math.isfinite(train_loss):
+            bad_step = int(bad) if bad >= 0 else step
+            reporter.log(step, scalars, {}, {"iteration": step, "images_per_s": images_per_s, "elapsed_s": elapsed()})
+            msg = f"loss became NaN or infinite at iteration {bad_step} (lr {lr:g}); the run stopped there"
+            reporter.finish("diverged", {"iteration": step, "diverged_at": bad_step}, msg)
+            return False
+        state.window_errors.append(train_err)
+        if state.warming and train_err < cfg.warmup_error:
+            state.warming = False  # the paper's 110-layer warm-up: back to the base rate once error < 80%
+        if is_eval:
+            scalars |= evaluation(final=step == cfg.iterations)
+        layers = probe_layers(window.grads, with_responses=is_eval)
+        reporter.log(step, scalars, layers, {"iteration": step, "images_per_s": images_per_s, "elapsed_s": elapsed()})
+        window.reset()
+        if progress:
+            progress(step, cfg.iterations)
+        return True
+
+    if state.step == 0 and cfg.probes:
         reporter.log(0, {}, probe_layers([], with_responses=True), {"iteration": 0})
 
-    bpe = train_loader.batches_per_epoch()
-    loss_sum = torch.zeros((), device=device)
-    wrong = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
-    first_bad = torch.full((), -1, device=device, dtype=torch.int64)
-    grads: list[torch.Tensor] = []
-    window_errors: list[float] = []
-    final_errors: dict[str, float] = {}
-    window_start, window_images = time.perf_counter(), 0
-    last_log_time = time.perf_counter()
-    order: torch.Tensor | None = None
-    order_epoch = -1
+    batches = BatchOrder(train_loader, cfg.seed, device)
     model.train()
-
-    while step < cfg.iterations:
+    while state.step < cfg.iterations:
         if reporter.should_stop():
             checkpoint()
+            step = state.step
             reporter.finish("cancelled", {"iteration": step}, f"cancelled at iteration {step}; resume to continue")
             return "cancelled"
-        epoch, pos = divmod(step, bpe)
-        if epoch != order_epoch:
-            order = torch.randperm(len(train_loader), device=device, generator=_step_generator(device, cfg.seed, -1 - epoch))
-            order_epoch = epoch
-        train_loader.generator = _step_generator(device, cfg.seed, step)
-        x, y = train_loader.batch(order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size])
-        lr = learning_rate(step, cfg, warming)
+        x, y = batches.batch(state.step)
+        lr = learning_rate(state.step, cfg, state.warming)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with autocast():
@@ -248,69 +373,28 @@ def train(
         loss = F.cross_entropy(out.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        step += 1
-        if cfg.probes and step % cfg.grad_every == 0:
-            grads.append(grad_norms(weights))
+        state.step += 1
+        if cfg.probes and state.step % cfg.grad_every == 0:
+            window.grads.append(grad_norms(weights))
         optimizer.step()
+        window.add(state.step, loss, out, y)
 
-        detached = loss.detach()
-        loss_sum += detached
-        wrong += (out.detach().argmax(1) != y).sum()
-        seen += len(y)
-        window_images += len(y)
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
-
-        is_eval = step % cfg.eval_every == 0 or step == cfg.iterations
-        if step % cfg.log_every == 0 or is_eval:
-            now = time.perf_counter()
-            window_time = now - window_start
-            elapsed += now - last_log_time
-            last_log_time = now
-            batches = max(1, seen // cfg.batch_size)
-            stats = torch.stack([loss_sum / batches, wrong.float() / max(1, seen), first_bad.float()]).tolist()
-            train_loss, train_err, bad = stats
-            images_per_s = window_images / window_time if window_time > 0 else 0.0
-            scalars = {
-                "train_loss": train_loss, "train_error": train_err, "lr": lr, "images_per_s": images_per_s,
-                "elapsed_s": elapsed, "epoch": step / bpe,
-            }
-            if bad >= 0 or not math.isfinite(train_loss):
-                bad_step = int(bad) if bad >= 0 else step
-                reporter.log(step, scalars, {}, {"iteration": step, "images_per_s": images_per_s, "elapsed_s": elapsed})
-                msg = f"loss became NaN or infinite at iteration {bad_step} (lr {lr:g}); the run stopped there"
-                reporter.finish("diverged", {"iteration": step, "diverged_at": bad_step}, msg)
+        if state.step % cfg.log_every == 0 or state.step % cfg.eval_every == 0 or state.step == cfg.iterations:
+            if not log_window(lr):
                 return "diverged"
-            window_errors.append(train_err)
-            if warming and train_err < cfg.warmup_error:
-                warming = False  # the paper's 110-layer warm-up: back to the base rate once error < 80%
-            if is_eval:
-                final = step == cfg.iterations
-                limit = 0 if final else cfg.eval_images
-                val_loss, val_err = evaluate(net, val_loader, autocast, limit)
-                test_loss, test_err = evaluate(net, test_loader, autocast, limit)
-                scalars |= {"val_loss": val_loss, "val_error": val_err, "test_loss": test_loss, "test_error": test_err}
-                final_errors = {"final_val_error": val_err, "final_test_error": test_err}
-            layers = probe_layers(grads, with_responses=is_eval)
-            grads = []
-            elapsed += time.perf_counter() - last_log_time
-            last_log_time = time.perf_counter()
-            reporter.log(step, scalars, layers, {"iteration": step, "images_per_s": images_per_s, "elapsed_s": elapsed})
-            loss_sum.zero_()
-            wrong.zero_()
-            seen, window_images = 0, 0
-            window_start = time.perf_counter()
-            if progress:
-                progress(step, cfg.iterations)
-        if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.iterations:
             t0 = time.perf_counter()
             checkpoint()
-            window_start += time.perf_counter() - t0  # throughput counts training only
+            window.exclude(time.perf_counter() - t0)  # throughput counts training only
 
-    tail = max(1, len(window_errors) // 50)
+    if resumed_from == cfg.iterations:
+        # resumed after its last iteration (it stopped before recording its end): the final evaluation again
+        evaluation(final=True)
+    tail = max(1, len(state.window_errors) // 50)
     summary = {
-        "iteration": step,
-        "final_train_error": sum(window_errors[-tail:]) / tail if window_errors else None,
-        **final_errors,
+        "iteration": state.step,
+        "final_train_error": sum(state.window_errors[-tail:]) / tail if state.window_errors else None,
+        **state.final_errors,
     }
     reporter.finish("done", summary, None)
     return "done"
