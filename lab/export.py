@@ -194,6 +194,15 @@ def report_zip(figures: dict[str, go.Figure], runs: pd.DataFrame, formats=("svg"
 
 def cli_export(args) -> int:
     """`python -m lab export`: write figures, CSV and (for a .zip --out) a report bundle."""
+    names = [n.strip() for n in args.figures.split(",") if n.strip()]
+    unknown = [n for n in names if n not in views.FIGURES]
+    if unknown or not names:
+        raise ExportError(f"unknown figure(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(views.FIGURES)}")
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    allowed = IMAGE_FORMATS + ("csv", "html")
+    bad = [f for f in formats if f not in allowed]
+    if bad or not formats:
+        raise ExportError(f"unknown format(s) {', '.join(map(repr, bad)) or '(none given)'}; use some of {', '.join(allowed)}")
     store = Store(args.results, create=False, readonly=True)
     runs = store.runs()
     if args.runs:
@@ -203,16 +212,7 @@ def cli_export(args) -> int:
         runs = runs[runs["status"].isin(["done", "running", "interrupted", "cancelled", "diverged"])]
     if runs.empty:
         raise ExportError("no runs to export (give run ids, or let some runs start first)")
-    names = [n.strip() for n in args.figures.split(",") if n.strip()]
-    unknown = [n for n in names if n not in views.FIGURES]
-    if unknown:
-        raise ExportError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(views.FIGURES)}")
     built = {name: views.build(name, store, runs, reference=args.reference) for name in names}
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    allowed = IMAGE_FORMATS + ("csv", "html")
-    bad = [f for f in formats if f not in allowed]
-    if bad or not formats:
-        raise ExportError(f"unknown format(s) {', '.join(map(repr, bad)) or '(none given)'}; use some of {', '.join(allowed)}")
     out = Path(args.out)
     if out.suffix == ".zip":
         data, notes = report_zip(built, runs, formats=[f for f in formats if f in IMAGE_FORMATS])
