@@ -122,7 +122,7 @@ def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
     """A copy of `df` whose text cells cannot be read as spreadsheet formulas (numbers are left alone)."""
     out = df.copy()
     for col in out.columns:
-        if out[col].dtype == object:
+        if not pd.api.types.is_numeric_dtype(out[col]):  # object or string columns (pandas 3 infers str)
             out[col] = out[col].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
     return out
 

@@ -154,6 +154,12 @@ class StoreReporter(Reporter):
         return "lost"
 
 
+def placed_device(configured: str, slot_device: str | None) -> str:
+    """The device a run trains on: its executor's slot (a worker's GPU, as the child sees it) unless the run
+    asks for the CPU or no slot was given."""
+    return slot_device if slot_device and configured != "cpu" else configured
+
+
 def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_signals: bool = True,
                 echo=None, attempt: str | None = None, device: str | None = None) -> str:
     """Train a stored run (status must already be running) and record how it ended; returns the status this
@@ -174,8 +180,8 @@ def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_
             previous[sig] = signal.signal(sig, lambda *_: reporter.request_stop("signal"))
     try:
         cfg = RunConfig.from_dict(run["config"])
-        if device and cfg.device != "cpu":
-            cfg = dataclasses.replace(cfg, device=device)
+        if placed_device(cfg.device, device) != cfg.device:
+            cfg = dataclasses.replace(cfg, device=placed_device(cfg.device, device))
         train(cfg, store.run_dir(run["id"]), reporter, data_dir=data_dir, progress=progress)
         return reporter.status or "lost"
     except LostRun as exc:
