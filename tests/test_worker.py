@@ -53,7 +53,7 @@ def test_kill_9_marks_interrupted_then_resume_finishes_without_gaps(tmp_path):
         assert time.time() - killed_at < 30
         assert "killed by signal 9" in store.get_run(rid)["message"]
         lab("resume", rid, "--results", str(root), "--no-worker")
-        wait_for(lambda: store.get_run(rid)["status"] == "done", 180, "the resumed run to finish")
+        wait_for(lambda: store.get_run(rid)["status"] == "done", 600, "the resumed run to finish")
     finally:
         worker.terminate()
         worker.wait(30)
@@ -91,12 +91,12 @@ def test_cancel_running_and_queued_runs(tmp_path):
         assert "cancelled" in lab("cancel", second, "--results", str(root)).stdout
         asked = time.time()
         assert "cancelling" in lab("cancel", first, "--results", str(root)).stdout
-        wait_for(lambda: store.get_run(first)["status"] == "cancelled", 15, "the running run to stop")
-        assert time.time() - asked < 10
+        wait_for(lambda: store.get_run(first)["status"] == "cancelled", 60, "the running run to stop")
+        assert time.time() - asked < 30  # within seconds (a heartbeat, an iteration, a checkpoint), loaded CI too
         assert (store.run_dir(first) / "checkpoint.pt").exists()
         at = store.get_run(first)["iteration"]
         lab("resume", first, "--results", str(root), "--no-worker")
-        wait_for(lambda: store.get_run(first)["status"] == "done", 180, "the resumed run")
+        wait_for(lambda: store.get_run(first)["status"] == "done", 600, "the resumed run")
     finally:
         worker.terminate()
         worker.wait(30)
@@ -123,7 +123,7 @@ def test_worker_restart_leaves_runs_going_and_a_second_worker_is_refused(tmp_pat
         worker = start_worker(root)  # ... and start a new one, which must not double-book the slot
         time.sleep(3)
         assert store.get_run(ids[1])["status"] == "queued"
-        wait_for(lambda: all(store.get_run(i)["status"] == "done" for i in ids), 240, "both runs")
+        wait_for(lambda: all(store.get_run(i)["status"] == "done" for i in ids), 600, "both runs")
     finally:
         worker.terminate()
         worker.wait(30)
