@@ -19,7 +19,7 @@ import torch
 from conftest import ROOT, snapshot
 from lab.__main__ import main
 from lab.checkpoint import REQUIRED, checkpoint_problem
-from lab.config import RunConfig, make_config
+from lab.config import make_config
 from lab.fill import simulate_run
 from lab.models import ConfigError
 from lab.runs.store import SCHEMA_VERSION, Store, StoreError, meta_table

@@ -19,7 +19,7 @@ from lab.fill import simulate_run
 from lab.models import build_net
 from lab.runs.execute import execute_run
 from lab.runs.store import Store, StoreError
-from lab.train import MemoryReporter, Reporter, train
+from lab.train import MemoryReporter, train
 
 
 class PlantedCode:
