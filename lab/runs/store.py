@@ -979,7 +979,8 @@ def _sqlite_readonly_engine(path: Path) -> sa.Engine:
         conn.execute("PRAGMA query_only=1")
         return conn
 
-    engine = sa.create_engine("sqlite://", creator=connect)
+    # a pool of file connections (the "sqlite://" URL would otherwise get the in-memory database's per-thread pool)
+    engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
