@@ -192,7 +192,7 @@ CLI_CASES = [
     ("delete-empty", ["delete", "", *R], "an empty run id names no run"),
     ("delete-whitespace", ["delete", "  ", *R], "an empty run id names no run"),
     ("delete-underscores", ["delete", "________", *R], "no run '________'"),
-    ("delete-ambiguous", ["delete", "plain20", *R], "is ambiguous: it matches 2 runs ({done}"),
+    ("delete-ambiguous", ["delete", "plain20", *R], "is ambiguous: it matches 2 runs (plain20-"),
     ("delete-several-without-yes", ["delete", "{done}", "{queued}", *R], "deleting 2 runs"),
     ("delete-running", ["delete", "{running}", *R], "is running; cancel it first"),
     ("delete-known-and-unknown", ["delete", "{done}", "nope", "--yes", *R], "no run 'nope'"),

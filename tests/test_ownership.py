@@ -164,7 +164,7 @@ def test_sigterm_to_a_foreground_run_prints_the_stored_status_and_exits_non_zero
     try:
         wait_for(lambda: (root / "lab.db").exists(), 300, "the store")
         store = Store(root, create=False)
-        wait_for(lambda: store.runs().iloc[0]["iteration"] >= 4, 300, "the run to log")
+        wait_for(lambda: not (df := store.runs()).empty and df.iloc[0]["iteration"] >= 4, 300, "the run to log")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
