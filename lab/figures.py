@@ -155,7 +155,9 @@ def training_curves(
             fig.add_annotation(text=f"waiting for data: no {kinds[c - 1]} run has logged errors yet",
                                showarrow=False, xref="x domain", yref="y domain", x=0.5, y=0.5, row=1, col=c,
                                font=dict(size=13, color="#666"))
+    # showlegend: plotly hides the legend of a single trace, and a lone first curve should still say what it is
     fig.update_layout(title=title, template="plotly_white", height=480, legend=dict(groupclick="togglegroup"),
+                      showlegend=True,
                       hovermode="closest", margin=dict(t=80))
     return fig
 

@@ -178,6 +178,7 @@ def test_a_curve_with_one_point_is_drawn_and_an_empty_panel_says_it_waits(store)
     fig = views.curves(store, store.runs())
     drawn = [t for t in fig.data if t.name and "plain-20" in t.name]
     assert drawn and all(t.mode == "markers" and len(t.x) == 1 for t in drawn)
+    assert fig.layout.showlegend  # plotly would hide the legend of a lone trace
     notes = [a.text for a in fig.layout.annotations]
     assert "waiting for data: no residual run has logged errors yet" in notes
     assert not any("plain run" in n for n in notes)
