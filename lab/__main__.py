@@ -7,11 +7,13 @@ import os
 import sys
 from dataclasses import fields
 
+from .checkpoint import CheckpointError
 from .config import PRESETS, RunConfig, make_config, parse_value
 from .data import DATASETS, DataError
 from .models import ConfigError, list_models
 from .export import ExportError
 from .analysis.cli import AnalysisError, add_commands as add_analysis_commands
+from .runs.monitor import printable
 from .runs.store import Store, StoreError
 from .studies.cli import add_commands as add_study_commands
 
@@ -48,8 +50,41 @@ def _overrides(args: argparse.Namespace, exclude=EXPLICIT) -> dict:
     return out
 
 
-def _store(args, create: bool = True) -> Store:
-    return Store(args.results, create=create)
+class UsageError(Exception):
+    """A command line argparse cannot parse; main() prints it as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr (no usage dump): 'error: ...', exit status 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} ({self.prog} --help lists what is allowed)")
+
+
+# exit status of `run` and `_execute` by how the run ended (anything but done is non-zero for `run`)
+EXIT = {"done": 0, "failed": 1, "diverged": 1, "cancelled": 3, "interrupted": 3, "lost": 4}
+
+
+def _store(args, create: bool = True, readonly: bool = False) -> Store:
+    return Store(args.results, create=create, readonly=readonly)
+
+
+def _check_device_here(configs) -> None:
+    """Runs about to be executed on this machine must name a device it has (refused now, not inside the run)."""
+    from .runtime import device_problem
+
+    for device in sorted({c.device for c in configs}):
+        problem = device_problem(device)
+        if problem:
+            raise ConfigError(problem)
+
+
+def _check_slots(slots: int, per_gpu: int) -> None:
+    from .runs.worker import slot_problems
+
+    problems = slot_problems(slots, per_gpu)
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def cmd_run(args) -> int:
@@ -57,9 +92,9 @@ def cmd_run(args) -> int:
 
     cfg = make_config(args.preset, kind=args.kind, depth=args.depth, dataset=args.dataset, seed=args.seed,
                       **_overrides(args))
+    _check_device_here([cfg])
     store = _store(args)
-    (run_id,) = store.create_runs([cfg], status="running")
-    store.update_run(run_id, worker_id="cli", pid=os.getpid())
+    run_id, attempt = store.start_run(cfg)
     print(f"run {run_id}: {cfg.label()} on {cfg.dataset}, preset {cfg.preset}, {cfg.iterations} iterations; "
           f"results in {store.root}")
     bar = None
@@ -71,119 +106,188 @@ def cmd_run(args) -> int:
         def progress(step, total):
             bar.update(step - bar.n)
     status = execute_run(store, run_id, data_dir=args.data, progress=progress if bar else None,
-                         echo=bar.write if bar else None)
+                         echo=bar.write if bar else None, attempt=attempt)
     if bar:
         bar.close()
     run = store.get_run(run_id)
-    if status == "done":
+    if status == "lost":
+        print(f"lost: this process no longer owns run {run_id}, which is now {run['status']}", file=sys.stderr)
+        return EXIT["lost"]
+    if run["status"] == "done":
         print(f"done: final training error {_pct(run['final_train_error'])}, test error {_pct(run['final_test_error'])}")
         return 0
-    print(f"{status}: {run['message']}", file=sys.stderr)
-    return 0 if status in ("cancelled", "interrupted") else 1
+    # what the store says, which is what every reader sees (a signal makes a run interrupted, not cancelled)
+    print(f"{run['status']}: {printable(run['message'] or '')}", file=sys.stderr)
+    return EXIT.get(run["status"], 1)
 
 
 def _pct(x) -> str:
     return "-" if x is None or x != x else f"{100 * x:.2f}%"
 
 
+MAX_SWEEP_RUNS = 100_000
+
+
+def _sweep_seeds(args) -> list[int]:
+    from .config import MAX_SEED
+    from .runs.sweep import parse_list
+
+    if args.seed_list is not None:
+        seeds = parse_list(args.seed_list, int)
+        if not seeds:
+            raise ConfigError("--seed-list needs at least one seed, e.g. --seed-list 0,1,2")
+        return seeds
+    if not 1 <= args.seeds <= MAX_SWEEP_RUNS:
+        raise ConfigError(f"--seeds must be from 1 to {MAX_SWEEP_RUNS:,}, got {args.seeds}")
+    if not 0 <= args.seed_start <= MAX_SEED - args.seeds:
+        raise ConfigError(f"--seed-start must be from 0 to {MAX_SEED - args.seeds:,} (seeds run to 2**63-1), "
+                          f"got {args.seed_start}")
+    return list(range(args.seed_start, args.seed_start + args.seeds))
+
+
 def cmd_sweep(args) -> int:
     from .runs.sweep import SweepSpec, expand, parse_list
     from .runs.worker import ensure_worker
 
+    _check_slots(args.slots, args.per_gpu)
+    known = {f.name for f in fields(RunConfig)}
     grid = {}
     for item in args.grid or []:
         if "=" not in item:
             raise ConfigError(f"--grid takes OPTION=V1,V2,...; got {item!r}")
         key, values = item.split("=", 1)
         key = key.strip().replace("-", "_")
-        grid[key] = [parse_value(key, v) for v in parse_list(values)] if key in {f.name for f in fields(RunConfig)} else parse_list(values)
-    seeds = parse_list(args.seed_list, int) if args.seed_list else list(range(args.seed_start, args.seed_start + args.seeds))
+        if not key:
+            raise ConfigError(f"--grid takes OPTION=V1,V2,...; {item!r} names no option")
+        if key in grid:
+            raise ConfigError(f"--grid names option {key!r} twice; give all its values in one --grid")
+        grid[key] = [parse_value(key, v) for v in parse_list(values)] if key in known else parse_list(values)
+    seeds = _sweep_seeds(args)
+    kinds, depths = parse_list(args.kinds), parse_list(args.depths, int)
+    count = len(kinds) * len(depths) * len(seeds)
+    for values in grid.values():
+        count *= len(values)
+    if count > MAX_SWEEP_RUNS:
+        raise ConfigError(f"this sweep would queue {count:,} runs; a sweep may queue at most {MAX_SWEEP_RUNS:,}")
     spec = SweepSpec(
-        kinds=parse_list(args.kinds), depths=parse_list(args.depths, int), seeds=seeds, preset=args.preset,
+        kinds=kinds, depths=depths, seeds=seeds, preset=args.preset,
         dataset=args.dataset, grid=grid, overrides=_overrides(args, EXPLICIT | {"tag"}), tag=args.tag or "",
     )
     configs = expand(spec)
+    if not args.no_worker:
+        _check_device_here(configs)
     store = _store(args)
     ids = store.create_runs(configs)
     print(f"queued {len(ids)} run(s) in {store.root}:")
-    for rid, cfg in zip(ids, configs):
+    shown = 20
+    for rid, cfg in list(zip(ids, configs))[:shown]:
         print(f"  {rid}  {cfg.label()} seed {cfg.seed}")
+    if len(ids) > shown:
+        print(f"  ... and {len(ids) - shown} more (python -m lab ls lists them all)")
     if not args.no_worker:
-        pid = ensure_worker(store, slots=args.slots, data_dir=args.data)
+        pid = ensure_worker(store, slots=args.slots, per_gpu=args.per_gpu, data_dir=args.data)
         print(f"started a background worker (pid {pid})" if pid else "a worker is already running for this store")
     print(f"watch with: python -m lab ls --results {store.root}")
     return 0
 
 
+def _statuses(text: str | None) -> list[str] | None:
+    from .runs.store import STATUSES
+
+    if text is None:
+        return None
+    wanted = [s.strip() for s in text.split(",") if s.strip()]
+    if not wanted:
+        raise ConfigError(f"--status needs at least one status; statuses: {', '.join(STATUSES)}")
+    unknown = [s for s in wanted if s not in STATUSES]
+    if unknown:
+        raise ConfigError(f"unknown status {', '.join(map(repr, unknown))}; statuses: {', '.join(STATUSES)}")
+    return wanted
+
+
 def cmd_ls(args) -> int:
     from .runs.monitor import SUMMARY_COLUMNS, format_duration, overview
 
-    store = _store(args, create=False)
+    wanted = _statuses(args.status)
+    store = _store(args, create=False, readonly=True)
     df = overview(store)
-    if args.status:
-        df = df[df["status"].isin(args.status.split(","))]
+    if wanted:
+        df = df[df["status"].isin(wanted)]
     if args.json:
         records = json.loads(df[SUMMARY_COLUMNS].to_json(orient="records")) if not df.empty else []
         print(json.dumps(records, indent=2))
         return 0
     if df.empty:
-        print(f"no runs in {store.root}")
+        print(f"no runs in {store.root}" + (f" with status {', '.join(wanted)}" if wanted else ""))
         return 0
-    header = f"{'id':<24} {'status':<11} {'run':<26} {'data':<13} {'progress':>15} {'img/s':>7} {'eta':>8} {'device':<7} {'test err':>8}"
+    header = (f"{'id':<28} {'status':<11} {'run':<26} {'data':<13} {'progress':>15} {'img/s':>7} {'eta':>8} "
+              f"{'device':<7} {'test err':>8}  tag")
     print(header)
     for r in df.itertuples():
         prog = f"{int(r.iteration)}/{int(r.total_iterations)} {100 * r.progress:3.0f}%"
-        ips = "-" if r.images_per_s != r.images_per_s or r.images_per_s is None else f"{r.images_per_s:.0f}"
+        ips = "-" if r.images_per_s is None or r.images_per_s != r.images_per_s else f"{r.images_per_s:.0f}"
         device = r.device if isinstance(r.device, str) else "-"
-        print(f"{r.id:<24} {r.status:<11} {str(r.label)[:26]:<26} {r.dataset:<13} {prog:>15} {ips:>7} "
-              f"{format_duration(r.eta_s):>8} {device:<7} {_pct(r.final_test_error):>8}")
+        tag = printable(r.tag)[:40] if isinstance(r.tag, str) else ""
+        print(f"{printable(r.id):<28} {r.status:<11} {printable(r.label)[:26]:<26} {printable(r.dataset):<13} "
+              f"{prog:>15} {ips:>7} {format_duration(r.eta_s):>8} {printable(device):<7} "
+              f"{_pct(r.final_test_error):>8}  {tag}")
     return 0
 
 
 def cmd_show(args) -> int:
     from .runs.monitor import log_tail
 
-    store = _store(args, create=False)
+    if not 0 <= args.lines <= 10000:
+        raise ConfigError(f"--lines must be from 0 to 10000, got {args.lines}")
+    store = _store(args, create=False, readonly=True)
     run = store.get_run(args.run)
     scal = store.scalars(run["id"])
     last = scal.sort_values("step").groupby("name").last()["value"].to_dict() if not scal.empty else {}
+    tail = log_tail(store, run["id"], args.lines) if args.lines else ""
     if args.json:
-        print(json.dumps({**run, "last_metrics": last, "log_tail": log_tail(store, run["id"], args.lines)}, indent=2, default=str))
+        print(json.dumps({**run, "last_metrics": last, "log_tail": tail}, indent=2, default=str))
         return 0
-    print(f"run {run['id']}  {run['label']}  [{run['status']}]")
+    print(f"run {run['id']}  {printable(run['label'])}  [{run['status']}]")
     if run.get("message"):
-        print(f"  {run['message']}")
-    print(f"  iteration {run['iteration']}/{run['total_iterations']}, device {run['device'] or '-'}, "
+        print(f"  {printable(run['message'])}")
+    print(f"  iteration {run['iteration']}/{run['total_iterations']}, device {printable(run['device'] or '-')}, "
           f"{run['params'] or '-'} parameters")
     print(f"  final train error {_pct(run['final_train_error'])}, val {_pct(run['final_val_error'])}, test {_pct(run['final_test_error'])}")
-    print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(run["config"].items())))
+    print("  config: " + ", ".join(f"{k}={printable(v)}" for k, v in sorted(run["config"].items())))
     if run.get("env"):
         env = run["env"]
-        print(f"  env: torch {env.get('torch')}, {env.get('device_name')}, precision {env.get('precision')}, git {env.get('git')}")
+        print(f"  env: torch {printable(env.get('torch'))}, {printable(env.get('device_name'))}, "
+              f"precision {printable(env.get('precision'))}, git {printable(env.get('git'))}")
     if last:
-        print("  last metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(last.items()) if v == v))
-    tail = log_tail(store, run["id"], args.lines)
+        print("  last metrics: " + ", ".join(f"{printable(k)}={v:.4g}" for k, v in sorted(last.items()) if v == v))
     if tail:
-        print("  log:\n" + "\n".join("    " + line for line in tail.splitlines()))
+        print("  log:\n" + "\n".join("    " + printable(line) for line in tail.splitlines()))
     return 0
 
 
 def cmd_cancel(args) -> int:
     store = _store(args, create=False)
-    for rid in args.runs:
+    for rid in store.resolve_many(args.runs):  # every id is checked before any run is touched
         print(f"{rid}: {store.request_cancel(rid)}")
     return 0
 
 
 def cmd_resume(args) -> int:
+    from .checkpoint import checkpoint_problem
     from .runs.worker import ensure_worker
 
+    _check_slots(args.slots, args.per_gpu)
     store = _store(args, create=False)
-    for rid in args.runs:
-        store.requeue(rid)
-        print(f"{rid}: queued to resume from its last checkpoint")
+    ids = store.resolve_many(args.runs)
+    archives = store.requeue_many(ids, from_scratch=args.from_scratch, checkpoint_problem=checkpoint_problem)
+    for rid, archive in zip(ids, archives):
+        if args.from_scratch:
+            kept = f"; its earlier metrics and files are in run {archive}" if archive else ""
+            print(f"{rid}: queued to train again from iteration 0{kept}")
+        else:
+            print(f"{rid}: queued to resume from its last checkpoint")
     if not args.no_worker:
-        pid = ensure_worker(store, data_dir=args.data)
+        pid = ensure_worker(store, slots=args.slots, per_gpu=args.per_gpu, data_dir=args.data)
         if pid:
             print(f"started a background worker (pid {pid})")
     return 0
@@ -191,8 +295,7 @@ def cmd_resume(args) -> int:
 
 def cmd_delete(args) -> int:
     store = _store(args, create=False)
-    for rid in args.runs:
-        store.delete_run(rid)
+    for rid in store.delete_runs(args.runs, yes=args.yes):
         print(f"{rid}: deleted")
     return 0
 
@@ -200,6 +303,7 @@ def cmd_delete(args) -> int:
 def cmd_worker(args) -> int:
     from .runs.worker import Worker
 
+    _check_slots(args.slots, args.per_gpu)
     store = _store(args)
     return Worker(store, slots=args.slots, per_gpu=args.per_gpu, device=args.device,
                   idle_exit_s=args.exit_when_idle, data_dir=args.data).run()
@@ -213,10 +317,12 @@ def cmd_execute(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     store = _store(args, create=False)
-    status = execute_run(store, args.run, data_dir=args.data)
+    status = execute_run(store, args.run, data_dir=args.data, attempt=args.attempt, device=args.device)
     if status == "failed":
         print(f"run {args.run}: failed: {store.get_run(args.run)['message']}", flush=True)
-    return 0 if status in ("done", "cancelled", "interrupted", "diverged") else 1
+    # a stop the run recorded (cancelled, interrupted) and an outcome (done, diverged) are not the worker's
+    # business; a failure or a lost run is
+    return 0 if status in ("done", "cancelled", "interrupted", "diverged") else EXIT.get(status, 1)
 
 
 def cmd_models(args) -> int:
@@ -240,7 +346,7 @@ def cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lab", description="Degradation Lab: plain vs residual nets (He et al. 2015).")
+    p = Parser(prog="python -m lab", description="Degradation Lab: plain vs residual nets (He et al. 2015).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="train one run in the foreground, with a progress bar")
@@ -268,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also sweep an option over values, e.g. --grid shortcut=A,B (repeatable)")
     s.add_argument("--tag", default="", help="a tag for every run of the sweep")
     s.add_argument("--slots", type=int, default=0, help="runs at once if this starts a worker (CPU default 1)")
+    s.add_argument("--per-gpu", type=int, default=1, help="runs packed on each GPU if this starts a worker")
     s.add_argument("--no-worker", action="store_true", help="only queue; do not start a background worker")
     s.add_argument("--data", metavar="DIR", default=None, help="data folder for the worker")
     _add_store_args(s)
@@ -276,12 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list runs with status, progress, throughput and ETA")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
-    ls.add_argument("--status", default=None, help="only these statuses, comma-separated")
+    ls.add_argument("--status", default=None,
+                    help="only these statuses, comma-separated: queued, running, done, failed, diverged, cancelled, "
+                         "interrupted")
     _add_store_args(ls)
     ls.set_defaults(func=cmd_ls)
 
     sh = sub.add_parser("show", help="one run: config, environment, metrics, log tail")
-    sh.add_argument("run", help="run id (a unique prefix is enough)")
+    sh.add_argument("run", help="run id (a unique, case-sensitive prefix is enough)")
     sh.add_argument("--json", action="store_true", help="machine-readable output")
     sh.add_argument("--lines", type=int, default=15, help="log lines to show")
     _add_store_args(sh)
@@ -291,10 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
                              ("resume", cmd_resume, "queue interrupted, cancelled or failed runs to continue from their checkpoint"),
                              ("delete", cmd_delete, "delete runs and their files")):
         c = sub.add_parser(name, help=text)
-        c.add_argument("runs", nargs="+", metavar="RUN", help="run ids (unique prefixes are enough)")
+        c.add_argument("runs", nargs="+", metavar="RUN",
+                       help="run ids (a unique, case-sensitive prefix of each is enough; an ambiguous one is refused)")
         if name == "resume":
+            c.add_argument("--from-scratch", action="store_true",
+                           help="train again from iteration 0 (when the checkpoint is missing or unusable); the "
+                                "run's earlier metrics, log and checkpoint move to a new archived run")
             c.add_argument("--no-worker", action="store_true", help="only queue; do not start a background worker")
+            c.add_argument("--slots", type=int, default=0, help="runs at once if this starts a worker (CPU default 1)")
+            c.add_argument("--per-gpu", type=int, default=1, help="runs packed on each GPU if this starts a worker")
             c.add_argument("--data", metavar="DIR", default=None, help="data folder for the worker")
+        if name == "delete":
+            c.add_argument("--yes", action="store_true", help="needed to delete more than one run at once")
         _add_store_args(c)
         c.set_defaults(func=func)
 
@@ -309,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("_execute")  # the worker's child entry point; no help, so not listed
     x.add_argument("run")
+    x.add_argument("--attempt", required=True)  # the ownership token the claim gave this attempt
+    x.add_argument("--device", default=None)    # where the worker placed it (its slot's device)
     x.add_argument("--threads", type=int, default=0)
     x.add_argument("--data", default=None)
     _add_store_args(x)
@@ -343,17 +462,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command; a mistake or a refusal is one line on stderr ('error: ...') and exit status 2."""
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (ConfigError, DataError, StoreError, ExportError, AnalysisError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except (UsageError, ConfigError, DataError, StoreError, ExportError, CheckpointError, AnalysisError) as exc:
+        return _error(str(exc))
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _error(f"{exc.strerror or exc}{where}")
+    except KeyboardInterrupt:
+        return 130
+
+
+def _error(text: str) -> int:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()] or ["unknown error"]
+    print(f"error: {printable(' '.join(ln.strip() for ln in lines))}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

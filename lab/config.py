@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 
-from .data import DATASETS
+from .data import DATASETS, TRAIN_IMAGES
 from .models import (
     BLOCKS, BRANCH_INITS, CONVS, DEEPEN_WHERE, INITS, KINDS, NORMS, SHORTCUTS, UNITS, ConfigError, NetSpec,
     deepen_problems, spec_problems,
 )
+from .runtime import DEVICE_PATTERN, DEVICES_ALLOWED
 
 PRECISIONS = ("auto", "fp32", "bf16")
 WARMUPS = ("auto", "on", "off")
@@ -29,7 +31,7 @@ class RunConfig:
     # --- model (see lab.models.NetSpec) ---
     kind: str = opt("residual", "'plain' (no shortcuts) or 'residual' (y = F(x) + x)", choices=KINDS)
     depth: int = opt(20, "weighted layers: 3*span*n+2 for basic units (6n+2 at span 2), 9n+2 for bottleneck, "
-                         "12n+2 for inception")
+                         "12n+2 for inception; at most 2000")
     block: str = opt("basic", "'basic' (3x3 convs), 'bottleneck' (1x1-3x3-1x1, 4x expansion) or 'inception' "
                               "(1x1 | 1x1-3x3 | 1x1-3x3-3x3 concatenated, then a 1x1 projection)", choices=BLOCKS)
     shortcut: str = opt("A", "A zero-pad identity, B projection where shapes change, C projection always",
@@ -77,7 +79,8 @@ class RunConfig:
     log_every: int = opt(100, "training loss/error window, lr, throughput")
     eval_every: int = opt(2000, "validation and test error, layer responses")
     eval_images: int = opt(0, "images of val/test used at periodic evaluations (0: all; the final one uses all)")
-    grad_every: int = opt(100, "per-layer gradient norms")
+    grad_every: int = opt(100, "per-layer gradient norms are sampled every N iterations; each logging window logs "
+                               "the mean of its samples (one sample when equal to log_every)")
     probes: bool = opt(True, "gradient norms and layer responses")
     probe_batch: int = opt(256, "fixed held-out images for the response probe")
     checkpoint_every: int = opt(2000, "iterations between checkpoints (and one at the end)")
@@ -86,11 +89,11 @@ class RunConfig:
     precision: str = opt("auto", "'fp32', 'bf16' (autocast) or 'auto' (bf16 where the hardware has it)")
     channels_last: bool = opt(True, "NHWC memory layout (faster for convs on CPU and GPU)")
     compile: bool = opt(False, "torch.compile the model")
-    threads: int = opt(0, "CPU threads for this run (0: torch's default)")
-    seed: int = opt(0, "seed for init, batch order and augmentation")
+    threads: int = opt(0, "CPU threads for this run (0: torch's default; at most 1024)")
+    seed: int = opt(0, "seed for init, batch order and augmentation (0 to 2**63-1)")
     # --- bookkeeping ---
     preset: str = opt("paper", "the preset the run started from")
-    tag: str = opt("", "free text to group and filter runs")
+    tag: str = opt("", "free text to group and filter runs (at most 200 characters, no control characters)")
 
     def net_spec(self, in_channels: int = 3, num_classes: int = 10) -> NetSpec:
         return NetSpec(
@@ -208,45 +211,142 @@ def make_config(preset: str = "paper", **overrides) -> RunConfig:
     return cfg
 
 
+MAX_DEPTH = 2000              # weighted layers; the paper's deepest net has 1202
+MAX_ITERATIONS = 10_000_000   # the paper trains 64k
+MAX_BATCH = 65536
+MAX_THREADS = 1024
+MAX_SEED = 2**63 - 1
+MAX_IMAGES = 100_000_000
+MAX_MILESTONES = 100
+MAX_TAG = 200                 # characters
+# Characters refused in tags: control characters (Cc), and format characters that reorder or hide text in a
+# terminal or a page (bidirectional overrides and isolates, zero-width joiners at the start), line separators.
+_TAG_REFUSED_CATEGORIES = {"Cc", "Zl", "Zp"}
+_TAG_REFUSED_CHARS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def train_images(cfg: "RunConfig") -> int | None:
+    """Training images a run will have (the data set's training set less the validation hold-out, capped by
+    train_limit); None for an unknown data set."""
+    total = TRAIN_IMAGES.get(cfg.dataset)
+    if total is None or not _is_number(cfg.val_fraction) or not 0 < cfg.val_fraction < 1:
+        return None
+    n = total - int(round(total * cfg.val_fraction))
+    if _is_int(cfg.train_limit) and cfg.train_limit > 0:
+        n = min(n, cfg.train_limit)
+    return n
+
+
+def tag_problem(tag) -> str | None:
+    """Why `tag` is refused (None when it is fine): tags are free text, printed in tables, legends and files."""
+    if not isinstance(tag, str):
+        return f"tag must be text, got {tag!r}"
+    if len(tag) > MAX_TAG:
+        return f"tag must be at most {MAX_TAG} characters, got {len(tag)}"
+    bad = sorted({c for c in tag if unicodedata.category(c) in _TAG_REFUSED_CATEGORIES or c in _TAG_REFUSED_CHARS})
+    if bad:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad)
+        return f"tag must not hold control or text-direction characters (found {shown}); letters, digits, " \
+               f"punctuation, spaces and symbols of any script are fine"
+    return None
+
+
+def field_problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """Every problem with a RunConfig as (option name, message); the message names the allowed values."""
+    problems: list[tuple[str, str]] = []
+
+    def need(name: str, cond: bool, msg: str) -> None:
+        if not cond:
+            problems.append((name, msg))
+
+    def number(name: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False, what: str = "") -> None:
+        v = getattr(cfg, name)
+        ok = _is_number(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        what = what or f"a finite number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        need(name, ok, f"{name} must be {what}, got {v!r}")
+
+    def integer(name: str, lo: int, hi: int) -> None:
+        v = getattr(cfg, name)
+        need(name, _is_int(v) and lo <= v <= hi, f"{name} must be a whole number from {lo:,} to {hi:,}, got {v!r}")
+
+    need("dataset", cfg.dataset in DATASETS, f"unknown data set {cfg.dataset!r}; known: {', '.join(DATASETS)}")
+    need("preset", cfg.preset in PRESETS, f"unknown preset {cfg.preset!r}; known: {', '.join(PRESETS)}")
+    depth_ok = _is_int(cfg.depth) and 1 <= cfg.depth <= MAX_DEPTH
+    if _is_int(cfg.depth) and not depth_ok:
+        problems.append(("depth", f"depth must be from 1 to {MAX_DEPTH} weighted layers (the paper's deepest is "
+                                  f"1202), got {cfg.depth}"))
+    for msg in spec_problems(cfg.net_spec()):
+        if depth_ok or not msg.startswith("depth "):
+            problems.append((problem_field(msg), msg))
+
+    integer("iterations", 1, MAX_ITERATIONS)
+    integer("batch_size", 1, MAX_BATCH)
+    available = train_images(cfg)
+    if _is_int(cfg.batch_size) and available is not None and cfg.batch_size > available:
+        problems.append(("batch_size", f"batch_size {cfg.batch_size} is larger than the training set "
+                                       f"({available:,} images of {cfg.dataset} after the validation hold-out"
+                                       f"{' and train_limit' if cfg.train_limit else ''}); use at most {available}"))
+    number("lr", 0, math.inf, lo_open=True, what="a positive number (finite)")
+    number("warmup_lr", 0, math.inf, lo_open=True, what="a positive number (finite)")
+    number("momentum", 0, 1, hi_open=True)
+    number("weight_decay", 0, math.inf, what="a number >= 0 (finite)")
+    number("lr_decay", 0, 1, lo_open=True)
+    ms = cfg.milestones
+    need("milestones",
+         isinstance(ms, (tuple, list)) and len(ms) <= MAX_MILESTONES and all(_is_number(m) and 0 < m < 1 for m in ms)
+         and list(ms) == sorted(ms),
+         f"milestones must be at most {MAX_MILESTONES} increasing fractions of the run between 0 and 1 "
+         f"(exclusive), got {list(ms) if isinstance(ms, (tuple, list)) else ms!r}")
+    number("val_fraction", 0, 1, lo_open=True, hi_open=True)
+    total = TRAIN_IMAGES.get(cfg.dataset)
+    if total and _is_number(cfg.val_fraction) and 0 < cfg.val_fraction < 1 and round(total * cfg.val_fraction) < 1:
+        problems.append(("val_fraction", f"val_fraction {cfg.val_fraction!r} holds out no validation image of "
+                                         f"{cfg.dataset}'s {total:,}; use at least {1 / total:.2g}"))
+    number("warmup_error", 0, 1, lo_open=True)
+    need("warmup", cfg.warmup in WARMUPS, f"warmup must be one of {', '.join(WARMUPS)}, got {cfg.warmup!r}")
+    need("precision", cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    need("device", isinstance(cfg.device, str) and DEVICE_PATTERN.fullmatch(cfg.device) is not None,
+         f"device must be {DEVICES_ALLOWED}, got {cfg.device!r}")
+    for name in ("log_every", "eval_every", "grad_every", "checkpoint_every"):
+        integer(name, 1, MAX_ITERATIONS)
+    integer("probe_batch", 1, MAX_BATCH)
+    integer("eval_images", 0, MAX_IMAGES)
+    integer("train_limit", 0, MAX_IMAGES)
+    integer("threads", 0, MAX_THREADS)
+    integer("seed", 0, MAX_SEED)
+    for name in ("augment", "probes", "channels_last", "compile"):
+        v = getattr(cfg, name)
+        need(name, isinstance(v, bool), f"{name} must be true or false, got {v!r}")
+    problem = tag_problem(cfg.tag)
+    if problem:
+        problems.append(("tag", problem))
+    problems += [(problem_field(msg), msg) for msg in deepen_config_problems(cfg)]
+    return problems
+
+
+def problem_field(message: str) -> str:
+    """The option a problem message is about (its first word names it), or '' when none does."""
+    first = message.split(" ", 1)[0].strip(":")
+    if first in {f.name for f in fields(RunConfig)}:
+        return first
+    if "bottleneck" in message and "span" in message:
+        return "span"
+    if message.startswith("unknown data set"):
+        return "dataset"
+    return ""
+
+
 def config_problems(cfg: RunConfig) -> list[str]:
     """Every problem with a RunConfig, as messages (empty when it is valid)."""
-    problems = []
-    if cfg.dataset not in DATASETS:
-        problems.append(f"unknown data set {cfg.dataset!r}; known: {', '.join(DATASETS)}")
-    problems += spec_problems(cfg.net_spec())
-
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            problems.append(msg)
-
-    num = (int, float)
-    need(isinstance(cfg.iterations, int) and cfg.iterations >= 1, f"iterations must be a positive integer, got {cfg.iterations!r}")
-    need(isinstance(cfg.batch_size, int) and 1 <= cfg.batch_size <= 65536, f"batch_size must be from 1 to 65536, got {cfg.batch_size!r}")
-    need(isinstance(cfg.lr, num) and cfg.lr > 0, f"lr must be a positive number, got {cfg.lr!r}")
-    need(isinstance(cfg.warmup_lr, num) and cfg.warmup_lr > 0, f"warmup_lr must be a positive number, got {cfg.warmup_lr!r}")
-    need(isinstance(cfg.momentum, num) and 0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum!r}")
-    need(isinstance(cfg.weight_decay, num) and cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay!r}")
-    need(isinstance(cfg.lr_decay, num) and 0 < cfg.lr_decay <= 1, f"lr_decay must be in (0, 1], got {cfg.lr_decay!r}")
-    need(
-        all(isinstance(m, num) and 0 < m < 1 for m in cfg.milestones) and list(cfg.milestones) == sorted(cfg.milestones),
-        f"milestones must be increasing fractions of the run between 0 and 1, got {list(cfg.milestones)!r}",
-    )
-    need(isinstance(cfg.val_fraction, num) and 0 < cfg.val_fraction < 1, f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
-    need(isinstance(cfg.warmup_error, num) and 0 < cfg.warmup_error <= 1, f"warmup_error must be in (0, 1], got {cfg.warmup_error!r}")
-    need(cfg.warmup in WARMUPS, f"warmup must be one of {', '.join(WARMUPS)}, got {cfg.warmup!r}")
-    need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    need(
-        isinstance(cfg.device, str) and (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")),
-        f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}",
-    )
-    for name in ("log_every", "eval_every", "grad_every", "checkpoint_every", "probe_batch"):
-        v = getattr(cfg, name)
-        need(isinstance(v, int) and v >= 1, f"{name} must be a positive integer, got {v!r}")
-    for name in ("eval_images", "train_limit", "threads", "seed"):
-        v = getattr(cfg, name)
-        need(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
-    problems += deepen_config_problems(cfg)
-    return problems
+    return [msg for _, msg in field_problems(cfg)]
 
 
 def deepen_config_problems(cfg: RunConfig) -> list[str]:
@@ -293,4 +393,6 @@ def parse_value(name: str, text: str):
             return tuple(float(t) for t in text.replace(";", ",").split(",") if t.strip())
         return text
     except ValueError:
-        raise ConfigError(f"option {name}: {text!r} is not a valid {typ}") from None
+        hint = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(
+            typ, "comma-separated numbers" if typ.startswith("tuple") else "text")
+        raise ConfigError(f"option {name}: {text!r} is not a valid {typ} ({hint})") from None

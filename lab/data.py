@@ -45,6 +45,11 @@ DATASETS = {
     ),
     "synthetic": DatasetInfo("synthetic", 3, 32, 10, True, "generated from a seed, no download"),
 }
+# Images in each official training set (before the validation hold-out): static facts, so a configuration can be
+# checked (a batch larger than the training set) without loading the data. The synthetic set is generated at
+# this size by `load_raw`.
+TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "mnist": 60000, "fashion-mnist": 60000, "synthetic": 10000}
+SYNTHETIC_TEST_IMAGES = 2000
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -221,7 +226,7 @@ def load_raw(name: str, data_dir: Path | str | None = None, download: bool = Tru
     info = dataset_info(name)
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if name == "synthetic":
-        return synthetic_set(10000, seed=1), synthetic_set(2000, seed=2)
+        return synthetic_set(TRAIN_IMAGES["synthetic"], seed=1), synthetic_set(SYNTHETIC_TEST_IMAGES, seed=2)
     folders = local_folders(name, root)
 
     def local() -> tuple[ImageSet, ImageSet] | None:

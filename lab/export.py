@@ -113,8 +113,22 @@ def figure_bytes(fig: go.Figure, fmt: str, size: str = "column", scale: float = 
         raise ExportError(f"image export failed ({type(exc).__name__}: {exc}). {INSTALL_HINT}") from None
 
 
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection); such text cells get a leading
+# apostrophe, which spreadsheets show as text and hide.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` whose text cells cannot be read as spreadsheet formulas (numbers are left alone)."""
+    out = df.copy()
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]):  # object or string columns (pandas 3 infers str)
+            out[col] = out[col].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+    return out
+
+
 def csv_bytes(fig: go.Figure) -> bytes:
-    return figs.figure_data(fig).to_csv(index=False).encode()
+    return csv_safe(figs.figure_data(fig)).to_csv(index=False).encode()
 
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -146,7 +160,8 @@ def report_html(title: str, figures: dict[str, go.Figure], runs: pd.DataFrame, i
         links.append(f"<a href='data/{html.escape(name)}.csv'>CSV</a>")
         parts.append("<p>Files: " + " · ".join(links) + "</p>")
     parts.append("<h2>Runs</h2>")
-    parts.append(runs_table(runs).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"))
+    # to_html escapes every cell: a tag holding HTML shows as text
+    parts.append(runs_table(runs).to_html(index=False, na_rep="", escape=True, float_format=lambda v: f"{v:.4g}"))
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -170,7 +185,7 @@ def report_zip(figures: dict[str, go.Figure], runs: pd.DataFrame, formats=("svg"
                 except ExportError as exc:
                     if str(exc) not in notes:
                         notes.append(str(exc))
-        z.writestr("runs.csv", runs_table(runs).to_csv(index=False))
+        z.writestr("runs.csv", csv_safe(runs_table(runs)).to_csv(index=False))
         z.writestr("index.html", report_html(title, figures, runs, images))
         if notes:
             z.writestr("WARNINGS.txt", "\n".join(notes) + "\n")
@@ -179,21 +194,25 @@ def report_zip(figures: dict[str, go.Figure], runs: pd.DataFrame, formats=("svg"
 
 def cli_export(args) -> int:
     """`python -m lab export`: write figures, CSV and (for a .zip --out) a report bundle."""
-    store = Store(args.results, create=False)
+    names = [n.strip() for n in args.figures.split(",") if n.strip()]
+    unknown = [n for n in names if n not in views.FIGURES]
+    if unknown or not names:
+        raise ExportError(f"unknown figure(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(views.FIGURES)}")
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    allowed = IMAGE_FORMATS + ("csv", "html")
+    bad = [f for f in formats if f not in allowed]
+    if bad or not formats:
+        raise ExportError(f"unknown format(s) {', '.join(map(repr, bad)) or '(none given)'}; use some of {', '.join(allowed)}")
+    store = Store(args.results, create=False, readonly=True)
     runs = store.runs()
     if args.runs:
-        ids = [store.get_run(r)["id"] for r in args.runs]
+        ids = store.resolve_many(args.runs)
         runs = runs[runs["id"].isin(ids)]
     else:
         runs = runs[runs["status"].isin(["done", "running", "interrupted", "cancelled", "diverged"])]
     if runs.empty:
         raise ExportError("no runs to export (give run ids, or let some runs start first)")
-    names = [n.strip() for n in args.figures.split(",") if n.strip()]
-    unknown = [n for n in names if n not in views.FIGURES]
-    if unknown:
-        raise ExportError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(views.FIGURES)}")
     built = {name: views.build(name, store, runs, reference=args.reference) for name in names}
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     out = Path(args.out)
     if out.suffix == ".zip":
         data, notes = report_zip(built, runs, formats=[f for f in formats if f in IMAGE_FORMATS])
@@ -219,7 +238,7 @@ def cli_export(args) -> int:
                     failed.append(str(exc))
                     continue
             print(f"wrote {path}")
-    runs_table(runs).to_csv(out / "runs.csv", index=False)
+    csv_safe(runs_table(runs)).to_csv(out / "runs.csv", index=False)
     print(f"wrote {out / 'runs.csv'}")
     if failed:
         print(f"error: {failed[0]}")

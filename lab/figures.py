@@ -6,6 +6,8 @@ export them as CSV.
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -19,6 +21,13 @@ PALETTE = qualitative.D3 + qualitative.Set2
 KIND_TITLES = {"plain": "plain", "residual": "residual (ResNet)"}
 X_AXES = {"iterations": "iterations", "epochs": "epochs", "wall time": "wall time (minutes)"}
 BANDS = ("min-max", "sd", "none")
+
+
+def plotly_text(text) -> str:
+    """User text (a tag, a label holding one) made safe for a plotly trace name, title or hover template: plotly
+    renders a subset of HTML there (a tag could become a live link), and hover templates substitute %{...}.
+    Plotly turns the entities back into the characters on screen; `figure_data` does for CSV."""
+    return html.escape(str(text), quote=True).replace("%", "&#37;")
 
 
 def depth_colors(depths) -> dict:
@@ -166,7 +175,9 @@ def training_curves(
     clean = scalars[scalars["value"].notna()].sort_values(["run_id", "name", "step"])
     series = {key: (g["step"].to_numpy(float), g["value"].to_numpy(float))
               for key, g in clean.groupby(["run_id", "name"], sort=False)}
-    for label, g in groups(runs):
+    drawn = set()   # panels (columns) with at least one curve
+    for raw_label, g in groups(runs):
+        label = plotly_text(raw_label)
         kind, depth = g.iloc[0]["kind"], int(g.iloc[0]["depth"])
         col = kinds.index(kind) + 1
         colour = colours[depth]
@@ -195,15 +206,23 @@ def training_curves(
                                          hoverinfo="skip", showlegend=False, legendgroup=label,
                                          name=f"{label} {suffix} {band} band"), row=1, col=col)
             fig.add_trace(go.Scatter(
-                x=xs, y=mean, mode="lines", name=name, legendgroup=label,
-                line=dict(color=colour, width=width, dash=dash),
+                # a single point draws no line: show it as a marker
+                x=xs, y=mean, mode="lines" if len(xs) > 1 else "markers", name=name, legendgroup=label,
+                line=dict(color=colour, width=width, dash=dash), marker=dict(color=colour, size=7),
                 hovertemplate=f"{label} {suffix}<br>%{{x:.4g}}: %{{y:.2f}}%<extra></extra>",
             ), row=1, col=col)
+            drawn.add(col)
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
     fig.update_yaxes(type="log" if log_y else "linear")
     for c in range(1, len(kinds) + 1):
         fig.update_xaxes(title_text=X_AXES.get(x, x), row=1, col=c)
+        if c not in drawn:
+            fig.add_annotation(text=f"waiting for data: no {kinds[c - 1]} run has logged errors yet",
+                               showarrow=False, xref="x domain", yref="y domain", x=0.5, y=0.5, row=1, col=c,
+                               font=dict(size=13, color="#666"))
+    # showlegend: plotly hides the legend of a single trace, and a lone first curve should still say what it is
     fig.update_layout(title=title, template="plotly_white", height=480, legend=dict(groupclick="togglegroup"),
+                      showlegend=True,
                       hovermode="closest", margin=dict(t=80))
     return fig
 
@@ -223,9 +242,12 @@ def depth_summary(runs: pd.DataFrame, reference: bool = False) -> go.Figure:
         if t.empty:
             continue
         for col, metric in ((1, "train"), (2, "test")):
+            # training error dashed with open markers, test error solid with filled ones, as on the curves page
+            style = ("dash", "circle-open") if metric == "train" else ("solid", "circle")
             fig.add_trace(go.Scatter(
                 x=t["depth"], y=t[f"{metric}_error_mean"], mode="lines+markers", name=f"{kind} ({metric})",
-                legendgroup=kind, marker=dict(size=9, color=colours[kind]), line=dict(color=colours[kind], width=2.5),
+                legendgroup=kind, marker=dict(size=9, color=colours[kind], symbol=style[1]),
+                line=dict(color=colours[kind], width=2.5, dash=style[0]),
                 error_y=dict(type="data", array=t[f"{metric}_error_sd"], visible=True, thickness=1.5, width=5),
                 customdata=t[["seeds"]], hovertemplate=f"{kind}-%{{x}} {metric}: %{{y:.2f}}% ± %{{error_y.array:.2f}} (n=%{{customdata[0]}})<extra></extra>",
             ), row=1, col=col)
@@ -284,6 +306,7 @@ def depth_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def gradient_heatmap(layers: pd.DataFrame, label: str) -> go.Figure:
     """log10 of each layer's gradient norm (rows: layers in network order) over iterations (columns)."""
+    label = plotly_text(label)
     if layers.empty:
         return empty_figure(f"{label}: no gradient norms recorded yet")
     grid = layers.pivot_table(index="layer", columns="step", values="value")
@@ -307,6 +330,7 @@ def gradient_profile(profiles: dict[str, pd.DataFrame], step_note: str = "", wha
         return empty_figure(f"{title}: nothing recorded for the selected runs")
     fig = go.Figure()
     for i, (label, df) in enumerate(profiles.items()):
+        label = plotly_text(label)
         df = df.sort_values("layer")
         fig.add_trace(go.Scatter(x=df["layer"], y=df["value"], mode="lines+markers", name=label,
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=2), marker=dict(size=5),
@@ -324,6 +348,7 @@ def gradient_ratio(series: dict[str, pd.DataFrame]) -> go.Figure:
         return empty_figure("No gradient norms recorded for the selected runs")
     fig = go.Figure()
     for i, (label, df) in enumerate(series.items()):
+        label = plotly_text(label)
         grid = df.pivot_table(index="step", columns="layer", values="value")
         if grid.shape[1] < 2:
             continue
@@ -345,6 +370,7 @@ def response_profile(profiles: dict[str, pd.DataFrame], title: str = "Layer resp
     fig = make_subplots(rows=2, cols=1, subplot_titles=["layers in network order", "sorted by magnitude"],
                         vertical_spacing=0.14)
     for i, (label, df) in enumerate(profiles.items()):
+        label = plotly_text(label)
         df = df.sort_values("layer")
         colour = PALETTE[i % len(PALETTE)]
         values = df["value"].to_numpy(float)
@@ -368,6 +394,7 @@ def residual_ratio_profile(profiles: dict[str, pd.DataFrame]) -> go.Figure:
         return empty_figure("No residual blocks among the selected runs (plain nets have none)")
     fig = go.Figure()
     for i, (label, df) in enumerate(profiles.items()):
+        label = plotly_text(label)
         df = df.sort_values("layer")
         fig.add_trace(go.Scatter(x=df["layer"] + 1, y=df["value"], mode="lines+markers", name=label,
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=2), customdata=df[["layer_name"]],
@@ -379,6 +406,7 @@ def residual_ratio_profile(profiles: dict[str, pd.DataFrame]) -> go.Figure:
 
 def response_evolution(layers: pd.DataFrame, label: str, what: str = "response std") -> go.Figure:
     """A per-layer metric at each recorded step, one line per step, early steps light and late steps dark."""
+    label = plotly_text(label)
     if layers.empty:
         return empty_figure(f"{label}: nothing recorded yet")
     steps = sorted(layers["step"].unique())
@@ -419,7 +447,7 @@ def figure_data(fig: go.Figure) -> pd.DataFrame:
     """The plotted numbers of every trace as a long table: trace, x, y (and error / z where present)."""
     rows = []
     for trace in fig.data:
-        name = trace.name or trace.type
+        name = html.unescape(trace.name) if trace.name else trace.type  # names are escaped for plotly
         if trace.type in ("heatmap", "contour"):  # grids: one row per cell
             z = np.asarray(trace.z, dtype=float)
             xs = np.asarray(trace.x) if trace.x is not None else np.arange(z.shape[1])

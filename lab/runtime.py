@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -11,20 +12,37 @@ from pathlib import Path
 
 import torch
 
+from .models import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:[0-9]{1,4})?)")
+DEVICES_ALLOWED = "auto, cpu, cuda or cuda:N (N: a GPU index)"
+
+
+def device_problem(name: str, gpus: int | None = None) -> str | None:
+    """Why `name` cannot train on this machine (None when it can): a malformed name, or a GPU this machine does
+    not have. `gpus` overrides the number of GPUs found (tests). Checked where a run is submitted to run here."""
+    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
+        return f"device must be {DEVICES_ALLOWED}, got {name!r}"
+    if not name.startswith("cuda"):
+        return None
+    count = gpus if gpus is not None else (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if count == 0:
+        return f"device {name!r} needs a CUDA GPU and this machine has none; use device auto or cpu"
+    index = int(name.split(":")[1]) if ":" in name else 0
+    if index >= count:
+        return f"device {name!r} does not exist: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
+    return None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' is the first CUDA GPU when there is one, else the CPU. An unavailable GPU is a clear error."""
+    """'auto' is the first CUDA GPU when there is one, else the CPU. An unavailable GPU is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} was asked for, but this machine has no CUDA GPU; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
-    return dev
+    problem = device_problem(name)
+    if problem:
+        raise ConfigError(problem)
+    return torch.device(name)
 
 
 @lru_cache(maxsize=1)

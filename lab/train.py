@@ -3,13 +3,19 @@
 `train(cfg, run_dir, reporter)` runs one configuration to the end (or until the reporter asks it to stop) and
 reports metrics through a `Reporter`; `lab.runs.execute.StoreReporter`-style reporters persist them. Iterations are
 counted from 1: the metrics logged at step s describe the state after s optimizer steps.
+
+Logging windows: the training loss and error logged at step s are averages over the `log_every` iterations that
+end at s. Gradient norms are sampled after the backward pass of every iteration divisible by `grad_every`, and
+each window logs the mean of its samples: with `grad_every` < `log_every` an average over the window, with the
+two equal (the presets) the single sample at the window's last iteration.
+
+This module needs torch only (no database, no plotting), so it runs wherever a run executes.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import CHECKPOINT, FORMAT, load_checkpoint, restore, rng_state, save_checkpoint
 from .config import RunConfig, validate
 from .data import DeviceLoader, make_splits
 from .models import CifarNet, ConfigError, NetSpec, count_parameters, deepen, forward_macs
@@ -27,7 +34,6 @@ from .probes import (
 )
 from .runtime import environment, resolve_device, resolve_precision
 
-CHECKPOINT = "checkpoint.pt"
 PARENT = "parent.json"      # a deepened run's record of its parent, kept beside its checkpoint
 DEEPEN_BATCHES = 4          # training batches whose activations set a deepened net's new BN statistics
 
@@ -41,6 +47,10 @@ class Reporter:
 
     def should_stop(self) -> bool:
         return False
+
+    def before_checkpoint(self, step: int) -> None:
+        """Called before each checkpoint write; raising stops the run without writing it (a process that lost
+        its run must not overwrite the checkpoint of the attempt that now owns it)."""
 
     def finish(self, status: str, summary: dict, message: str | None) -> None: ...
 
@@ -117,13 +127,108 @@ def evaluate(model: CifarNet, loader: DeviceLoader, autocast, limit: int = 0) ->
     return loss, err
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class Window:
+    """One logging window's running sums, kept on the device (no host sync per iteration), and its images/s clock.
+
+    Its sums are saved in checkpoints, so a run stopped mid-window and resumed logs exactly the numbers an
+    uninterrupted run logs; the throughput clock restarts on resume (it counts only images it timed)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.loss_sum = torch.zeros((), device=device)
+        self.wrong = torch.zeros((), device=device, dtype=torch.int64)
+        self.first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a non-finite loss
+        self.seen = 0          # images in the window
+        self.batches = 0       # iterations in the window
+        # per-layer gradient probe samples (grad_norm, input_grad_norm, update_ratio): one device tensor each
+        self.samples: dict[str, list[torch.Tensor]] = {k: [] for k in WEIGHT_METRICS}
+        self._timed = 0        # images since the clock started
+        self._started = time.perf_counter()
+
+    def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        detached = loss.detach()
+        self.loss_sum += detached
+        self.wrong += (logits.detach().argmax(1) != labels).sum()
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(detached), step, self.first_bad)
+        self.seen += len(labels)
+        self.batches += 1
+        self._timed += len(labels)
+
+    def summary(self) -> tuple[float, float, float, float]:
+        """(mean loss, error fraction, first non-finite step or -1, images/s), in one host copy. The clock is
+        read after that copy, which waits for the window's queued device work: images/s is what was done."""
+        stats = torch.stack([self.loss_sum / max(1, self.batches), self.wrong.float() / max(1, self.seen),
+                             self.first_bad.float()]).tolist()
+        seconds = time.perf_counter() - self._started
+        return stats[0], stats[1], stats[2], (self._timed / seconds if seconds > 0 else 0.0)
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (a checkpoint write) out of the window's throughput."""
+        self._started += seconds
+
+    def reset(self) -> None:
+        self.loss_sum.zero_()
+        self.wrong.zero_()
+        self.first_bad.fill_(-1)
+        self.seen = self.batches = self._timed = 0
+        self.samples = {k: [] for k in WEIGHT_METRICS}
+        self._started = time.perf_counter()
+
+    def state(self) -> dict:
+        return {"loss_sum": self.loss_sum, "wrong": self.wrong, "first_bad": self.first_bad, "seen": self.seen,
+                "batches": self.batches, "samples": {k: list(v) for k, v in self.samples.items()}}
+
+    def load_state(self, state: dict | None) -> None:
+        """Continue a window saved by `state` (None: a checkpoint from before windows were saved)."""
+        if not state:
+            return
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.wrong = state["wrong"].to(self.device)
+        self.first_bad = state["first_bad"].to(self.device)
+        self.seen, self.batches = int(state["seen"]), int(state["batches"])
+        self.samples = {k: [t.to(self.device) for t in state["samples"].get(k, [])] for k in WEIGHT_METRICS}
+
+
+@dataclass
+class Progress:
+    """Where a run is, beyond the model and optimizer: saved in and restored from checkpoints."""
+
+    step: int = 0
+    warming: bool = False
+    elapsed_s: float = 0.0                                  # training wall time before this attempt
+    window_errors: list[float] = field(default_factory=list)  # training error of every logged window
+    final_errors: dict[str, float] = field(default_factory=dict)
+
+    def state(self) -> dict:
+        return {"step": self.step, "schedule": {"warming": self.warming}, "elapsed_s": self.elapsed_s,
+                "window_errors": list(self.window_errors), "final_errors": dict(self.final_errors)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Progress":
+        return cls(step=int(state["step"]), warming=bool(state["schedule"]["warming"]),
+                   elapsed_s=float(state["elapsed_s"]), window_errors=list(state.get("window_errors", [])),
+                   final_errors=dict(state.get("final_errors", {})))
+
+
+class BatchOrder:
+    """The batch of each step: a permutation of the training set per epoch, seeded from (seed, epoch), and
+    augmentation seeded from (seed, step), so the batches depend on the step alone."""
+
+    def __init__(self, loader: DeviceLoader, seed: int, device: torch.device) -> None:
+        self.loader, self.seed, self.device = loader, seed, device
+        self.per_epoch = loader.batches_per_epoch()
+        self._order: torch.Tensor | None = None
+        self._epoch = -1
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, pos = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            gen = _step_generator(self.device, self.seed, -1 - epoch)
+            self._order = torch.randperm(len(self.loader), device=self.device, generator=gen)
+            self._epoch = epoch
+        self.loader.generator = _step_generator(self.device, self.seed, step)
+        size = self.loader.batch_size
+        return self.loader.batch(self._order[pos * size : (pos + 1) * size])
 
 
 def deepened_net(cfg: RunConfig, parent_checkpoint: str | Path | None, spec: NetSpec,
@@ -135,7 +240,7 @@ def deepened_net(cfg: RunConfig, parent_checkpoint: str | Path | None, spec: Net
     if parent_checkpoint is None or not Path(parent_checkpoint).is_file():
         raise ConfigError(f"{who}: the parent's checkpoint {str(parent_checkpoint or '(none given)')!r} does not "
                           "exist; the parent must have trained (finished or interrupted) and kept its checkpoint")
-    state = torch.load(parent_checkpoint, map_location="cpu", weights_only=True)
+    state = load_checkpoint(Path(parent_checkpoint))
     parent_cfg = RunConfig.from_dict(state["config"])
     same = ["kind", "block", "width", "span", "shortcut", "norm", "unit", "residual_scale", "shortcut_scale",
             "branch_init", "conv", "dataset"] + (["init"] if "fixup" in (cfg.init, parent_cfg.init) else [])
@@ -176,7 +281,10 @@ def train(
     With `cfg.deepen_from`, a fresh start builds the net from the parent's checkpoint (`parent_checkpoint`, the
     path of its checkpoint.pt) deepened to `cfg.depth`, and trains it on a fresh schedule of its own: its own
     `iterations`, the learning-rate schedule (and warm-up) from step 0, a new optimizer (no momentum carried
-    over). The child records its parent (id, iteration, depth) in its environment and summary."""
+    over). The child records its parent (id, iteration, depth) in its environment and summary.
+
+    Exceptions the reporter raises (a lost run) and CheckpointError (a checkpoint that cannot be read or
+    written) propagate."""
     validate(cfg)
     reporter = reporter or Reporter()
     run_dir = Path(run_dir)
@@ -217,17 +325,14 @@ def train(
     input_grads = InputGradNorms(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
-    step, warming, elapsed = 0, cfg.uses_warmup(), 0.0
+    state = Progress(warming=cfg.uses_warmup())
+    window = Window(device)
     ckpt_path = run_dir / CHECKPOINT
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, warming, elapsed = state["step"], state["schedule"]["warming"], state["elapsed_s"]
-        torch.set_rng_state(state["rng"]["cpu"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-    resumed_from = step
+        saved = restore(ckpt_path, net, optimizer, device)
+        state = Progress.from_state(saved)
+        window.load_state(saved.get("window"))
+    resumed_from = state.step
 
     env = environment(device) | {
         "precision": precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
@@ -238,20 +343,25 @@ def train(
     if parent_record:
         env["parent"] = parent_record
     reporter.start(env, layer_names(net), count_parameters(net), resumed_from)
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return state.elapsed_s + time.perf_counter() - started
 
     def checkpoint() -> None:
+        reporter.before_checkpoint(state.step)
         save_checkpoint(ckpt_path, {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "schedule": {"warming": warming}, "elapsed_s": elapsed, "config": asdict(cfg),
-            "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            "format": FORMAT, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            **Progress(state.step, state.warming, elapsed(), state.window_errors, state.final_errors).state(),
+            "config": asdict(cfg), "rng": rng_state(device), "window": window.state(),
         })
 
-    def probe_layers(window: dict[str, list[torch.Tensor]], with_responses: bool) -> dict[str, list[float]]:
+    def probe_layers(samples: dict[str, list[torch.Tensor]], with_responses: bool) -> dict[str, list[float]]:
         """The window's mean gradient norms, input-gradient norms and update ratios and (at evaluations) the
         response metrics, in one host copy."""
         # (an update ratio is NaN at a step whose weight was exactly zero before it: average the other steps)
         out = {k: torch.stack(v).nanmean(0) if k == "update_ratio" else torch.stack(v).mean(0)
-               for k, v in window.items() if v}
+               for k, v in samples.items() if v}
         if cfg.probes and with_responses:
             out |= responses(net, probe_images, autocast)
         # one host copy for all probes
@@ -262,40 +372,43 @@ def train(
             i += len(v)
         return result
 
-    if step == 0 and cfg.probes:
-        # the gradients before any step: one backward pass on the probe batch, no optimizer step
-        initial = initial_gradients(net, probe_images, probe_labels, autocast)
-        reporter.log(0, {}, probe_layers({k: [v] for k, v in initial.items()}, with_responses=True), {"iteration": 0})
+    def evaluation(final: bool) -> dict[str, float]:
+        limit = 0 if final else cfg.eval_images
+        val_loss, val_err = evaluate(net, val_loader, autocast, limit)
+        test_loss, test_err = evaluate(net, test_loader, autocast, limit)
+        state.final_errors = {"final_val_error": val_err, "final_test_error": test_err}
+        return {"val_loss": val_loss, "val_error": val_err, "test_loss": test_loss, "test_error": test_err}
 
-    bpe = train_loader.batches_per_epoch()
-    loss_sum = torch.zeros((), device=device)
-    wrong = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
-    first_bad = torch.full((), -1, device=device, dtype=torch.int64)
-    window: dict[str, list[torch.Tensor]] = {k: [] for k in WEIGHT_METRICS}
-    window_errors: list[float] = []
-    final_errors: dict[str, float] = {}
-    window_start, window_images = time.perf_counter(), 0
-    last_log_time = time.perf_counter()
-    order: torch.Tensor | None = None
-    order_epoch = -1
-    model.train()
+    def log_window(lr: float) -> bool:
+        """Log the window that ends at this step (with an evaluation when one is due); False if it diverged."""
+        step = state.step
+        is_eval = step % cfg.eval_every == 0 or step == cfg.iterations
+        train_loss, train_err, bad, images_per_s = window.summary()
+        scalars = {
+            "train_loss": train_loss, "train_error": train_err, "lr": lr, "images_per_s": images_per_s,
+            "elapsed_s": elapsed(), "epoch": step / batches.per_epoch,
+        }
+        if bad >= 0 or not math.isfinite(train_loss):
+            bad_step = int(bad) if bad >= 0 else step
+            reporter.log(step, scalars, {}, {"iteration": step, "images_per_s": images_per_s, "elapsed_s": elapsed()})
+            msg = f"loss became NaN or infinite at iteration {bad_step} (lr {lr:g}); the run stopped there"
+            reporter.finish("diverged", {"iteration": step, "diverged_at": bad_step}, msg)
+            return False
+        state.window_errors.append(train_err)
+        if state.warming and train_err < cfg.warmup_error:
+            state.warming = False  # the paper's 110-layer warm-up: back to the base rate once error < 80%
+        if is_eval:
+            scalars |= evaluation(final=step == cfg.iterations)
+        layers = probe_layers(window.samples, with_responses=is_eval)
+        reporter.log(step, scalars, layers, {"iteration": step, "images_per_s": images_per_s, "elapsed_s": elapsed()})
+        window.reset()
+        if progress:
+            progress(step, cfg.iterations)
+        return True
 
-    while step < cfg.iterations:
-        if reporter.should_stop():
-            checkpoint()
-            reporter.finish("cancelled", {"iteration": step}, f"cancelled at iteration {step}; resume to continue")
-            return "cancelled"
-        epoch, pos = divmod(step, bpe)
-        if epoch != order_epoch:
-            order = torch.randperm(len(train_loader), device=device, generator=_step_generator(device, cfg.seed, -1 - epoch))
-            order_epoch = epoch
-        train_loader.generator = _step_generator(device, cfg.seed, step)
-        x, y = train_loader.batch(order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size])
-        lr = learning_rate(step, cfg, warming)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        probe_step = cfg.probes and (step + 1) % cfg.grad_every == 0
+    def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step on (x, y), with the gradient probes on probe steps."""
+        probe_step = cfg.probes and (state.step + 1) % cfg.grad_every == 0
         # input-gradient hooks exist only on probe steps, which run the eager net (a compiled one would not
         # see hooks added after compilation)
         with input_grads if probe_step else contextlib.nullcontext():
@@ -304,73 +417,51 @@ def train(
             loss = F.cross_entropy(out.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-        step += 1
+        state.step += 1
         if probe_step:
-            window["grad_norm"].append(grad_norms(weights))
-            window["input_grad_norm"].append(input_grads.norms())
+            window.samples["grad_norm"].append(grad_norms(weights))
+            window.samples["input_grad_norm"].append(input_grads.norms())
             before = weight_snapshot(weights)
         optimizer.step()
         if probe_step:
-            window["update_ratio"].append(update_ratios(weights, before))
+            window.samples["update_ratio"].append(update_ratios(weights, before))
+        window.add(state.step, loss, out, y)
 
-        detached = loss.detach()
-        loss_sum += detached
-        wrong += (out.detach().argmax(1) != y).sum()
-        seen += len(y)
-        window_images += len(y)
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
+    if state.step == 0 and cfg.probes:
+        # the gradients before any step: one backward pass on the probe batch, no optimizer step
+        initial = initial_gradients(net, probe_images, probe_labels, autocast)
+        reporter.log(0, {}, probe_layers({k: [v] for k, v in initial.items()}, with_responses=True), {"iteration": 0})
 
-        is_eval = step % cfg.eval_every == 0 or step == cfg.iterations
-        if step % cfg.log_every == 0 or is_eval:
-            now = time.perf_counter()
-            window_time = now - window_start
-            elapsed += now - last_log_time
-            last_log_time = now
-            batches = max(1, seen // cfg.batch_size)
-            stats = torch.stack([loss_sum / batches, wrong.float() / max(1, seen), first_bad.float()]).tolist()
-            train_loss, train_err, bad = stats
-            images_per_s = window_images / window_time if window_time > 0 else 0.0
-            scalars = {
-                "train_loss": train_loss, "train_error": train_err, "lr": lr, "images_per_s": images_per_s,
-                "elapsed_s": elapsed, "epoch": step / bpe,
-            }
-            if bad >= 0 or not math.isfinite(train_loss):
-                bad_step = int(bad) if bad >= 0 else step
-                reporter.log(step, scalars, {}, {"iteration": step, "images_per_s": images_per_s, "elapsed_s": elapsed})
-                msg = f"loss became NaN or infinite at iteration {bad_step} (lr {lr:g}); the run stopped there"
-                reporter.finish("diverged", {"iteration": step, "diverged_at": bad_step}, msg)
+    batches = BatchOrder(train_loader, cfg.seed, device)
+    model.train()
+    while state.step < cfg.iterations:
+        if reporter.should_stop():
+            checkpoint()
+            step = state.step
+            reporter.finish("cancelled", {"iteration": step}, f"cancelled at iteration {step}; resume to continue")
+            return "cancelled"
+        x, y = batches.batch(state.step)
+        lr = learning_rate(state.step, cfg, state.warming)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        train_step(x, y)
+
+        if state.step % cfg.log_every == 0 or state.step % cfg.eval_every == 0 or state.step == cfg.iterations:
+            if not log_window(lr):
                 return "diverged"
-            window_errors.append(train_err)
-            if warming and train_err < cfg.warmup_error:
-                warming = False  # the paper's 110-layer warm-up: back to the base rate once error < 80%
-            if is_eval:
-                final = step == cfg.iterations
-                limit = 0 if final else cfg.eval_images
-                val_loss, val_err = evaluate(net, val_loader, autocast, limit)
-                test_loss, test_err = evaluate(net, test_loader, autocast, limit)
-                scalars |= {"val_loss": val_loss, "val_error": val_err, "test_loss": test_loss, "test_error": test_err}
-                final_errors = {"final_val_error": val_err, "final_test_error": test_err}
-            layers = probe_layers(window, with_responses=is_eval)
-            window = {k: [] for k in WEIGHT_METRICS}
-            elapsed += time.perf_counter() - last_log_time
-            last_log_time = time.perf_counter()
-            reporter.log(step, scalars, layers, {"iteration": step, "images_per_s": images_per_s, "elapsed_s": elapsed})
-            loss_sum.zero_()
-            wrong.zero_()
-            seen, window_images = 0, 0
-            window_start = time.perf_counter()
-            if progress:
-                progress(step, cfg.iterations)
-        if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.iterations:
             t0 = time.perf_counter()
             checkpoint()
-            window_start += time.perf_counter() - t0  # throughput counts training only
+            window.exclude(time.perf_counter() - t0)  # throughput counts training only
 
-    tail = max(1, len(window_errors) // 50)
+    if resumed_from == cfg.iterations:
+        # resumed after its last iteration (it stopped before recording its end): the final evaluation again
+        evaluation(final=True)
+    tail = max(1, len(state.window_errors) // 50)
     summary = {
-        "iteration": step,
-        "final_train_error": sum(window_errors[-tail:]) / tail if window_errors else None,
-        **final_errors,
+        "iteration": state.step,
+        "final_train_error": sum(state.window_errors[-tail:]) / tail if state.window_errors else None,
+        **state.final_errors,
     }
     if parent_record:
         summary |= {"parent_id": parent_record["id"], "parent_iteration": parent_record["iteration"]}

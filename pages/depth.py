@@ -25,13 +25,16 @@ def summary() -> None:
         st.caption("Appears when runs finish.")
         return
     table = depth_table(done)
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
+    # the paper published CIFAR-10 ResNets only: say so instead of showing an empty cell
+    shown = table.assign(paper_test_error=table["paper_test_error"].map(
+        lambda v: "not published" if v is None or v != v else f"{v:.2f}"))
+    st.dataframe(shown, hide_index=True, width="stretch", column_config={
         "params": st.column_config.NumberColumn("# params", format="%d"),
         "train_error_mean": st.column_config.NumberColumn("train err % (mean)", format="%.2f"),
         "train_error_sd": st.column_config.NumberColumn("± sd", format="%.2f"),
         "test_error_mean": st.column_config.NumberColumn("test err % (mean)", format="%.2f"),
         "test_error_sd": st.column_config.NumberColumn("± sd", format="%.2f"),
-        "paper_test_error": st.column_config.NumberColumn("paper (CIFAR-10)", format="%.2f"),
+        "paper_test_error": st.column_config.TextColumn("paper (CIFAR-10)"),
     })
     st.download_button("Table as CSV", table.to_csv(index=False), "depth-table.csv", "text/csv", on_click="ignore",
                        icon=":material/table:")

@@ -8,7 +8,8 @@ MAX_RUNS = 12
 
 store = get_store()
 st.title("Gradient norms")
-st.caption("L2 norm of the gradient of every conv and linear weight, averaged over each logging window. With BN "
+st.caption("L2 norm of the gradient of every conv and linear weight, sampled every grad_every iterations and "
+           "averaged over the samples in each logging window (one sample when grad_every equals log_every). With BN "
            "the plain net's gradients do not vanish (the paper's point); launch runs with normalisation 'none' "
            "to see them vanish.")
 runs = selected_runs_or_stop(store)

@@ -3,6 +3,7 @@ import time
 
 import streamlit as st
 
+from lab.checkpoint import checkpoint_problem
 from lab.runs.monitor import format_duration, log_tail
 from lab.runs.store import StoreError
 from lab.runs.worker import ensure_worker
@@ -30,7 +31,7 @@ def live_table() -> None:
     if workers:
         w = workers[0]
         st.caption(f"Worker pid {w['pid']} on {w['host']}: {w['slots']} slot(s) on {w['device']}, "
-                   f"last seen {time.time() - w['heartbeat_at']:.0f} s ago. Updated {time.strftime('%H:%M:%S')}.")
+                   f"last seen {max(0.0, w['age_s']):.0f} s ago. Updated {time.strftime('%H:%M:%S')}.")
     elif counts.get("queued"):
         st.warning("Runs are queued but no worker is running.")
         if st.button("Start the background worker", icon=":material/play_arrow:"):
@@ -41,6 +42,9 @@ def live_table() -> None:
         test=runs["final_test_error"].map(pct),
         train=runs["final_train_error"].map(pct),
         it=runs["iteration"].astype(int).astype(str) + " / " + runs["total_iterations"].astype(int).astype(str),
+        # text, so a run that has not reported them yet (queued) shows "-" rather than "None"
+        images_per_s=runs["images_per_s"].map(lambda v: "-" if v is None or v != v else f"{v:.0f}"),
+        device=runs["device"].map(lambda v: v if isinstance(v, str) and v else "-"),
     )
     st.dataframe(
         view[["id", "status", "label", "dataset", "preset", "seed", "tag", "progress", "it", "images_per_s", "eta",
@@ -51,7 +55,7 @@ def live_table() -> None:
             "label": "model",
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
             "it": "iterations",
-            "images_per_s": st.column_config.NumberColumn("images/s", format="%.0f"),
+            "images_per_s": st.column_config.TextColumn("images/s"),
             "eta": "ETA",
             "train": "final train err",
             "test": "final test err",
@@ -77,9 +81,13 @@ def act(what: str) -> None:
         if what == "cancel":
             st.session_state["runs_msg"] = ("success", f"{run_id}: {store.request_cancel(run_id)}")
         elif what == "resume":
-            store.requeue(run_id)
+            scratch = st.session_state.get("runs_scratch", False)
+            archive = store.requeue(run_id, from_scratch=scratch, checkpoint_problem=checkpoint_problem)
             ensure_worker(store)
-            st.session_state["runs_msg"] = ("success", f"{run_id}: queued to resume from its last checkpoint")
+            done = (f"queued to train again from iteration 0" + (f"; its earlier metrics are in run {archive}"
+                                                                   if archive else "")) if scratch else \
+                "queued to resume from its last checkpoint"
+            st.session_state["runs_msg"] = ("success", f"{run_id}: {done}")
         elif what == "delete":
             store.delete_run(run_id)
             st.session_state["runs_msg"] = ("success", f"{run_id}: deleted with its files")
@@ -91,6 +99,8 @@ c1.button("Cancel", on_click=act, args=("cancel",), disabled=run["status"] not i
           icon=":material/stop:")
 c2.button("Resume", on_click=act, args=("resume",),
           disabled=run["status"] not in ("interrupted", "cancelled", "failed"), icon=":material/replay:")
+c4.checkbox("Resume from scratch (its metrics so far move to an archived run)", key="runs_scratch",
+            help="For a run whose checkpoint is missing or unusable")
 confirm = c4.checkbox("I really want to delete this run and its files", key="runs_confirm")
 c3.button("Delete", on_click=act, args=("delete",), disabled=not confirm or run["status"] == "running",
           icon=":material/delete:")

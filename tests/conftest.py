@@ -68,3 +68,36 @@ def write_mnist(folder: Path, n_train: int = 300, n_test: int = 60, gz: bool = F
 def require_system() -> bool:
     """In CI (LAB_REQUIRE_SYSTEM=1) tests that need Debian packages fail instead of skipping."""
     return os.environ.get("LAB_REQUIRE_SYSTEM") == "1"
+
+
+def snapshot(*roots: Path) -> dict:
+    """What a refused input must leave as it was: every row of every table of each results store (read as data:
+    the database file's bytes move with SQLite's journal) and every other file and folder under each root."""
+    import hashlib
+    import sqlite3
+
+    out = {}
+    for root in map(Path, roots):
+        if not root.exists():
+            out[str(root)] = None
+            continue
+        if root.is_file():
+            out[str(root)] = hashlib.sha256(root.read_bytes()).hexdigest()
+            continue
+        for p in sorted(root.rglob("*")):
+            key = f"{root.name}/{p.relative_to(root)}"
+            if p.name in ("lab.db-wal", "lab.db-shm", "worker.lock"):
+                continue
+            if p.is_dir():
+                out[key] = "dir"
+            elif p.name == "lab.db":
+                try:
+                    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+                    tables = [t for (t,) in con.execute("select name from sqlite_master where type='table' order by name")]
+                    out[key] = {t: sorted(map(repr, con.execute(f'select * from "{t}"'))) for t in tables}
+                    con.close()
+                except sqlite3.DatabaseError:  # not a database: its bytes are what must not change
+                    out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out

@@ -105,3 +105,19 @@ def test_selection_filters_and_goes_into_the_url(populated):
 def test_selection_is_restored_from_the_url(populated):
     at = page("depth", {"depth": "56"})
     assert at.multiselect(key="sel_depth").value == [56]
+
+
+def test_runs_table_shows_a_dash_for_what_queued_runs_have_not_reported(populated):
+    at = page("runs")
+    table = at.dataframe[0].value
+    queued = table[table["status"] == "queued"].iloc[0]
+    assert queued["images_per_s"] == "-" and queued["device"] == "-"
+    assert "None" not in table[["images_per_s", "device"]].astype(str).to_string()
+
+
+def test_depth_table_says_not_published_where_the_paper_has_no_number(populated):
+    at = page("depth")
+    table = next(d.value for d in at.dataframe if "paper_test_error" in d.value.columns)
+    paper = dict(zip(zip(table["kind"], table["depth"]), table["paper_test_error"]))
+    assert paper[("plain", 20)] == "not published" and paper[("residual", 56)] == "6.97"
+    assert "None" not in table["paper_test_error"].astype(str).tolist()

@@ -92,3 +92,39 @@ def test_cli_export(filled, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lab", "export", "--figures", "pie", "--results", str(filled.root)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown figure(s) pie" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_runs_csv_neutralises_spreadsheet_formulas(store):
+    """Defect 11: a tag starting with '=' landed in runs.csv as a live spreadsheet formula."""
+    import csv
+
+    from lab.config import make_config
+
+    tags = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2", "@SUM(A1)", "plain tag"]
+    store.create_runs([make_config("smoke", seed=i, tag=t) for i, t in enumerate(tags)])
+    for rid in store.runs()["id"]:
+        store.update_run(rid, final_test_error=-0.5)  # a negative number stays a number
+    data, _ = export.report_zip({}, store.runs(), formats=())
+    rows = list(csv.DictReader(io.StringIO(zipfile.ZipFile(io.BytesIO(data)).read("runs.csv").decode())))
+    got = {r["tag"] for r in rows}
+    assert got == {"'" + t for t in tags[:4]} | {"plain tag"}
+    assert {r["final_test_error"] for r in rows} == {"-0.5"}
+
+
+def test_show_and_ls_escape_control_characters(store, capsys):
+    """Defect 11: control characters in stored text printed raw (a terminal escape could clear the screen)."""
+    import json
+
+    from lab.__main__ import main
+    from lab.config import make_config
+
+    (rid,) = store.create_runs([make_config("smoke")])
+    run = store.get_run(rid)
+    # written behind the CLI's back (an older lab, a script): the display must still be safe
+    store.update_run(rid, tag="\x1b[2Jgone", message="\x1b]0;pwned\x07 and\nmore",
+                     config=json.dumps({**run["config"], "tag": "\x1b[2Jgone"}))
+    assert main(["show", rid, "--results", str(store.root)]) == 0
+    assert main(["ls", "--results", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2Jgone" in out and "\\x1b]0;pwned\\x07 and\\nmore" in out

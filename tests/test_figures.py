@@ -148,3 +148,45 @@ def test_figure_data_round_trips(filled):
     df = figures.figure_data(fig)
     assert set(df["trace"]) == {t.name for t in fig.data}
     assert len(df) == sum(len(t.x) for t in fig.data)
+
+
+HOSTILE_TAG = "<a href='http://evil.example'>click</a> %{x} <b>bold"
+
+
+def test_tags_are_plain_text_in_figures_and_the_html_report(store):
+    """Defect 11: a tag holding HTML became a live link in legends, hover labels and the HTML report."""
+    from lab.export import report_html
+
+    rid = simulate_run(store, "plain", 20, 0, iterations=400, log_every=100, eval_every=200)
+    store.update_run(rid, tag=HOSTILE_TAG)
+    runs = store.runs()
+    fig = views.curves(store, runs)
+    assert fig.data
+    for t in fig.data:
+        assert "<a " not in (t.name or "") and "<b>" not in (t.name or "")
+        assert "<a " not in (t.hovertemplate or "") and "&#37;{x}" in (t.hovertemplate or "&#37;{x}")
+    assert any(HOSTILE_TAG in name for name in figures.figure_data(fig)["trace"])  # the CSV has the text back
+    page = report_html("report", {"curves": fig}, runs, {})
+    assert "<a href='http://evil.example'>" not in page and "evil.example" in page
+
+
+def test_a_curve_with_one_point_is_drawn_and_an_empty_panel_says_it_waits(store):
+    from lab.config import make_config
+
+    simulate_run(store, "plain", 20, 0, iterations=100, log_every=100, eval_every=100)  # one point so far
+    store.create_runs([make_config("smoke", kind="residual")])  # queued: nothing logged yet
+    fig = views.curves(store, store.runs())
+    drawn = [t for t in fig.data if t.name and "plain-20" in t.name]
+    assert drawn and all(t.mode == "markers" and len(t.x) == 1 for t in drawn)
+    assert fig.layout.showlegend  # plotly would hide the legend of a lone trace
+    notes = [a.text for a in fig.layout.annotations]
+    assert "waiting for data: no residual run has logged errors yet" in notes
+    assert not any("plain run" in n for n in notes)
+
+
+def test_depth_figure_tells_train_from_test(filled):
+    store, _ = filled
+    fig = views.depth(store, store.runs())
+    styles = {t.name: (t.line.dash, t.marker.symbol) for t in fig.data}
+    assert styles["plain (train)"] == ("dash", "circle-open") and styles["plain (test)"] == ("solid", "circle")
+    assert styles["residual (train)"] != styles["residual (test)"]

@@ -62,12 +62,16 @@ def test_interrupted_and_resumed_run_has_the_same_step_sequence(store, tmp_path)
     assert execute_run(store, ref_id, handle_signals=False) == "done"
 
     # die after step 20 was logged (checkpoint at 12): steps 16 and 20 must be dropped and redone
-    rep = StoreReporter(store, cut_id)
+    rep = StoreReporter(store, cut_id, store.begin_attempt(cut_id))
     with pytest.raises(Crash):
         train(cfg, store.run_dir(cut_id), CrashAt(rep, 20))
     rep.close()
     assert store.scalars(cut_id)["step"].max() == 20
-    assert execute_run(store, cut_id, handle_signals=False) == "done"
+    # as after a real crash: found dead, resumed, claimed by a worker under a new attempt
+    store.set_status(cut_id, "interrupted")
+    store.requeue(cut_id)
+    claimed = store.claim_next("w")
+    assert execute_run(store, cut_id, handle_signals=False, attempt=claimed["attempt"]) == "done"
 
     ref, cut = store.scalars(ref_id), store.scalars(cut_id)
     key = ["name", "step"]

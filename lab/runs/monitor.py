@@ -1,6 +1,8 @@
 """What the CLI's `ls`/`show` and the dashboard's Runs page show about runs: progress, ETA, log tails."""
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from .store import Store
@@ -42,6 +44,21 @@ def log_tail(store: Store, run_id: str, lines: int = 30) -> str:
         f.seek(max(0, size - 64 * 1024))
         text = f.read().decode("utf-8", "replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+# control characters (C0, DEL, C1), text-direction overrides and isolates, line and paragraph separators: what
+# would move the cursor, recolour, reorder or split a terminal line
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text) -> str:
+    """`text` safe to print on one terminal line: control and text-direction characters shown as escapes
+    (\\x1b, \\n, \\u202e), everything else (any script) as it is."""
+    def escape(m: re.Match) -> str:
+        c = m.group()
+        return repr(c)[1:-1] if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+    return _UNPRINTABLE.sub(escape, str(text))
 
 
 def format_duration(seconds: float | None) -> str:

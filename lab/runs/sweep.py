@@ -4,8 +4,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, fields
 
-from ..config import RunConfig, config_problems, make_config, PRESETS
+from ..config import RunConfig, field_problems, make_config, PRESETS
 from ..models import ConfigError
+
+# what a sweep's own lists are called, as the RunConfig option they set
+LIST_FIELDS = {"kinds": "kind", "depths": "depth", "seeds": "seed"}
 
 
 @dataclass
@@ -22,29 +25,37 @@ class SweepSpec:
     tag: str = ""
 
 
+def refuse(problems: list[tuple[str, str]]) -> ConfigError:
+    """A ConfigError listing every problem in one line; `.problems` keeps them as (option, message) pairs, so
+    a form can show each next to its field."""
+    err = ConfigError("; ".join(msg for _, msg in problems))
+    err.problems = problems
+    return err
+
+
 def expand(spec: SweepSpec) -> list[RunConfig]:
     """All the sweep's runs, validated. Raises ConfigError listing every problem; nothing half-expanded."""
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     if spec.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {spec.preset!r}; known: {', '.join(PRESETS)}")
+        raise refuse([("preset", f"unknown preset {spec.preset!r}; known: {', '.join(PRESETS)}")])
     for name, values in (("kinds", spec.kinds), ("depths", spec.depths), ("seeds", spec.seeds)):
         if not values:
-            problems.append(f"{name}: give at least one")
+            problems.append((LIST_FIELDS[name], f"{name}: give at least one"))
     known = {f.name for f in fields(RunConfig)}
     reserved = {"kind", "depth", "seed", "preset", "dataset", "tag"}
     for key in list(spec.grid) + list(spec.overrides):
         if key not in known:
-            problems.append(f"unknown option {key!r}")
+            problems.append(("", f"unknown option {key!r}; known: {', '.join(sorted(known - reserved))}"))
         elif key in reserved:
-            problems.append(f"option {key!r} is set by the sweep's own fields, not as an option")
+            problems.append((key, f"option {key!r} is set by the sweep's own fields, not as an option"))
     for key, values in spec.grid.items():
         if not values:
-            problems.append(f"option {key!r}: give at least one value")
+            problems.append((key, f"option {key!r}: give at least one value"))
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise refuse(problems)
 
     keys = list(spec.grid)
-    configs, seen_problems = [], []
+    configs, seen_problems, seen = [], [], set()
     base = dict(spec.overrides)
     if spec.dataset:
         base["dataset"] = spec.dataset
@@ -53,14 +64,15 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
         try:
             cfg = RunConfig(**{**PRESETS[spec.preset], **options, "preset": spec.preset})
         except TypeError as exc:
-            seen_problems.append(str(exc))
+            seen_problems.append(("", str(exc)))
             continue
-        for p in config_problems(cfg):
-            if p not in seen_problems:
+        for p in field_problems(cfg):
+            if p[1] not in seen:
+                seen.add(p[1])
                 seen_problems.append(p)
         configs.append(cfg)
     if seen_problems:
-        raise ConfigError("; ".join(seen_problems))
+        raise refuse(seen_problems)
     return [make_config(c.preset, **{f.name: getattr(c, f.name) for f in fields(RunConfig) if f.name != "preset"}) for c in configs]
 
 

@@ -1,14 +1,15 @@
 """The background worker: claims queued runs from the store and runs each in its own child process.
 
-One worker per results folder and host (a lock file keeps a second one out). Slots: one run per GPU by default
-(`per_gpu` packs several; each child sees only its GPU), and on the CPU `slots` runs at a time (default 1),
-the CPU threads split between them.
+One worker per results folder and host (a lock file keeps a second one out; workers on other hosts, or with
+other results folders on one database, share the queue safely: claims are atomic). Slots: one run per GPU by
+default (`per_gpu` packs several; each child sees only its GPU, as `cuda:0`, and gets its share of the CPU
+threads), and on the CPU `slots` runs at a time (default 1), the CPU threads split between them.
 
 Runs are independent of the worker: each child is in its own session and writes its own heartbeat, metrics and
-final status, so runs go on when the worker (or the dashboard that started it) stops or restarts; a new
-worker counts the runs still alive on this host against its slots. A run whose process dies without
-finishing is marked `interrupted` (at once by the worker that started it, else by the stale-heartbeat reaper),
-so nothing stays `running` forever.
+final status under the attempt token the claim gave it, so runs go on when the worker (or the dashboard that
+started it) stops or restarts; a new worker counts the runs still alive on this host against its slots. A run
+whose process dies without finishing is marked `interrupted` (at once by the worker that started it, else by
+whoever next reads the store and finds its process gone), so nothing stays `running` forever.
 """
 from __future__ import annotations
 
@@ -25,31 +26,55 @@ from pathlib import Path
 import torch
 
 from ..runtime import PROJECT_ROOT
-from .store import Store, new_id
+from .store import LostRun, Store, new_id
 
 POLL_S = 1.0
 STALE_GRACE_S = 15.0
+MAX_PER_GPU = 64
+MAX_SLOTS = 256
 
 
 @dataclass
 class Slot:
-    name: str          # "cpu" or "cuda:N"
-    env: dict          # environment for the child: visible GPU, thread counts
-    threads: int = 0
+    name: str                  # "cpu" or "cuda:N" (N: the GPU's index on this host)
+    env: dict                  # environment for the child: visible GPU, thread counts
+    threads: int = 0           # CPU threads for the child (0: torch's default)
+    device: str | None = None  # the device the child trains on, as it sees it ("cuda:0": its one visible GPU)
 
 
-def plan_slots(slots: int = 0, per_gpu: int = 1, device: str = "auto") -> list[Slot]:
-    """The worker's slots. GPUs: `per_gpu` per GPU. CPU: `slots` (default 1), threads split evenly."""
-    use_gpu = device != "cpu" and torch.cuda.is_available()
-    if use_gpu:
-        gpus = list(range(torch.cuda.device_count()))
-        plan = [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in gpus for _ in range(max(1, per_gpu))]
-        return plan[:slots] if slots else plan
-    n = max(1, slots or 1)
+def _threads_env(threads: int) -> dict:
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def plan_slots(slots: int = 0, per_gpu: int = 1, device: str = "auto", gpus: int | None = None) -> list[Slot]:
+    """The worker's slots. GPUs: `per_gpu` per GPU (at most `slots` in all, if given); each child sees only its
+    GPU (CUDA_VISIBLE_DEVICES), which it calls cuda:0, and gets an equal share of the CPU threads. CPU: `slots`
+    (default 1), threads split evenly. `gpus` overrides the number of GPUs found (tests)."""
+    if gpus is None:
+        gpus = torch.cuda.device_count() if device != "cpu" and torch.cuda.is_available() else 0
+    elif device == "cpu":
+        gpus = 0
     cores = os.cpu_count() or 1
+    if gpus:
+        plan = [(g, i) for g in range(gpus) for i in range(max(1, per_gpu))]
+        plan = plan[:slots] if slots else plan
+        threads = max(1, cores // len(plan))
+        return [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g), **_threads_env(threads)}, threads, "cuda:0")
+                for g, _ in plan]
+    n = max(1, slots or 1)
     threads = max(1, cores // n)
-    env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {"CUDA_VISIBLE_DEVICES": "", **_threads_env(threads)}
     return [Slot("cpu", env, threads) for _ in range(n)]
+
+
+def slot_problems(slots: int, per_gpu: int) -> list[str]:
+    """What is wrong with a worker's slot settings (empty when nothing)."""
+    problems = []
+    if not (isinstance(slots, int) and 0 <= slots <= MAX_SLOTS):
+        problems.append(f"--slots must be from 0 (automatic) to {MAX_SLOTS}, got {slots!r}")
+    if not (isinstance(per_gpu, int) and 1 <= per_gpu <= MAX_PER_GPU):
+        problems.append(f"--per-gpu must be from 1 to {MAX_PER_GPU}, got {per_gpu!r}")
+    return problems
 
 
 class Worker:
@@ -60,7 +85,7 @@ class Worker:
         self.idle_exit_s = idle_exit_s
         self.data_dir = data_dir
         self.id = new_id("worker")
-        self.children: dict[str, tuple[subprocess.Popen, Slot]] = {}
+        self.children: dict[str, tuple[subprocess.Popen, Slot, str]] = {}  # run id -> (process, slot, attempt)
         self.stopping = False
         self._lock_file = None
 
@@ -87,9 +112,12 @@ class Worker:
         run_dir = self.store.run_dir(run["id"])
         run_dir.mkdir(parents=True, exist_ok=True)
         log = open(run_dir / "log.txt", "ab")
-        cmd = [sys.executable, "-m", "lab", "_execute", run["id"], "--results", str(self.store.root.resolve())]
+        cmd = [sys.executable, "-m", "lab", "_execute", run["id"], "--attempt", run["attempt"],
+               "--results", str(self.store.root.resolve())]
         if slot.threads:
             cmd += ["--threads", str(slot.threads)]
+        if slot.device:
+            cmd += ["--device", slot.device]
         if self.data_dir:
             cmd += ["--data", str(Path(self.data_dir).resolve())]
         env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
@@ -97,19 +125,23 @@ class Worker:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 cwd=str(PROJECT_ROOT), start_new_session=True)
         log.close()
-        self.store.update_run(run["id"], pid=proc.pid, slot=slot.name)
-        self.children[run["id"]] = (proc, slot)
+        self.children[run["id"]] = (proc, slot, run["attempt"])
+        try:
+            self.store.update_attempt(run["id"], run["attempt"], pid=proc.pid, slot=slot.name, executor_ref=str(proc.pid))
+        except LostRun:
+            pass  # the child found out first (it failed fast, or its run was cancelled); collect() sees it exit
         print(f"worker {self.id}: started run {run['id']} ({run['label']}) on {slot.name}, pid {proc.pid}", flush=True)
 
     def collect(self) -> None:
         """Forget children that exited; a run whose child died without recording an end is interrupted."""
-        for run_id, (proc, _slot) in list(self.children.items()):
+        for run_id, (proc, _slot, attempt) in list(self.children.items()):
             rc = proc.poll()
             if rc is None:
                 continue
             del self.children[run_id]
             how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
-            if self.store.set_status(run_id, "interrupted", expect=["running"],
+            # only the attempt this child ran: a run resumed meanwhile belongs to its new attempt
+            if self.store.set_status(run_id, "interrupted", expect=["running"], attempt=attempt,
                                      message=f"its process {how} before finishing; resume it to continue"):
                 print(f"worker {self.id}: run {run_id} {how}; marked interrupted", flush=True)
 
@@ -152,10 +184,12 @@ class Worker:
         return 0
 
 
-def ensure_worker(store: Store, slots: int = 0, idle_exit_s: float = 600.0, data_dir: str | None = None) -> int | None:
+def ensure_worker(store: Store, slots: int = 0, idle_exit_s: float = 600.0, data_dir: str | None = None,
+                  per_gpu: int = 1) -> int | None:
     """Start a detached worker for this store unless a live one exists; returns the new worker's pid or None.
 
-    The worker is in its own session, so it outlives the dashboard or shell that started it.
+    `slots` and `per_gpu` as for `lab worker` (they apply only when this starts one). The worker is in its own
+    session, so it outlives the dashboard or shell that started it.
     """
     if store.live_workers():
         return None
@@ -163,6 +197,8 @@ def ensure_worker(store: Store, slots: int = 0, idle_exit_s: float = 600.0, data
            "--exit-when-idle", str(idle_exit_s)]
     if slots:
         cmd += ["--slots", str(slots)]
+    if per_gpu != 1:
+        cmd += ["--per-gpu", str(per_gpu)]
     if data_dir:
         cmd += ["--data", str(Path(data_dir).resolve())]
     log = open(Path(store.root) / "worker.log", "ab")
