@@ -73,10 +73,10 @@ def test_init_is_the_trainers_step_zero_network(trained):
         r = restore(store, rid, "init")
         assert r.at == "init" and r.step == 0
         probe, _ = r.images("val", r.cfg.probe_batch)
-        std, _ = responses(r.net, probe, r.autocast())
+        std = responses(r.net, probe, r.autocast())["response_std"]
         recorded = store.layer_series(rid, "response_std", steps=[0])["value"].to_numpy()
         assert std.float().cpu().numpy() == pytest.approx(recorded, rel=1e-5)
-        trained_std, _ = responses(restore(store, rid).net, probe, r.autocast())
+        trained_std = responses(restore(store, rid).net, probe, r.autocast())["response_std"]
         assert not torch.allclose(std.float(), trained_std.float())  # the check can tell init from trained
 
 

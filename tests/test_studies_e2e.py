@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
         queued = len(store.runs())
         try:
             while (run := store.claim_next("test-studies")) is not None:
-                execute_run(store, run["id"], handle_signals=False, echo=lambda text: None)
+                execute_run(store, run["id"], handle_signals=False, echo=lambda text: None, attempt=run["attempt"])
         finally:
             torch.set_num_threads(threads)
         yield store, queued
