@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the lab uses when they are there: the real Fashion-MNIST (the quick demo, offline) and
-# Chromium (PNG/SVG/PDF figure export and the browser tests). Installed when running as root with apt-get;
+# Debian packages the lab uses when they are there: the real Fashion-MNIST (the quick demo, offline),
+# Chromium (PNG/SVG/PDF figure export and the browser tests) and PostgreSQL (the cluster store; the tests start a
+# throwaway server of their own). Installed when running as root with apt-get;
 # otherwise the command to run is printed. With LAB_REQUIRE_SYSTEM=1 (CI) a failed install is an error.
 set -u
 pkgs=()
 [ -d /usr/share/datasets/fashion-mnist ] || pkgs+=(dataset-fashion-mnist)
 command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || pkgs+=(postgresql)
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages: ${pkgs[*]}"
