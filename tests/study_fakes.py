@@ -3,6 +3,7 @@ lab/fill.py does), with final errors, training-error curves and per-layer metric
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -35,17 +36,23 @@ def fill(store, study_id: str, budget: str = "smoke", seeds: int = 2,
 
     `train`/`test` give the final training/test error (fractions) per arm and seed (test: train + 0.02 by default);
     the training-error curve falls linearly from 0.9 to the final value; `layers` gives per-layer metrics
-    {metric: {step: values}} (default: none)."""
+    {metric: {step: values}} (default: none). A deepened arm's run grows from the parent arm's run of its seed
+    (`deepen_from` and `parent_id`); analysis arms are left to `save_results`."""
     plan = make_plan(get(study_id), budget, seeds)
     ids: dict[str, list[str]] = {}
+    by_seed: dict[tuple[str, int], str] = {}
     for pa in plan.available():
-        if arms is not None and pa.name not in arms:
+        if (arms is not None and pa.name not in arms) or pa.arm.analysis:
             continue
         for cfg in pa.configs:
             seed = cfg.seed
             tr = train(pa.name, seed)
             te = test(pa.name, seed) if test else tr + 0.02
-            (rid,) = store.create_runs([cfg], status="running")
+            parent = by_seed.get((pa.arm.deepen, seed)) if pa.arm.deepen else None
+            if parent:   # a deepened arm's run grew from the parent arm's run of its seed
+                cfg = replace(cfg, deepen_from=parent)
+            (rid,) = store.create_runs([cfg], status="running", parent_id=parent)
+            by_seed[(pa.name, seed)] = rid
             names = layer_names(cfg)
             store.update_run(rid, layers=names, params=1000)
             steps = list(range(cfg.log_every, cfg.iterations + 1, cfg.log_every))

@@ -22,7 +22,8 @@ from lab.studies.report import evaluate
 from lab.studies.stats import difference, iterations_to_target, summarise
 from study_fakes import fill, noise
 
-STUDIES = ["degradation", "depth", "responses", "span", "identity-init", "gradients", "shortcuts", "bottleneck"]
+STUDIES = ["degradation", "depth", "responses", "span", "identity-init", "gradients", "shortcuts", "bottleneck",
+           "net2net"]
 
 
 @pytest.fixture
@@ -124,6 +125,40 @@ def test_study_run_reuses_stored_runs_and_resumes_stopped_ones(store):
     assert len(store.runs()) == 5 and other not in again.reused
 
 
+def test_a_deepened_arm_is_queued_after_its_parent_and_grows_from_it(store, fast_estimates):
+    plan = make_plan(get("net2net"), "smoke")
+    parent, child = "plain-8 (24 it)", "plain-8 → 14 (24 + 24 it)"
+    assert plan.arm(child).arm.deepen == parent and {c.deepen_from for c in plan.arm(child).configs} == {""}
+    # the parent arm is the degradation study's plain-8: a stored one is reused, and its child grows from it
+    (old,) = store.create_runs([replace(make_plan(get("degradation"), "smoke").configs()[0], tag="")])
+    store.set_status(old, "done", final_train_error=0.5, final_test_error=0.5)
+    # a plain-14 deepened from a run outside the parent arm (another learning rate) does not answer the child arm
+    (stranger,) = store.create_runs([replace(plan.arm(parent).configs[0], lr=0.05)])
+    store.set_status(stranger, "done", final_train_error=0.5, final_test_error=0.5)
+    (other,) = store.create_runs([replace(plan.arm(child).configs[0], deepen_from=stranger)])
+    first = queue_missing(store, plan)
+    assert old in first.reused and len(first.created) == 9
+    runs = store.runs().set_index("id")
+    children = [rid for rid in first.created if runs.loc[rid, "config"]["deepen_from"]]
+    assert len(children) == 2
+    for rid in children:
+        cfg = runs.loc[rid, "config"]
+        parent_run = runs.loc[cfg["deepen_from"]]
+        assert runs.loc[rid, "parent_id"] == cfg["deepen_from"] and parent_run["config"]["seed"] == cfg["seed"]
+        assert parent_run["created_at"] < runs.loc[rid, "created_at"] and parent_run["depth"] == 8
+    claimed = []   # claimed in creation order, each child after its parent (a worker finishes each one)
+    while (run := store.claim_next("w", exclude=[other])) is not None:
+        claimed.append(run["id"])
+        store.set_status(run["id"], "done", final_train_error=0.5, final_test_error=0.5)
+    for rid in children:
+        grew_from = runs.loc[rid, "config"]["deepen_from"]
+        assert grew_from == old or claimed.index(grew_from) < claimed.index(rid)
+    again = queue_missing(store, plan)
+    assert not again.created and len(again.reused) == 10 and other not in again.reused
+    result = evaluate("net2net", store, "smoke")
+    assert sorted(result.data.run_ids()[child]) == sorted(children)
+
+
 def test_simulated_runs_are_never_taken_for_measurements(store):
     from lab.config import RunConfig
     from lab.fill import simulate_run
@@ -151,8 +186,8 @@ def test_the_built_in_studies_are_registered_with_every_budget():
         for b in budgets.BUDGETS:
             plan = make_plan(s, b)
             assert plan.available(), (s.id, b)
-            for arm, why in plan.unavailable().items():  # only options this build lacks, named
-                assert "span" in why, (s.id, arm, why)
+            for arm, why in plan.unavailable().items():  # only options or jobs this build lacks, named
+                assert "span" in why or "lab.analysis.queue" in why, (s.id, arm, why)
 
 
 def test_unknown_names_are_refused_with_the_known_ones():
@@ -180,7 +215,14 @@ def test_another_package_registers_a_study_with_an_analysis_arm(store, fast_esti
         with pytest.raises(StudyError, match="analyses unknown arm"):
             register(Study(**{**study.__dict__, "id": "test-bad", "grid": {"smoke": [Arm("x", job="lesion", of="y")]}}))
         result = evaluate("test-extra", store, "smoke")
-        assert result.status.planned == 2 and "lesion" in result.plan.unavailable()["lesions of plain-8"]
+        jobs = [s for s in result.slots if s.analysis]
+        assert result.status.planned == 4 and [s.job for s in jobs] == ["lesion"] * 2
+        assert {s.state for s in jobs} == {"missing"} and not result.plan.unavailable()
+        with pytest.MonkeyPatch.context() as mp:   # a build without background analysis jobs
+            mp.setattr("lab.studies.plan.analysis_queue", lambda: None)
+            result = evaluate("test-extra", store, "smoke")
+            assert result.status.planned == 2
+            assert "lab.analysis.queue" in result.plan.unavailable()["lesions of plain-8"]
         with pytest.raises(StudyError, match="has no 'cpu' budget"):
             make_plan(study, "cpu")
     finally:
@@ -208,6 +250,7 @@ COMPARISONS = [
     ("gradients", 0, "plain-14", "plain-8", "train"),
     ("shortcuts", 0, "resnet-8 (B)", "resnet-8 (A)", "test"),
     ("bottleneck", 0, "resnet-20 (bottleneck)", "resnet-14 (basic)", "test"),
+    ("net2net", 0, "plain-8 → 14 (24 + 24 it)", "plain-8 (48 it)", "train"),
 ]
 
 

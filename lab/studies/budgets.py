@@ -61,3 +61,12 @@ def schedule(budget_name: str, study_id: str) -> tuple[str, dict, int]:
     tuned = dict(TUNING.get(budget_name, {}).get(study_id, {}))
     seeds = int(tuned.pop("seeds", b.seeds))
     return b.preset, {**b.overrides, **tuned}, seeds
+
+
+def iterations(budget_name: str, study_id: str) -> int:
+    """How many iterations a run of the study trains at this budget (arms that train longer say so in their own
+    options, e.g. twice this)."""
+    from ..config import make_config
+
+    preset, overrides, _ = schedule(budget_name, study_id)
+    return make_config(preset, **overrides).iterations

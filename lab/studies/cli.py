@@ -68,7 +68,7 @@ def cmd_run(args) -> int:
           f"{len(done.created)} queued now")
     for arm, why in plan.unavailable().items():
         print(f"  not in this build: {arm}: {why}")
-    slots = match(plan, overview(store))[0]
+    slots = match(plan, overview(store), store)[0]
     if status(plan, slots, estimate=False).active:
         st = status(plan, slots, store)
         print(f"  estimated time until the study's runs are done: {format_duration(st.eta_s)} ({st.basis})")

@@ -29,8 +29,8 @@ class StudyData:
     # --- arms and runs ------------------------------------------------------------------------------------------
     @property
     def arm_names(self) -> list[str]:
-        """The arms this build can run, in the study's order."""
-        return [a.name for a in self.plan.available()]
+        """The training arms this build can run, in the study's order."""
+        return [a.name for a in self.plan.available() if not a.arm.analysis]
 
     def has_arm(self, name: str) -> bool:
         return name in self.arm_names

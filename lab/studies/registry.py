@@ -48,9 +48,12 @@ class Arm:
     """One condition of a study: RunConfig options on top of the budget's schedule, run for each seed.
 
     `name` is unique within the study and is what tables, legends and verdicts call it ("plain-56").
-    `job` is "train" for a training run. The data model leaves room for analysis jobs of another arm's runs
-    (`job` "lesion", "landscape", ... with `of` naming that arm); planning such arms belongs to the package
-    that provides the job, and until it does they are reported as unavailable.
+    `job` "train" is a training run; "lesion", "landscape" or "shatter" an analysis job (lab.analysis) of each
+    run of the arm named by `of`, with `options` the analysis's options (lab.analysis.options), queued where this
+    build has background analysis jobs (lab.analysis.queue) and reported as unavailable where it has not.
+    `deepen` names an earlier training arm: each run of this arm starts from that arm's run of the same seed,
+    deepened (Net2DeeperNet) to this arm's depth; its `deepen_from` is that run's id, so it is queued after it and
+    waits for it.
     `seeds` overrides the budget's number of seeds for this arm (None: the budget's).
     """
 
@@ -59,6 +62,11 @@ class Arm:
     job: str = "train"
     of: str | None = None
     seeds: int | None = None
+    deepen: str | None = None
+
+    @property
+    def analysis(self) -> bool:
+        return self.job != "train"
 
 
 @dataclass(eq=False)
@@ -98,9 +106,15 @@ def register(study: Study) -> Study:
         names = [a.name for a in arms]
         if len(set(names)) != len(names):
             problems.append(f"budget {budget!r}: arm names must be unique, got {', '.join(names)}")
-        for a in arms:
+        for i, a in enumerate(arms):
             if a.of is not None and a.of not in names:
                 problems.append(f"budget {budget!r}: arm {a.name!r} analyses unknown arm {a.of!r}")
+            if a.analysis and a.of is None:
+                problems.append(f"budget {budget!r}: analysis arm {a.name!r} must name the arm it analyses (of=...)")
+            earlier = {b.name: b for b in arms[:i]}
+            if a.deepen is not None and (a.deepen not in earlier or earlier[a.deepen].analysis or a.analysis):
+                problems.append(f"budget {budget!r}: arm {a.name!r} must deepen an earlier training arm, "
+                                f"not {a.deepen!r}")
     if problems:
         raise StudyError(f"cannot register study {study.id!r}: " + "; ".join(problems))
     _STUDIES[study.id] = study

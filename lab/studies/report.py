@@ -48,7 +48,7 @@ class StudyResult:
         return self.analysis.verdict
 
     def to_json(self) -> dict:
-        planned = [dict(arm=s.arm, seed=s.config.seed, state=s.state, run=s.run["id"] if s.run else None)
+        planned = [dict(arm=s.arm, seed=s.config.seed, job=s.job, state=s.state, run=s.run["id"] if s.run else None)
                    for s in self.slots]
         out = dict(
             id=self.study.id, title=self.study.title, question=self.study.question,
@@ -94,7 +94,7 @@ def evaluate(study: Study | str, store: Store | None, budget: str = "cpu", seeds
         runs = overview(store) if store is not None else pd.DataFrame()
     if runs.empty:
         runs = pd.DataFrame(columns=["id", "status", "config", "created_at"])
-    slots, members = match(plan, runs)
+    slots, members = match(plan, runs, store)
     st = status(plan, slots, estimates or store, estimate=estimate)
     data = StudyData(plan, store, members, slots)
     return StudyResult(study, plan, slots, st, data, study.analyse(data) if analyse else Analysis())
