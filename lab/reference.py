@@ -57,7 +57,7 @@ STUDY_NUMBERS: list[dict] = [
     *[dict(key=f"imagenet-{k}-{d}", studies=("degradation",), what=f"{'plain' if k == 'plain' else 'ResNet'}-{d}",
            value=e, sd=None, unit="% top-1 error, ImageNet (10-crop)", source=f"{PAPER}, Table 2", note="")
       for (k, d), e in IMAGENET_TOP1.items()],
-    *[dict(key=f"li-{k}-{d}", studies=("degradation",), what=f"{d} layers, {'with' if k == 'residual' else 'without'} shortcuts",
+    *[dict(key=f"li-{k}-{d}", studies=("degradation", "landscape"), what=f"{d} layers, {'with' if k == 'residual' else 'without'} shortcuts",
            value=e, sd=None, unit="% test error, CIFAR-10 (their schedule: 300 epochs, weight decay 5e-4)",
            source=LI, note="")
       for k, d, e in (("residual", 20, 7.37), ("plain", 20, 8.18), ("residual", 56, 5.89), ("plain", 56, 13.31),
@@ -90,6 +90,9 @@ STUDY_NUMBERS: list[dict] = [
       for name, what, e in (("original", "ResNet-1001, original units", 7.61),
                             ("preact", "ResNet-1001, pre-activation", 4.92),
                             ("preact-batch64", "ResNet-1001, pre-activation, batch 64", 4.62))],
+    dict(key="rezero-resnet56-speed", studies=("without-bn",), what="ReZero ResNet-56: faster convergence", value=32.0,
+         sd=None, unit="% fewer iterations to converge, CIFAR-10", source="Bachlechner et al. 2020, ReZero "
+         "(arXiv:2003.04887)", note=""),
 ]
 _NUMBERS = {n["key"]: n for n in STUDY_NUMBERS}
 

@@ -23,7 +23,7 @@ from lab.studies.stats import difference, iterations_to_target, summarise
 from study_fakes import fill, noise
 
 STUDIES = ["degradation", "depth", "responses", "span", "identity-init", "gradients", "shortcuts", "bottleneck",
-           "net2net"]
+           "net2net", "inception", "preactivation", "without-bn"]
 
 
 @pytest.fixture
@@ -251,6 +251,9 @@ COMPARISONS = [
     ("shortcuts", 0, "resnet-8 (B)", "resnet-8 (A)", "test"),
     ("bottleneck", 0, "resnet-20 (bottleneck)", "resnet-14 (basic)", "test"),
     ("net2net", 0, "plain-8 → 14 (24 + 24 it)", "plain-8 (48 it)", "train"),
+    ("inception", 1, "residual inception-14 ×1", "plain inception-14", "train"),
+    ("preactivation", 0, "resnet-8 (pre-activation)", "resnet-8", "test"),
+    ("without-bn", 10, "plain-14 (no BN)", "plain-14", "train"),
 ]
 
 
@@ -380,6 +383,41 @@ def test_speed_finding_from_stored_curves(store, fast_estimates):
     f = evaluate("bottleneck", store, "smoke").analysis.findings[2]
     assert f.outcome == "effect" and f.text.startswith("resnet-20 (bottleneck) reaches 85% training error and "
                                                        "resnet-14 (basic) does not"), f.text
+
+
+def test_inception_speed_from_stored_curves(store, fast_estimates):
+    train = lambda arm, seed: 0.88 if arm.startswith("plain") else 0.3  # noqa: E731  (target at smoke: 85%)
+    fill(store, "inception", train=train)
+    f = evaluate("inception", store, "smoke").analysis.findings[0]
+    assert f.outcome == "effect" and f.text.startswith("residual inception-14 ×1 reaches 85% training error and "
+                                                       "plain inception-14 does not"), f.text
+
+
+def test_without_bn_names_what_diverges(store, fast_estimates):
+    def status(arm, seed):
+        return "diverged" if arm == "resnet-14 (no BN)" or (arm == "plain-14 (no BN)" and seed == 0) else "done"
+    fill(store, "without-bn", status=status)
+    result = evaluate("without-bn", store, "smoke")
+    by_q = {f.question: f for f in result.analysis.findings}
+    f = by_q["Does resnet-14 (no BN) train or diverge?"]
+    assert f.outcome == "effect" and f.text.startswith("resnet-14 (no BN) diverges: all 2 seeds diverged (at iterations")
+    f = by_q["Does plain-14 (no BN) train or diverge?"]
+    assert f.outcome == "no clear difference" and "1 of 2 seeds diverged" in f.text
+    f = by_q["Does resnet-14 (no BN, Fixup) train or diverge?"]
+    assert f.outcome == "effect" and f.text.startswith("resnet-14 (no BN, Fixup) trains: 2 of 2 seeds finished")
+    f = by_q["Without BN, does resnet-14 (no BN) train worse than with BN?"]
+    assert f.outcome == "not enough seeds" and "resnet-14 (no BN): 2 diverged" in f.text
+    assert result.status.state == "done" and result.status.diverged == 3 and result.verdict
+
+
+def test_preactivation_shows_the_published_numbers_beside(store, fast_estimates):
+    fill(store, "preactivation", budget="paper", arms=["resnet-110", "resnet-110 (pre-activation)"])
+    result = evaluate("preactivation", store, "paper")
+    note = result.analysis.notes[0]
+    assert "same data set and schedule as the paper" in note and "vs 6.61% published" in note
+    assert "resnet-110 (pre-activation): " in note and "vs 6.37% published" in note
+    assert [r["published"] for r in result.analysis.numbers["published"] if r["seeds"]] == ["6.61%", "6.37%"]
+    assert {p["what"] for p in result.to_json()["published"]} >= {"ResNet-110 (basic), full pre-activation"}
 
 
 # --- the CLI -----------------------------------------------------------------------------------------------------

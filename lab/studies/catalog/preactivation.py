@@ -1,0 +1,95 @@
+"""Original vs full pre-activation residual units (He et al. 2016, Identity Mappings), with the published
+numbers beside the measured ones."""
+from __future__ import annotations
+
+from ...reference import cite
+from ...series import mean_sd
+from .. import common
+from ..findings import TEST_ERROR, Analysis
+from ..registry import Arm, Study, register
+
+# (depth, block) pairs; the paper's ResNet-164 is a bottleneck net
+NETS = {"smoke": ((8, "basic"), (14, "basic")), "cpu": ((56, "basic"), (110, "basic")),
+        "paper": ((56, "basic"), (110, "basic"), (164, "bottleneck"))}
+UNITS = ("original", "preact")
+PUBLISHED = {(110, "original"): "preact-110-original", (110, "preact"): "preact-110-preact",
+             (164, "original"): "preact-164-original", (164, "preact"): "preact-164-preact"}
+
+
+def name(depth: int, unit: str) -> str:
+    return f"resnet-{depth}" + (" (pre-activation)" if unit == "preact" else "")
+
+
+def grid(budget: str) -> list[Arm]:
+    return [Arm(name(d, u), dict(kind="residual", depth=d, block=b, unit=u)) for d, b in NETS[budget] for u in UNITS]
+
+
+def analyse(data) -> Analysis:
+    nets = NETS[data.plan.budget]
+    findings = []
+    for d, _ in nets:
+        findings += [
+            common.compare_arms(data, f"At {d} layers, do pre-activation units reach a different test error than "
+                                "the original ones?", name(d, "preact"), name(d, "original"), "final_test_error",
+                                TEST_ERROR),
+            common.compare_arms(data, f"At {d} layers, do pre-activation units train differently from the original "
+                                "ones?", name(d, "preact"), name(d, "original")),
+        ]
+    low, high = nets[0][0], nets[-1][0]
+    findings.append(common.compare_arms(data, f"Does the pre-activation net gain from depth ({low} to {high} layers)?",
+                                        name(high, "preact"), name(low, "preact"), "final_test_error", TEST_ERROR))
+    table = common.arm_table(data)
+    comparable = data.plan.dataset_name() == "cifar10" and data.total_iterations(name(low, "original")) >= 64000
+    rows, beside = [], []
+    for d, _ in nets:
+        for u in UNITS:
+            arm, key = name(d, u), PUBLISHED.get((d, u))
+            mean, sd, n = mean_sd([100 * v for v in data.finals(arm, "final_test_error")]) if data.has_arm(arm) \
+                else (None, None, 0)
+            rows.append(dict(arm=arm, test_error_mean=mean, test_error_sd=sd, seeds=n,
+                             published=cite(key) if key else None))
+            if n and key:
+                beside.append(f"{arm}: {mean:.2f} ± {sd:.2f}% here ({n} seed(s)) vs {cite(key)} published")
+    notes = []
+    if beside:
+        where = ("same data set and schedule as the paper" if comparable else
+                 f"the published numbers are CIFAR-10 at 64k iterations (median of 5), these runs "
+                 f"{data.plan.dataset_name()} at {data.total_iterations(name(low, 'original'))} iterations, so they "
+                 "show scale, not agreement")
+        notes.append("Test error beside He et al. 2016 (" + where + "): " + "; ".join(beside) + ".")
+    numbers = {"arms": common.table_numbers(table), "published": rows, "comparable_with_published": comparable}
+    return Analysis(findings, numbers, {"arms": table}, notes)
+
+
+def figures(data) -> dict:
+    return {
+        "finals": ("Final errors, original vs pre-activation units", common.finals_figure(data)),
+        "curves": ("Training error over iterations", common.curves_figure(data)),
+        "test-curves": ("Test error over iterations", common.curves_figure(
+            data, name="test_error", title="Test error at each evaluation, mean over seeds")),
+    }
+
+
+register(Study(
+    id="preactivation",
+    title="Pre-activation units (Identity Mappings)",
+    question="Do full pre-activation residual units (BN-ReLU-conv, nothing after the addition) reach a lower error "
+             "than the original ones, and more so the deeper the net?",
+    literature=(
+        "He et al. 2016 (Identity Mappings, CIFAR-10 test error, median of 5 runs): ResNet-110 original units "
+        + cite("preact-110-original") + ", full pre-activation " + cite("preact-110-preact") + "; ResNet-164 "
+        "(bottleneck) " + cite("preact-164-original") + " vs " + cite("preact-164-preact") + "; ResNet-1001 "
+        + cite("preact-1001-original") + " vs " + cite("preact-1001-preact") + ": the gain grows with depth, "
+        "since the identity path then carries the signal unchanged between any two units. Other placements: BN "
+        "after the addition " + cite("preact-110-bn-after-add") + ", ReLU before the addition "
+        + cite("preact-110-relu-before-add") + ", ReLU-only pre-activation " + cite("preact-110-relu-preact")
+        + " (ResNet-110)."
+    ),
+    grid={b: grid(b) for b in NETS},
+    analyse=analyse,
+    figures=figures,
+    published=("preact-110-original", "preact-110-preact", "preact-164-original", "preact-164-preact",
+               "preact-1001-original", "preact-1001-preact", "preact-110-bn-after-add",
+               "preact-110-relu-before-add", "preact-110-relu-preact"),
+    order=110,
+))
