@@ -70,3 +70,71 @@ def fill(store, study_id: str, budget: str = "smoke", seeds: int = 2,
                 store.set_status(rid, st, message="stored by a test")
             ids.setdefault(pa.name, []).append(rid)
     return ids
+
+
+# --- analysis results (lesions, landscapes, shattering) of the stored runs --------------------------------------
+
+
+def lesion_result(cfg, increase: float, baseline: float = 0.2) -> dict:
+    """A lesion result of the net `cfg` builds: every deletable unit deleted alone raises the error by
+    `increase`; k units deleted at once by k times that (at most chance, 0.9)."""
+    import torch
+
+    from lab.analysis.lesion import unit_table
+
+    table = unit_table(build_net(cfg.kind, cfg.depth, width=cfg.width), torch.zeros(1, 3, 32, 32))
+    deletable = [row["index"] for row in table if row["deletable"]]
+    ks = list(range(1, len(deletable) + 1))
+    return {"analysis": "lesion", "images": 128, "baseline": {"loss": 0.5, "error": baseline}, "unit_table": table,
+            "single": {"error": [baseline + increase if row["deletable"] else None for row in table],
+                       "loss": [1.0 if row["deletable"] else None for row in table]},
+            "deleted": {"k": ks, "error_mean": [min(0.9, baseline + k * increase) for k in ks],
+                        "error_sd": [0.0] * len(ks), "error_min": [min(0.9, baseline + k * increase) for k in ks],
+                        "error_max": [min(0.9, baseline + k * increase) for k in ks], "sets": [1] * len(ks),
+                        "exhaustive": [False] * len(ks)},
+            "reordered": None}
+
+
+def landscape_result(curvature: float, points: int = 5, wiggle: float = 0.0) -> dict:
+    """A 1-D slice: loss = 0.5 (1 + curvature α²), with every other point raised by `wiggle` (non-convex)."""
+    alpha = np.linspace(-1, 1, points)
+    loss = 0.5 * (1 + curvature * alpha ** 2) + wiggle * (np.arange(points) % 2)
+    return {"analysis": "landscape", "dimensions": 1, "images": 128, "alpha": alpha.tolist(), "loss": loss.tolist(),
+            "error": np.clip(0.1 + loss / 10, 0, 1).tolist(), "origin": {"loss": 0.5, "error": 0.15}}
+
+
+def shatter_result(correlation: float, points: int = 256) -> dict:
+    """Neighbouring inputs' gradients correlate by `correlation`, falling as its power with the distance."""
+    lags = range(1, points)
+    dt = 1 / (points - 1)
+    return {"analysis": "shatter", "points": points, "distance_t": [k * dt for k in lags],
+            "distance": [k * dt for k in lags], "correlation": [correlation ** k for k in lags],
+            "pairs": [points - k for k in lags],
+            "summary": {"distance_t": dt, "distance": dt, "correlation": correlation}}
+
+
+def save_results(store, study_id: str, ids: dict[str, list[str]], value: Callable[[str, int], float],
+                 budget: str = "smoke", seeds: int = 2) -> None:
+    """Store a result for every analysis arm of a study, for each run of the arm it analyses (`ids`, as `fill`
+    returns them). `value(arm, seed)` is the result's key number: a lesion's error increase per deleted unit,
+    a landscape's curvature, a shattering's neighbour correlation."""
+    from lab.analysis.options import resolve_options, result_name
+    from lab.analysis.results import save_result
+    from lab.config import RunConfig
+
+    plan = make_plan(get(study_id), budget, seeds)
+    for pa in plan.arms:
+        if not pa.arm.analysis:
+            continue
+        options = resolve_options(pa.arm.job, dict(pa.arm.options))
+        for rid in ids.get(pa.arm.of, []):
+            cfg = RunConfig.from_dict(store.get_run(rid)["config"])
+            v = value(pa.name, cfg.seed)
+            result = {"lesion": lambda: lesion_result(cfg, v), "landscape": lambda: landscape_result(v),
+                      "shatter": lambda: shatter_result(v)}[pa.arm.job]()
+            at = "init" if options.get("at") == "init" else "checkpoint"
+            result["run"] = dict(run_id=rid, label=pa.arm.of, kind=cfg.kind, depth=cfg.depth, dataset=cfg.dataset,
+                                 seed=cfg.seed, preset=cfg.preset, at=at, step=0 if at == "init" else cfg.iterations,
+                                 total_iterations=cfg.iterations, device="cpu", precision="fp32")
+            result["options"] = options
+            save_result(store, rid, result_name(pa.arm.job, options), result)

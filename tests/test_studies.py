@@ -20,10 +20,10 @@ from lab.studies.findings import TRAIN_ERROR, Analysis, Finding, compare, compar
 from lab.studies.plan import make_plan, queue_missing
 from lab.studies.report import evaluate
 from lab.studies.stats import difference, iterations_to_target, summarise
-from study_fakes import fill, noise
+from study_fakes import fill, noise, save_results
 
 STUDIES = ["degradation", "depth", "responses", "span", "identity-init", "gradients", "shortcuts", "bottleneck",
-           "net2net", "inception", "preactivation", "without-bn"]
+           "net2net", "inception", "preactivation", "without-bn", "ensembles", "landscape", "shattering"]
 
 
 @pytest.fixture
@@ -420,6 +420,68 @@ def test_preactivation_shows_the_published_numbers_beside(store, fast_estimates)
     assert {p["what"] for p in result.to_json()["published"]} >= {"ResNet-110 (basic), full pre-activation"}
 
 
+# (study, finding index, analysis arm a, analysis arm b, the nets the sentence names)
+ANALYSIS_COMPARISONS = [
+    ("ensembles", 0, "lesions of resnet-14", "lesions of plain-14", "resnet-14", "plain-14"),
+    ("landscape", 0, "landscape of resnet-8", "landscape of plain-8", "resnet-8", "plain-8"),
+    ("shattering", 0, "shattering of resnet-14 (at init)", "shattering of plain-14 (at init)", "resnet-14 at init",
+     "plain-14 at init"),
+]
+
+
+@pytest.mark.parametrize("study,index,a,b,net_a,net_b", ANALYSIS_COMPARISONS, ids=[c[0] for c in ANALYSIS_COMPARISONS])
+def test_analysis_results_give_an_effect(study, index, a, b, net_a, net_b, store, fast_estimates):
+    ids = fill(store, study)
+    save_results(store, study, ids, lambda arm, seed: (0.15 if arm == a else 0.35 if arm == b else 0.25)
+                 + noise(arm, seed, 0.005))
+    result = evaluate(study, store, "smoke")
+    f = result.analysis.findings[index]
+    assert f.outcome == "effect" and f.text.startswith(f"{net_a} ") and f" than {net_b}: " in f.text, f.text
+    assert f.numbers["a"] == net_a and f.numbers["n_a"] == f.numbers["n_b"] == 2 and f.numbers["high"] < 0
+    assert result.verdict and result.status.state == "done"
+    assert all(len(fig.data) for _title, fig in result.figures().values())   # the analyses' figures are drawn
+
+
+@pytest.mark.parametrize("study,index,a,b,net_a,net_b", ANALYSIS_COMPARISONS, ids=[c[0] for c in ANALYSIS_COMPARISONS])
+def test_analysis_results_give_no_clear_difference(study, index, a, b, net_a, net_b, store, fast_estimates):
+    ids = fill(store, study)
+    save_results(store, study, ids, lambda arm, seed: 0.25 + (0.02 if seed == 0 else -0.02) * (1 if arm == a else 0.5))
+    f = evaluate(study, store, "smoke").analysis.findings[index]
+    assert f.outcome == "no clear difference" and f.text.startswith(f"No clear difference between {net_a} and "
+                                                                    f"{net_b}"), f.text
+
+
+def test_analysis_arms_queue_jobs_after_their_runs(store, fast_estimates):
+    from lab.analysis.queue import analysis_jobs
+
+    plan = make_plan(get("ensembles"), "smoke")
+    first = queue_missing(store, plan)
+    runs = store.runs()
+    jobs = analysis_jobs(store)
+    assert len(runs) == 4 and len(jobs) == 4 and len(first.created) == 8
+    assert set(jobs["parent_id"]) == set(runs["id"]) and set(jobs["job"]) == {"lesion"}
+    assert all(o["images"] == 128 and o["draws"] == 1 for o in jobs["options"])
+    assert jobs["created_at"].min() > runs["created_at"].max()   # a job is claimed after (and waits for) its run
+    again = queue_missing(store, plan)
+    assert not again.created and sorted(again.reused) == sorted(first.created)
+    result = evaluate("ensembles", store, "smoke")
+    assert result.status.planned == 8 and result.status.queued == 8
+
+
+def test_analysis_arms_without_background_jobs(store, fast_estimates, monkeypatch):
+    monkeypatch.setattr("lab.studies.plan.analysis_queue", lambda: None)
+    ids = fill(store, "ensembles")
+    result = evaluate("ensembles", store, "smoke")
+    why = result.plan.unavailable()["lesions of resnet-14"]
+    assert "lab.analysis.queue" in why and "python -m lab lesion RUN" in why
+    assert result.analysis.findings[0].outcome == "not available" and result.status.planned == 4
+    assert not queue_missing(store, result.plan).created
+    # results made with the CLI are used all the same
+    save_results(store, "ensembles", ids, lambda arm, seed: (0.05 if "resnet" in arm else 0.3) + noise(arm, seed))
+    f = evaluate("ensembles", store, "smoke").analysis.findings[0]
+    assert f.outcome == "effect" and f.text.startswith("resnet-14 suffers less from deleting one unit than plain-14")
+
+
 # --- the CLI -----------------------------------------------------------------------------------------------------
 
 
@@ -544,3 +606,22 @@ def test_studies_page_names_what_this_build_cannot_run(store, fast_estimates):
     for arm, why in unavailable.items():   # spans beyond 3 until the models package generalises the span
         assert f"{arm} cannot run in this build yet: {why}" in warnings
     assert bool(unavailable) == ("cannot run in this build yet" in warnings)
+
+
+def test_runs_page_queues_a_deepened_run(store, monkeypatch):
+    """The net2net study's instrument on the Runs page: a finished run, a depth, one button."""
+    monkeypatch.setattr("lab.runs.worker.ensure_worker", lambda *a, **k: 4242)
+    (parent,) = store.create_runs([make_config("smoke", kind="plain", depth=8, width=0.5)])
+    store.set_status(parent, "done", final_train_error=0.5, final_test_error=0.5)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at.switch_page("pages/runs.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    depth = next(s for s in at.selectbox if s.key == "runs_deepen_depth")
+    assert depth.options[:3] == ["14", "20", "26"]
+    depth.select(20).run()
+    next(b for b in at.button if b.key == "runs_deepen").click().run()
+    assert not at.exception and f"{parent}: queued" in at.success[0].value
+    child = store.runs().set_index("id").drop(index=parent).iloc[0]
+    assert child["depth"] == 20 and child["config"]["deepen_from"] == parent and child["parent_id"] == parent
+    assert child["status"] == "queued" and child["config"]["width"] == 0.5

@@ -142,3 +142,54 @@ def mean_profile(data: StudyData, arm: str, metric: str, when: str = "last",
 def profile_label(data: StudyData, arm: str, metric: str, statuses=("done", "diverged", "running")) -> str:
     n = len(per_run_layers(data, arm, metric, "last", statuses))
     return arm + (f" (mean of {n})" if n > 1 else "")
+
+
+# --- analysis arms (lesions, landscapes, shattering of another arm's runs) -----------------------------------------
+
+
+def analysis_options(data: StudyData, arm: str) -> dict:
+    """An analysis arm's resolved options (also where this build cannot queue the jobs)."""
+    from ..analysis.options import resolve_options
+
+    pa = data.plan.arm(arm)
+    return pa.options or resolve_options(pa.arm.job, dict(pa.arm.options))
+
+
+def analysis_results(data: StudyData, arm: str) -> list[dict]:
+    """The stored results of an analysis arm, one per analysed run of its `of` arm (the preferred run of each
+    seed, in seed order; trained runs that are done, or any stored run for a result at initialisation), however
+    they were made (a background job or the CLI)."""
+    from ..analysis.options import result_name
+    from ..analysis.results import load_results
+
+    pa = data.plan.arm(arm)
+    if pa is None or data.store is None or data.members.empty:
+        return []
+    options = analysis_options(data, arm)
+    statuses = ("done", "diverged", "running", "queued", "interrupted", "cancelled", "failed") \
+        if options.get("at") == "init" else ("done",)
+    ids = data.runs(pa.arm.of, statuses)["id"].tolist()
+    found = load_results(data.store, ids, result_name(pa.arm.job, options))
+    return [found[i] for i in ids if i in found]
+
+
+def missing_results(data: StudyData, question: str, *arms: str) -> Finding | None:
+    """A 'not available' finding when an analysis arm has no results and this build cannot queue its jobs."""
+    gone = data.plan.unavailable()
+    for arm in arms:
+        if arm in gone and not analysis_results(data, arm):
+            return Finding(question, NOT_AVAILABLE, f"{arm}: {gone[arm]}; none is stored yet.", {})
+    return None
+
+
+def compare_results(data: StudyData, question: str, a: str, b: str, value, metric: Metric,
+                    names: tuple[str, str] | None = None) -> Finding:
+    """Analysis arm a against analysis arm b on `value(result)` per analysed seed (None values left out); the
+    sentence calls them by the nets they analyse, or by `names`."""
+    gone = missing_results(data, question, a, b)
+    if gone:
+        return gone
+    values = {arm: [v for v in map(value, analysis_results(data, arm)) if v is not None] for arm in (a, b)}
+    of = {arm: data.plan.arm(arm).arm.of for arm in (a, b)}
+    name_a, name_b = names or (of[a], of[b])
+    return compare(question, name_a, name_b, values[a], values[b], metric, unfinished=data.unfinished(of[a], of[b]))

@@ -1,0 +1,107 @@
+"""Shattered gradients (Balduzzi et al. 2017): how correlated the input gradients of nearby inputs are, in plain
+and residual nets of growing depth, at initialisation and after training.
+
+Each run of the training arms gets two shatter jobs (lab.analysis.shatter: 256 inputs on a line between two
+validation images, the input gradient of the loss at each): one of the net at initialisation (the run's seed,
+exactly the trainer's step-0 net; it needs no training) and one of the trained net. The number compared is the
+summary correlation: that of neighbouring inputs on the line.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ...analysis.figures import shatter_depth, shatter_distance
+from .. import common
+from ..findings import Analysis, Metric
+from ..registry import Arm, Study, register
+
+DEPTHS = {"smoke": (8, 14), "cpu": (20, 56, 110), "paper": (20, 56, 110)}
+WHEN = {"init": dict(at="init"), "trained": dict()}
+
+CORRELATION = Metric("gradient correlation of neighbouring inputs", False, "has more correlated gradients than",
+                     "has less correlated gradients than")
+
+
+def net(kind: str, depth: int) -> str:
+    return f"{'plain' if kind == 'plain' else 'resnet'}-{depth}"
+
+
+def shattering(kind: str, depth: int, when: str) -> str:
+    return f"shattering of {net(kind, depth)} ({'at init' if when == 'init' else 'trained'})"
+
+
+def grid(budget: str) -> list[Arm]:
+    nets = [(k, d) for k in ("plain", "residual") for d in DEPTHS[budget]]
+    return [Arm(net(k, d), dict(kind=k, depth=d)) for k, d in nets] + \
+        [Arm(shattering(k, d, w), dict(o), job="shatter", of=net(k, d)) for w, o in WHEN.items() for k, d in nets]
+
+
+def correlation(result: dict) -> float | None:
+    return result["summary"]["correlation"]
+
+
+def compare(data, question: str, a: tuple[str, int], b: tuple[str, int], when: str):
+    """Nets a and b ((kind, depth)) on their summary correlation, at initialisation or trained."""
+    label = "at init" if when == "init" else "trained"
+    return common.compare_results(data, question, shattering(*a, when), shattering(*b, when), correlation, CORRELATION,
+                                  names=(f"{net(*a)} {label}", f"{net(*b)} {label}"))
+
+
+def analyse(data) -> Analysis:
+    depths = DEPTHS[data.plan.budget]
+    low, deep = depths[0], depths[-1]
+    findings = [
+        compare(data, f"At initialisation, are resnet-{deep}'s gradients more correlated than plain-{deep}'s?",
+                ("residual", deep), ("plain", deep), "init"),
+        compare(data, f"At initialisation, do the plain net's gradients shatter with depth ({low} to {deep} layers)?",
+                ("plain", deep), ("plain", low), "init"),
+        compare(data, f"At initialisation, do the residual net's gradients shatter with depth ({low} to {deep} "
+                "layers)?", ("residual", deep), ("residual", low), "init"),
+        compare(data, f"After training, are resnet-{deep}'s gradients more correlated than plain-{deep}'s?",
+                ("residual", deep), ("plain", deep), "trained"),
+    ]
+    rows = []
+    for w in WHEN:
+        for k in ("plain", "residual"):
+            for d in depths:
+                values = [v for v in map(correlation, common.analysis_results(data, shattering(k, d, w)))
+                          if v is not None]
+                rows.append(dict(arm=shattering(k, d, w), kind=k, depth=d, when=w, results=len(values),
+                                 correlation_mean=float(np.mean(values)) if values else None,
+                                 correlation_sd=float(np.std(values, ddof=1)) if len(values) > 1 else None))
+    table = pd.DataFrame(rows)
+    return Analysis(findings, {"correlations": common.table_numbers(table)}, {"correlations": table})
+
+
+def _all(data) -> list[dict]:
+    return [r for w in WHEN for k in ("plain", "residual") for d in DEPTHS[data.plan.budget]
+            for r in common.analysis_results(data, shattering(k, d, w))]
+
+
+def figures(data) -> dict:
+    found = _all(data)
+    return {
+        "shatter-depth": ("Gradient correlation vs depth, at initialisation and trained", shatter_depth(found)),
+        "shatter-distance": ("Gradient correlation vs input distance", shatter_distance(found)),
+        "finals": ("Final errors of the trained nets", common.finals_figure(data)),
+    }
+
+
+register(Study(
+    id="shattering",
+    title="Shattered gradients (Balduzzi et al.)",
+    question="Do the gradients of nearby inputs decorrelate (shatter) with depth in plain nets but much less in "
+             "residual nets, at initialisation and after training?",
+    literature=(
+        "Balduzzi et al. (2017): the correlation between the gradients at nearby inputs decays exponentially with "
+        "depth in plain feed-forward nets, whose gradients come to look like white noise, and sublinearly in "
+        "residual nets; batch norm does not prevent it in plain nets. They measure it on 256 inputs on a line, "
+        "the gradient of one output with respect to each input (here the loss, on a line between two validation "
+        "images). Their exact decay rates and toy setup are not quoted here (unconfirmed)."
+    ),
+    grid={b: grid(b) for b in DEPTHS},
+    analyse=analyse,
+    figures=figures,
+    order=150,
+))
