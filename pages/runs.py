@@ -1,9 +1,12 @@
 """Runs: a live table of every run, with cancel / resume / delete and the log tail of a run."""
+import dataclasses
 import time
 
 import streamlit as st
 
 from lab.checkpoint import checkpoint_problem
+from lab.config import RunConfig
+from lab.models import ConfigError, valid_depths
 from lab.runs.monitor import format_duration, log_tail
 from lab.runs.store import StoreError
 from lab.runs.worker import ensure_worker
@@ -104,6 +107,23 @@ c4.checkbox("Resume from scratch (its metrics so far move to an archived run)", 
 confirm = c4.checkbox("I really want to delete this run and its files", key="runs_confirm")
 c3.button("Delete", on_click=act, args=("delete",), disabled=not confirm or run["status"] == "running",
           icon=":material/delete:")
+# Deepen a trained run (Net2DeeperNet): a new run of the same net at a larger depth that starts from this run's
+# checkpoint, its new units computing the identity, and trains on a fresh schedule of its own
+if str(run.get("job") or "train") == "train" and run["status"] in ("done", "interrupted"):
+    with st.expander("Deepen this run (Net2DeeperNet)"):
+        parent_cfg = RunConfig.from_dict(store.get_run(run_id)["config"])
+        deeper = [d for d in valid_depths(parent_cfg.block, parent_cfg.span, up_to=2000) if d > parent_cfg.depth][:20]
+        st.caption(f"Units that compute the identity are inserted into {run_id}'s trained net; the new run trains "
+                   f"{parent_cfg.iterations} iterations on a fresh schedule and records its parent, so Training "
+                   "curves can draw it joined to this run (x: total iterations).")
+        depth = st.selectbox("Depth", deeper, key="runs_deepen_depth")
+        if st.button("Queue the deepened run", key="runs_deepen", icon=":material/add_circle:"):
+            try:
+                (child,) = store.create_runs([dataclasses.replace(parent_cfg, depth=int(depth), deepen_from=run_id)])
+                ensure_worker(store)
+                st.session_state["runs_msg"] = ("success", f"{run_id}: queued {child}, deepened to {depth} layers")
+            except (ConfigError, StoreError) as exc:
+                st.session_state["runs_msg"] = ("error", str(exc))
 if "runs_msg" in st.session_state:
     kind, text = st.session_state.pop("runs_msg")
     (st.success if kind == "success" else st.error)(text)
