@@ -91,7 +91,7 @@ STUDY_NUMBERS: list[dict] = [
                             ("preact", "ResNet-1001, pre-activation", 4.92),
                             ("preact-batch64", "ResNet-1001, pre-activation, batch 64", 4.62))],
     dict(key="rezero-resnet56-speed", studies=("without-bn",), what="ReZero ResNet-56: faster convergence", value=32.0,
-         sd=None, unit="% fewer iterations to converge, CIFAR-10", source="Bachlechner et al. 2020, ReZero "
+         sd=None, unit="% faster convergence, ResNet-56 on CIFAR-10", source="Bachlechner et al. 2020, ReZero "
          "(arXiv:2003.04887)", note=""),
 ]
 _NUMBERS = {n["key"]: n for n in STUDY_NUMBERS}

@@ -59,7 +59,7 @@ result = evaluate(study, store, budget, int(seeds), runs=runs, analyse=False)
 plan, status = result.plan, result.status
 st.subheader("Runs")
 st.dataframe(
-    [dict(arm=pa.name, options=", ".join(f"{k}={v}" for k, v in pa.arm.options.items()),
+    [dict(arm=pa.name, runs=pa.arm.describe(), options=", ".join(f"{k}={v}" for k, v in pa.arm.options.items()),
           seeds=len(pa.configs) or "-", available="yes" if pa.problem is None else f"not yet: {pa.problem}")
      for pa in plan.arms],
     hide_index=True, width="stretch",

@@ -625,3 +625,13 @@ def test_runs_page_queues_a_deepened_run(store, monkeypatch):
     child = store.runs().set_index("id").drop(index=parent).iloc[0]
     assert child["depth"] == 20 and child["config"]["deepen_from"] == parent and child["parent_id"] == parent
     assert child["status"] == "queued" and child["config"]["width"] == 0.5
+
+
+def test_studies_page_says_what_each_arm_runs(store, fast_estimates):
+    at = studies_page({"study": "net2net", "budget": "smoke"})
+    arms = next(d.value for d in at.dataframe if "runs" in d.value.columns).set_index("arm")["runs"]
+    assert arms["plain-8 → 14 (24 + 24 it)"] == "training, each run deepened from plain-8 (24 it)'s run of the same seed"
+    assert arms["plain-8 (48 it)"] == "training"
+    at = studies_page({"study": "ensembles", "budget": "smoke"})
+    arms = next(d.value for d in at.dataframe if "runs" in d.value.columns).set_index("arm")["runs"]
+    assert arms["lesions of plain-14"] == "a lesion job of each run of plain-14"

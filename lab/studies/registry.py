@@ -68,6 +68,14 @@ class Arm:
     def analysis(self) -> bool:
         return self.job != "train"
 
+    def describe(self) -> str:
+        """What the arm's runs are, in words (for tables)."""
+        if self.analysis:
+            return f"a {self.job} job of each run of {self.of}"
+        if self.deepen is not None:
+            return f"training, each run deepened from {self.deepen}'s run of the same seed"
+        return "training"
+
 
 @dataclass(eq=False)
 class Study:
