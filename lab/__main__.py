@@ -301,12 +301,30 @@ def cmd_delete(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from .runs.worker import Worker
+    from .runs.executors import ExecutorError, make_executor
+    from .runs.worker import Worker, dispatch_problems
 
     _check_slots(args.slots, args.per_gpu)
+    problems = dispatch_problems(args.retries, args.cancel_grace)
+    if not (0 < args.cpus_per_run <= 1024):
+        problems.append(f"--cpus-per-run must be more than 0 and at most 1024, got {args.cpus_per_run:g}")
+    if args.executor != "ray" and (args.ray_address or args.cpus_per_run != 1):
+        problems.append("--ray-address and --cpus-per-run are for --executor ray")
+    if problems:
+        raise ConfigError("; ".join(problems))
     store = _store(args)
-    return Worker(store, slots=args.slots, per_gpu=args.per_gpu, device=args.device,
-                  idle_exit_s=args.exit_when_idle, data_dir=args.data).run()
+    try:
+        if args.executor == "ray":
+            executor = make_executor("ray", store, address=args.ray_address, per_gpu=args.per_gpu,
+                                     cpus_per_run=args.cpus_per_run, device=args.device, data_dir=args.data,
+                                     slots=args.slots)
+        else:
+            executor = make_executor("local", store, slots=args.slots, per_gpu=args.per_gpu, device=args.device,
+                                     data_dir=args.data)
+    except ExecutorError as exc:
+        return _error(str(exc))
+    return Worker(store, executor=executor, idle_exit_s=args.exit_when_idle, retries=args.retries,
+                  cancel_grace_s=args.cancel_grace).run()
 
 
 def cmd_execute(args) -> int:
@@ -415,9 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
         _add_store_args(c)
         c.set_defaults(func=func)
 
-    w = sub.add_parser("worker", help="run queued runs in child processes until stopped")
-    w.add_argument("--slots", type=int, default=0, help="CPU: runs at once (default 1, threads split); GPU: cap on slots")
-    w.add_argument("--per-gpu", type=int, default=1, help="runs packed on each GPU")
+    w = sub.add_parser("worker", help="run queued runs in child processes (or on a Ray cluster) until stopped")
+    w.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: child processes on this host; ray: tasks on a Ray cluster")
+    w.add_argument("--ray-address", metavar="HOST:PORT", default=None,
+                   help="the Ray head (ray start --head; default $RAY_ADDRESS, else the cluster on this host)")
+    w.add_argument("--slots", type=int, default=0, help="CPU: runs at once (default 1, threads split); GPU and ray: a cap on runs at once")
+    w.add_argument("--per-gpu", type=int, default=1, help="runs packed on each GPU (ray: each asks 1/N of a GPU)")
+    w.add_argument("--cpus-per-run", type=float, default=1, help="ray, on a cluster without GPUs: CPUs each run asks for")
+    w.add_argument("--retries", type=int, default=0,
+                   help="queue a run whose process or node died again, to resume from its checkpoint, up to N times")
+    w.add_argument("--cancel-grace", type=float, default=60.0, metavar="SECONDS",
+                   help="stop a run's process when it has not obeyed a cancel request within this")
     w.add_argument("--device", choices=["auto", "cpu"], default="auto", help="cpu: ignore GPUs")
     w.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS", help="exit after this long with nothing to do")
     w.add_argument("--data", metavar="DIR", default=None, help="data folder (default: $LAB_DATA or data/)")

@@ -1,15 +1,19 @@
-"""The background worker: claims queued runs from the store and runs each in its own child process.
+"""The background worker: claims queued runs from the store and hands each to an executor that runs it.
 
-One worker per results folder and host (a lock file keeps a second one out; workers on other hosts, or with
-other results folders on one database, share the queue safely: claims are atomic). Slots: one run per GPU by
-default (`per_gpu` packs several; each child sees only its GPU, as `cuda:0`, and gets its share of the CPU
-threads), and on the CPU `slots` runs at a time (default 1), the CPU threads split between them.
+Executors (`lab/runs/executors/`): `local` (the default) runs each claimed run in its own child process on this
+host, one per slot (one run per GPU, `per_gpu` packs several; on the CPU `slots` at a time); `ray` submits each
+as a Ray task to a Ray cluster, which places it on a node with its GPU share free. One worker per results
+folder, host and executor (a lock file keeps a second one out; workers on other hosts, or with other results
+folders on one database, share the queue safely: claims are atomic).
 
-Runs are independent of the worker: each child is in its own session and writes its own heartbeat, metrics and
-final status under the attempt token the claim gave it, so runs go on when the worker (or the dashboard that
-started it) stops or restarts; a new worker counts the runs still alive on this host against its slots. A run
-whose process dies without finishing is marked `interrupted` (at once by the worker that started it, else by
-whoever next reads the store and finds its process gone), so nothing stays `running` forever.
+Runs are independent of the worker: each attempt's process writes its own heartbeat, metrics and final status
+under the attempt token the claim gave it. The worker watches what its executor reports: an attempt whose
+process or task ended while the store still says `running` under its token is marked `interrupted` (else
+whoever next reads the store marks it, finding its process gone or its heartbeat stale), so nothing stays
+`running` forever; with `retries` it is queued again, to resume from its last checkpoint, up to that many times
+per run (counted in the run's `executor` artifact, so a restarted worker keeps counting). A cancel request is a
+store flag the run obeys within seconds; a run that has not stopped `cancel_grace_s` after the request is marked
+`cancelled` and its process stopped by the executor.
 """
 from __future__ import annotations
 
@@ -20,51 +24,20 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..runtime import PROJECT_ROOT
-from .store import LostRun, Store, new_id
+from .executors import Ended, Executor
+from .executors.local import LocalExecutor, Slot, plan_slots  # noqa: F401  (Slot, plan_slots: their old home)
+from .store import LostRun, Store, StoreError, new_id
 
 POLL_S = 1.0
 STALE_GRACE_S = 15.0
+CANCEL_GRACE_S = 60.0     # a run still running this long after a cancel request is stopped by its executor
 MAX_PER_GPU = 64
 MAX_SLOTS = 256
-
-
-@dataclass
-class Slot:
-    name: str                  # "cpu" or "cuda:N" (N: the GPU's index on this host)
-    env: dict                  # environment for the child: visible GPU, thread counts
-    threads: int = 0           # CPU threads for the child (0: torch's default)
-    device: str | None = None  # the device the child trains on, as it sees it ("cuda:0": its one visible GPU)
-
-
-def _threads_env(threads: int) -> dict:
-    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-
-
-def plan_slots(slots: int = 0, per_gpu: int = 1, device: str = "auto", gpus: int | None = None) -> list[Slot]:
-    """The worker's slots. GPUs: `per_gpu` per GPU (at most `slots` in all, if given); each child sees only its
-    GPU (CUDA_VISIBLE_DEVICES), which it calls cuda:0, and gets an equal share of the CPU threads. CPU: `slots`
-    (default 1), threads split evenly. `gpus` overrides the number of GPUs found (tests)."""
-    if gpus is None:
-        gpus = torch.cuda.device_count() if device != "cpu" and torch.cuda.is_available() else 0
-    elif device == "cpu":
-        gpus = 0
-    cores = os.cpu_count() or 1
-    if gpus:
-        plan = [(g, i) for g in range(gpus) for i in range(max(1, per_gpu))]
-        plan = plan[:slots] if slots else plan
-        threads = max(1, cores // len(plan))
-        return [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g), **_threads_env(threads)}, threads, "cuda:0")
-                for g, _ in plan]
-    n = max(1, slots or 1)
-    threads = max(1, cores // n)
-    env = {"CUDA_VISIBLE_DEVICES": "", **_threads_env(threads)}
-    return [Slot("cpu", env, threads) for _ in range(n)]
+MAX_RETRIES = 100
+RETRIES_ARTIFACT = "executor"  # per run: {"retries": n, "history": [one entry per attempt that was retried]}
 
 
 def slot_problems(slots: int, per_gpu: int) -> list[str]:
@@ -77,111 +50,202 @@ def slot_problems(slots: int, per_gpu: int) -> list[str]:
     return problems
 
 
+def dispatch_problems(retries: int, cancel_grace_s: float) -> list[str]:
+    """What is wrong with a worker's retry and cancel settings (empty when nothing)."""
+    problems = []
+    if not (isinstance(retries, int) and 0 <= retries <= MAX_RETRIES):
+        problems.append(f"--retries must be from 0 to {MAX_RETRIES}, got {retries!r}")
+    if not (isinstance(cancel_grace_s, (int, float)) and 1 <= cancel_grace_s <= 86400):
+        problems.append(f"--cancel-grace must be from 1 to 86400 seconds, got {cancel_grace_s!r}")
+    return problems
+
+
 class Worker:
+    """Claims queued runs for `executor` (default: a LocalExecutor with `slots`, `per_gpu`, `device`,
+    `data_dir`) and watches them: marks attempts that ended without recording an end `interrupted`, queues them
+    again up to `retries` times, and stops runs that ignore a cancel request for `cancel_grace_s`."""
+
     def __init__(self, store: Store, slots: int = 0, per_gpu: int = 1, device: str = "auto",
-                 idle_exit_s: float | None = None, data_dir: str | None = None) -> None:
+                 idle_exit_s: float | None = None, data_dir: str | None = None, executor: Executor | None = None,
+                 retries: int = 0, cancel_grace_s: float = CANCEL_GRACE_S) -> None:
         self.store = store
-        self.plan = plan_slots(slots, per_gpu, device)
+        self.executor = executor or LocalExecutor(store, slots=slots, per_gpu=per_gpu, device=device,
+                                                  data_dir=data_dir)
         self.idle_exit_s = idle_exit_s
-        self.data_dir = data_dir
+        self.retries = retries
+        self.cancel_grace_s = cancel_grace_s
         self.id = new_id("worker")
-        self.children: dict[str, tuple[subprocess.Popen, Slot, str]] = {}  # run id -> (process, slot, attempt)
         self.stopping = False
         self._lock_file = None
+        self._cancel_seen: dict[str, float] = {}   # run id -> when this worker first saw its cancel request
+        self._stopping: set[str] = set()           # runs whose processes the executor is stopping
+
+    # the local executor's slots and children, where the worker kept them before executors
+    @property
+    def plan(self) -> list[Slot]:
+        return self.executor.plan
+
+    @plan.setter
+    def plan(self, plan: list[Slot]) -> None:
+        self.executor.plan = plan
+
+    @property
+    def children(self) -> dict[str, str]:
+        return self.executor.active()
 
     def acquire_lock(self) -> bool:
-        """Take the results folder's worker lock; False when another worker on this host holds it."""
-        self._lock_file = open(self.store.root / "worker.lock", "a+")
+        """Take the results folder's worker lock for this executor; False when another worker on this host
+        holds it."""
+        name = "worker.lock" if self.executor.name == "local" else f"worker-{self.executor.name}.lock"
+        self._lock_file = open(self.store.root / name, "a+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         return True
 
-    def free_slots(self) -> list[Slot]:
-        """Slots not taken by a live run on this host (this worker's children or runs it inherited)."""
-        free = list(self.plan)
-        for run in self.store.active_here():
-            for slot in free:
-                if slot.name == (run["slot"] or "cpu"):
-                    free.remove(slot)
-                    break
-        return free
+    def free_slots(self) -> list:
+        return self.executor.free_slots()
 
-    def spawn(self, run: dict, slot: Slot) -> None:
-        run_dir = self.store.run_dir(run["id"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log = open(run_dir / "log.txt", "ab")
-        cmd = [sys.executable, "-m", "lab", "_execute", run["id"], "--attempt", run["attempt"],
-               "--results", str(self.store.root.resolve())]
-        if slot.threads:
-            cmd += ["--threads", str(slot.threads)]
-        if slot.device:
-            cmd += ["--device", slot.device]
-        if self.data_dir:
-            cmd += ["--data", str(Path(self.data_dir).resolve())]
-        env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(PROJECT_ROOT), start_new_session=True)
-        log.close()
-        self.children[run["id"]] = (proc, slot, run["attempt"])
-        try:
-            self.store.update_attempt(run["id"], run["attempt"], pid=proc.pid, slot=slot.name, executor_ref=str(proc.pid))
-        except LostRun:
-            pass  # the child found out first (it failed fast, or its run was cancelled); collect() sees it exit
-        print(f"worker {self.id}: started run {run['id']} ({run['label']}) on {slot.name}, pid {proc.pid}", flush=True)
+    def say(self, text: str) -> None:
+        print(f"worker {self.id}: {text}", flush=True)
+
+    def spawn(self, run: dict, slot) -> None:
+        where = self.executor.submit(run, slot)
+        self.say(f"started run {run['id']} ({run['label']}) {where}")
 
     def collect(self) -> None:
-        """Forget children that exited; a run whose child died without recording an end is interrupted."""
-        for run_id, (proc, _slot, attempt) in list(self.children.items()):
-            rc = proc.poll()
-            if rc is None:
+        """Attempts that ended: one that did not record an end is interrupted (and retried if allowed)."""
+        for ended in self.executor.poll():
+            self._cancel_seen.pop(ended.run_id, None)
+            self._stopping.discard(ended.run_id)
+            # only the attempt that ended: a run resumed meanwhile belongs to its new attempt
+            if self.store.set_status(ended.run_id, "interrupted", expect=["running"], attempt=ended.attempt,
+                                     message=f"{ended.why} before finishing; resume it to continue"):
+                self.say(f"run {ended.run_id}: {ended.why}; marked interrupted")
+            if self.retries:
+                self.retry(ended)
+
+    def retry(self, ended: Ended) -> bool:
+        """Queue an interrupted attempt's run again (it resumes from its last checkpoint) unless its retries
+        are used up; True when queued. Runs that ended otherwise (done, failed, cancelled) are left alone."""
+        from ..checkpoint import checkpoint_problem
+
+        try:
+            run = self.store.get_run(ended.run_id)
+        except StoreError:
+            return False  # deleted
+        if run["status"] != "interrupted" or run["attempt"] != ended.attempt:
+            return False
+        record = self.store.artifact(run["id"], RETRIES_ARTIFACT) or {}
+        used = int(record.get("retries", 0))
+        if used >= self.retries:
+            self.say(f"run {run['id']}: not queued again, its {used} retr{'y' if used == 1 else 'ies'} used")
+            return False
+        try:
+            self.store.requeue(run["id"], checkpoint_problem=checkpoint_problem)
+        except StoreError as exc:
+            self.say(f"run {run['id']}: cannot be queued again: {exc}")
+            return False
+        entry = dict(attempt=ended.attempt, why=ended.why, slot=run["slot"], host=run["host"],
+                     executor=run["executor"], executor_ref=run["executor_ref"], iteration=run["iteration"],
+                     at=time.time(), **{k: v for k, v in ended.details.items() if k in ("node", "returncode")})
+        self.store.put_artifact(run["id"], RETRIES_ARTIFACT,
+                                {"retries": used + 1, "history": list(record.get("history", [])) + [entry]})
+        self.say(f"run {run['id']}: queued again to resume from iteration {run['iteration']} "
+                 f"(retry {used + 1} of {self.retries})")
+        return True
+
+    def watch(self) -> None:
+        """The executor's live attempts: keep a placed run that has no process yet from looking dead (a Ray
+        task waiting for its node), and stop runs that ignore a cancel request."""
+        now = time.time()
+        for run_id, attempt in self.executor.active().items():
+            if run_id in self._stopping:
+                self.executor.stop(run_id)  # again: executors escalate while a process does not go
                 continue
-            del self.children[run_id]
-            how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
-            # only the attempt this child ran: a run resumed meanwhile belongs to its new attempt
-            if self.store.set_status(run_id, "interrupted", expect=["running"], attempt=attempt,
-                                     message=f"its process {how} before finishing; resume it to continue"):
-                print(f"worker {self.id}: run {run_id} {how}; marked interrupted", flush=True)
+            try:
+                run = self.store.get_run(run_id)
+            except StoreError:
+                continue
+            if run["status"] != "running" or run["attempt"] != attempt:
+                continue  # it recorded its end, or lost its run: its process exits by itself
+            if run["pid"] is None:
+                try:
+                    self.store.heartbeat(run_id, attempt)
+                except LostRun:
+                    continue
+            if not run["cancel_requested"]:
+                continue
+            first = self._cancel_seen.setdefault(run_id, now)
+            started = run["pid"] is not None
+            if started and now - first < self.cancel_grace_s:
+                continue
+            message = (f"cancelled; it did not stop within {self.cancel_grace_s:g} s of the request, so the "
+                       f"worker stopped its process" if started else "cancelled before its process started")
+            if self.store.set_status(run_id, "cancelled", expect=["running"], attempt=attempt, cancel_requested=0,
+                                     message=message):
+                self.say(f"run {run_id}: {message}")
+                self._stopping.add(run_id)
+                self.executor.stop(run_id)
 
     def step(self) -> None:
-        """One round: heartbeat, collect children, reap stale runs, start queued runs in free slots."""
+        """One round: heartbeat, collect ended attempts, watch live ones, reap stale runs, start queued runs in
+        free slots."""
         self.store.worker_heartbeat(self.id)
         self.collect()
+        self.watch()
         self.store.reap_stale(STALE_GRACE_S)
         for slot in self.free_slots():
             if self.stopping:
                 break
-            run = self.store.claim_next(self.id)
+            run = self.store.claim_next(self.id, executor=self.executor.name)
             if run is None:
                 break
             self.spawn(run, slot)
 
     def run(self) -> int:
         if not self.acquire_lock():
-            print(f"another worker is already running for {self.store.root}; not starting a second one", flush=True)
+            print(f"another {self.executor.name} worker is already running for {self.store.root}; "
+                  f"not starting a second one", flush=True)
             return 0
-        self.store.register_worker(self.id, len(self.plan), self.plan[0].name)
+        self.store.register_worker(self.id, self.executor.capacity(), self.executor.kind())
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: setattr(self, "stopping", True))
-        print(f"worker {self.id}: pid {os.getpid()}, {len(self.plan)} slot(s) on {self.plan[0].name}, "
-              f"results {self.store.root}", flush=True)
+        self.say(f"pid {os.getpid()}, {self.executor.describe()}, results {self.store.root}")
         idle_since = time.time()
         try:
             while not self.stopping:
                 self.step()
-                if self.children:
+                if self.executor.active():
                     idle_since = time.time()
                 elif self.idle_exit_s is not None and time.time() - idle_since > self.idle_exit_s:
-                    print(f"worker {self.id}: idle for {self.idle_exit_s:.0f} s, exiting", flush=True)
+                    self.say(f"idle for {self.idle_exit_s:.0f} s, exiting")
                     break
                 time.sleep(POLL_S)
         finally:
-            self.store.remove_worker(self.id)
-            if self.children:
-                print(f"worker {self.id}: {len(self.children)} run(s) go on in their own processes", flush=True)
+            self.shutdown()
         return 0
+
+    def shutdown(self) -> None:
+        """Release the executor; runs it had to stop on the way out are queued again (not counted as retries),
+        so the next worker resumes them."""
+        try:
+            for run_id, attempt in self.executor.shutdown():
+                try:
+                    run = self.store.get_run(run_id)
+                    if run["status"] not in ("interrupted", "running") or run["attempt"] != attempt:
+                        continue  # it finished, was cancelled, or belongs to another attempt now
+                    self.store.set_status(run_id, "interrupted", expect=["running"], attempt=attempt,
+                                          message="its worker stopped it on the way out; resume it to continue")
+                    self.store.requeue(run_id)
+                    self.say(f"run {run_id}: stopped with this worker; queued again")
+                except StoreError as exc:
+                    self.say(f"run {run_id}: stopped with this worker, not queued again: {exc}")
+        finally:
+            self.store.remove_worker(self.id)
+        if self.executor.active():
+            self.say(f"{len(self.executor.active())} run(s) go on in their own processes")
 
 
 def ensure_worker(store: Store, slots: int = 0, idle_exit_s: float = 600.0, data_dir: str | None = None,
