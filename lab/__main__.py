@@ -11,7 +11,6 @@ from .checkpoint import CheckpointError
 from .config import PRESETS, RunConfig, make_config, parse_value
 from .data import DATASETS, DataError
 from .models import ConfigError, list_models
-from .export import ExportError
 from .analysis.cli import AnalysisError, add_commands as add_analysis_commands
 from .runs.monitor import printable
 from .runs.store import Store, StoreError
@@ -210,7 +209,7 @@ def cmd_ls(args) -> int:
 
     wanted = _statuses(args.status)
     store = _store(args, create=False, readonly=True)
-    df = overview(store)
+    df = overview(store, jobs=None)  # training runs and analysis jobs
     if wanted:
         df = df[df["status"].isin(wanted)]
     if args.json:
@@ -493,8 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, ConfigError, DataError, StoreError, ExportError, CheckpointError, AnalysisError) as exc:
+    except (UsageError, ConfigError, DataError, StoreError, CheckpointError, AnalysisError) as exc:
         return _error(str(exc))
+    except RuntimeError as exc:  # lab.export's ExportError, matched without importing plotly at every start
+        export = sys.modules.get("lab.export")
+        if export is not None and isinstance(exc, export.ExportError):
+            return _error(str(exc))
+        raise
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

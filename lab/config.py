@@ -15,6 +15,7 @@ from .models import (
 from .runtime import DEVICE_PATTERN, DEVICES_ALLOWED
 
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 WARMUPS = ("auto", "on", "off")
 
 
@@ -89,6 +90,10 @@ class RunConfig:
     precision: str = opt("auto", "'fp32', 'bf16' (autocast) or 'auto' (bf16 where the hardware has it)")
     channels_last: bool = opt(True, "NHWC memory layout (faster for convs on CPU and GPU)")
     compile: bool = opt(False, "torch.compile the model")
+    compile_mode: str = opt("default", "with compile: 'default' (fused kernels), 'reduce-overhead' (plus CUDA "
+                                       "graphs: one launch per step on a GPU) or 'max-autotune' (plus kernel "
+                                       "autotuning, slower to compile); compiled code is cached under the "
+                                       "results folder", choices=COMPILE_MODES)
     threads: int = opt(0, "CPU threads for this run (0: torch's default; at most 1024)")
     seed: int = opt(0, "seed for init, batch order and augmentation (0 to 2**63-1)")
     # --- bookkeeping ---
@@ -161,7 +166,7 @@ class RunConfig:
 
 # Fields that say how, where or under which name a run was executed, not what was run. Two runs whose
 # configurations differ only in these are the same experiment: the studies reuse either for the other.
-BOOKKEEPING = ("tag", "preset", "device", "threads", "compile")
+BOOKKEEPING = ("tag", "preset", "device", "threads", "compile", "compile_mode")
 
 
 def experiment_config(cfg: RunConfig) -> dict:
@@ -312,6 +317,8 @@ def field_problems(cfg: RunConfig) -> list[tuple[str, str]]:
                                          f"{cfg.dataset}'s {total:,}; use at least {1 / total:.2g}"))
     number("warmup_error", 0, 1, lo_open=True)
     need("warmup", cfg.warmup in WARMUPS, f"warmup must be one of {', '.join(WARMUPS)}, got {cfg.warmup!r}")
+    need("compile_mode", cfg.compile_mode in COMPILE_MODES,
+         f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile_mode!r}")
     need("precision", cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     need("device", isinstance(cfg.device, str) and DEVICE_PATTERN.fullmatch(cfg.device) is not None,
          f"device must be {DEVICES_ALLOWED}, got {cfg.device!r}")

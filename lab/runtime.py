@@ -87,6 +87,51 @@ def git_revision() -> str:
     return (rev or "unknown") + ("+dirty" if rev and dirty else "")
 
 
+MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"   # where nvidia-cuda-mps-control puts its pipes unless told otherwise
+
+
+def mps_status(environ: dict | None = None, proc: Path = Path("/proc")) -> dict:
+    """Whether a CUDA MPS control daemon serves this machine, so packed runs share the GPU's compute at once
+    instead of time-slicing it: {'running': bool, 'pipe_directory': ..., 'how': what found it or how to start
+    it}. Found by its control pipe (in $CUDA_MPS_PIPE_DIRECTORY, default /tmp/nvidia-mps) or by a running
+    nvidia-cuda-mps-control process. `environ` and `proc` are for tests."""
+    environ = os.environ if environ is None else environ
+    pipes = environ.get("CUDA_MPS_PIPE_DIRECTORY") or MPS_PIPE_DEFAULT
+    if (Path(pipes) / "control").exists():
+        return {"running": True, "pipe_directory": pipes, "how": f"control pipe {Path(pipes) / 'control'}"}
+    try:
+        for comm in proc.glob("[0-9]*/comm"):
+            try:
+                name = comm.read_text().strip()
+            except OSError:
+                continue
+            if name.startswith("nvidia-cuda-mps"):  # the kernel keeps 15 characters of a process name
+                return {"running": True, "pipe_directory": pipes, "how": f"process {name} (pid {comm.parent.name})"}
+    except OSError:
+        pass
+    return {"running": False, "pipe_directory": pipes,
+            "how": "not running; start it with `nvidia-cuda-mps-control -d` (stop: `echo quit | "
+                   "nvidia-cuda-mps-control`) so runs packed on a GPU (--per-gpu) execute at the same time"}
+
+
+def compile_cache_dir(run_dir: str | Path) -> Path:
+    """Where torch.compile keeps compiled code between runs: $LAB_COMPILE_CACHE, else `compile-cache` in the
+    results folder of a run directory laid out as RESULTS/runs/ID, else in the run directory itself."""
+    if os.environ.get("LAB_COMPILE_CACHE"):
+        return Path(os.environ["LAB_COMPILE_CACHE"])
+    run_dir = Path(run_dir).resolve()
+    root = run_dir.parent.parent if run_dir.parent.name == "runs" else run_dir
+    return root / "compile-cache"
+
+
+def use_compile_cache(folder: Path) -> None:
+    """Point inductor's and Triton's on-disk caches at `folder`, so a second run of the same shapes (same
+    model, batch and mode) loads its compiled kernels instead of compiling them again."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
+    os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
+
+
 def environment(device: torch.device) -> dict:
     """Facts recorded with every run."""
     try:
@@ -106,4 +151,5 @@ def environment(device: torch.device) -> dict:
         "git": git_revision(),
         "threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
+        **({"cuda_mps": mps_status()["running"]} if device.type == "cuda" else {}),
     }

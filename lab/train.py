@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,14 +34,23 @@ from .probes import (
     WEIGHT_METRICS, InputGradNorms, grad_norms, initial_gradients, layer_names, responses, update_ratios,
     weight_snapshot,
 )
-from .runtime import environment, resolve_device, resolve_precision
+from .runtime import compile_cache_dir, environment, resolve_device, resolve_precision, use_compile_cache
 
 PARENT = "parent.json"      # a deepened run's record of its parent, kept beside its checkpoint
 DEEPEN_BATCHES = 4          # training batches whose activations set a deepened net's new BN statistics
+LOG_QUEUE = 8               # logging windows a background writer may hold before the trainer waits for it
+GRAPH_MODES = ("reduce-overhead", "max-autotune")  # compile modes that capture CUDA graphs on a GPU
 
 
 class Reporter:
-    """Receives what a run produces. The default does nothing; subclasses store or print it."""
+    """Receives what a run produces. The default does nothing; subclasses store or print it.
+
+    `background_log`: whether the trainer may call `log` on a writer thread of its own (`BackgroundLog`), so
+    the training thread keeps the GPU fed while a window's metrics are committed. None (the default) lets the
+    trainer choose: yes on a GPU, no on the CPU. A reporter whose `should_stop` depends on what `log` received
+    sets it False."""
+
+    background_log: bool | None = None
 
     def start(self, env: dict, layers: dict, params: int, resumed_from: int) -> None: ...
 
@@ -68,6 +79,7 @@ class MemoryReporter(Reporter):
     message: str | None = None
     stop_at: int | None = None   # ask the trainer to stop once this step has been logged
     _last_step: int = 0
+    background_log = False       # should_stop reads what log recorded
 
     def start(self, env, layers, params, resumed_from):
         self.env, self.layer_names = env, layers
@@ -84,6 +96,71 @@ class MemoryReporter(Reporter):
         self.status, self.summary, self.message = status, summary, message
 
 
+class BackgroundLog(Reporter):
+    """Wraps a reporter so its `log` calls run in order on a writer thread, through a bounded queue (the trainer
+    waits when LOG_QUEUE windows are pending: nothing is dropped).
+
+    Everything else runs on the training thread and keeps its meaning: `before_checkpoint` and `finish` first
+    wait until every queued window is written (a checkpoint never runs ahead of the stored metrics, and the
+    final status comes after the last of them), and an exception the inner `log` raised (a lost run, a failing
+    store) is raised again on the training thread at its next call, `should_stop` included, so a run that lost
+    its ownership stops at the next iteration. After such an error nothing more is written. `close` waits for
+    the queue and ends the thread; the trainer calls it however the run ends."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+        self._queue: queue.Queue = queue.Queue(maxsize=LOG_QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write, daemon=True, name="metrics-writer")
+        self._thread.start()
+
+    def _write(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    self.inner.log(*item)
+            except BaseException as exc:  # kept for the training thread, which raises it
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def flush(self) -> None:
+        """Wait until every queued window has been written; raise what writing one raised."""
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def start(self, env, layers, params, resumed_from):
+        self.inner.start(env, layers, params, resumed_from)
+
+    def log(self, step, scalars, layers, progress):
+        self._raise()
+        self._queue.put((step, scalars, layers, progress))
+
+    def should_stop(self):
+        self._raise()
+        return self.inner.should_stop()
+
+    def before_checkpoint(self, step):
+        self.flush()
+        self.inner.before_checkpoint(step)
+
+    def finish(self, status, summary, message):
+        self.flush()
+        self.inner.finish(status, summary, message)
+
+
 def learning_rate(step: int, cfg: RunConfig, warming: bool) -> float:
     """The learning rate for iteration `step` (0-based): the warm-up rate while warming, else the base rate
     divided by 1/lr_decay at each milestone passed. A pure function of its inputs, so resume is exact."""
@@ -97,6 +174,26 @@ def _autocast_factory(device: torch.device, precision: str) -> Callable[[], cont
     if precision == "bf16":
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU's; the CPU has none), so a clock read next measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_optimizer(net: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.SGD:
+    """The paper's SGD; on a GPU the fused implementation (one kernel for every parameter's update)."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           **fused)
+
+
+def compile_model(net: torch.nn.Module, cfg: RunConfig, cache: Path) -> torch.nn.Module:
+    """`net` compiled in `cfg.compile_mode`, sharing its parameters and buffers (the eager `net` still runs
+    the probe steps and evaluations), with the compiled code cached in `cache` for later runs."""
+    use_compile_cache(cache)
+    return torch.compile(net, mode=cfg.compile_mode)
 
 
 def _step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
@@ -283,17 +380,34 @@ def train(
     `iterations`, the learning-rate schedule (and warm-up) from step 0, a new optimizer (no momentum carried
     over). The child records its parent (id, iteration, depth) in its environment and summary.
 
-    Exceptions the reporter raises (a lost run) and CheckpointError (a checkpoint that cannot be read or
-    written) propagate."""
+    The reporter's `log` runs on a writer thread (`BackgroundLog`) when its `background_log` says so (by
+    default: on a GPU). Exceptions the reporter raises (a lost run) and CheckpointError (a checkpoint that
+    cannot be read or written) propagate."""
     validate(cfg)
     reporter = reporter or Reporter()
-    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    background = reporter.background_log
+    if background is None:
+        background = device.type == "cuda"
+    if not background:
+        return _train(cfg, Path(run_dir), reporter, device, data_dir, resume, progress, parent_checkpoint)
+    writer = BackgroundLog(reporter)
+    try:
+        return _train(cfg, Path(run_dir), writer, device, data_dir, resume, progress, parent_checkpoint)
+    finally:
+        writer.close()  # the queued windows are written however the run ended
+
+
+def _train(cfg: RunConfig, run_dir: Path, reporter: Reporter, device: torch.device, data_dir, resume: bool,
+           progress, parent_checkpoint) -> str:
+    """`train` with its reporter and device chosen."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     autocast = _autocast_factory(device, precision)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
     torch.manual_seed(cfg.seed)
 
     splits = make_splits(cfg.dataset, data_dir, cfg.val_fraction, limit=cfg.train_limit)
@@ -320,26 +434,33 @@ def train(
     net = net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    model = torch.compile(net) if cfg.compile else net
+    cache = compile_cache_dir(run_dir) if cfg.compile else None
+    model = compile_model(net, cfg, cache) if cfg.compile else net
+    graphs = cfg.compile and cfg.compile_mode in GRAPH_MODES and device.type == "cuda"
     weights = [p for _, p in net.weight_layers()]
     input_grads = InputGradNorms(net)
-    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(net, cfg, device)
 
     state = Progress(warming=cfg.uses_warmup())
     window = Window(device)
     ckpt_path = run_dir / CHECKPOINT
     if resume and ckpt_path.exists():
         saved = restore(ckpt_path, net, optimizer, device)
+        for group in optimizer.param_groups:  # this device's SGD kind, whichever device saved the checkpoint
+            group["fused"] = True if device.type == "cuda" else None
         state = Progress.from_state(saved)
         window.load_state(saved.get("window"))
     resumed_from = state.step
 
     env = environment(device) | {
         "precision": precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
+        "compile_mode": cfg.compile_mode if cfg.compile else None, "compile_cache": str(cache) if cache else None,
+        "cudnn_benchmark": device.type == "cuda", "fused_sgd": device.type == "cuda",
         "milestones": cfg.milestone_iterations(), "warmup": cfg.uses_warmup(), "forward_macs": macs,
         "train_images": len(splits.train), "val_images": len(splits.val), "test_images": len(splits.test),
         "normalisation": {"mean": splits.mean.tolist(), "std": splits.std.tolist()},
     }
+    env["background_log"] = isinstance(reporter, BackgroundLog)
     if parent_record:
         env["parent"] = parent_record
     reporter.start(env, layer_names(net), count_parameters(net), resumed_from)
@@ -409,13 +530,17 @@ def train(
     def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
         """One optimizer step on (x, y), with the gradient probes on probe steps."""
         probe_step = cfg.probes and (state.step + 1) % cfg.grad_every == 0
-        # input-gradient hooks exist only on probe steps, which run the eager net (a compiled one would not
-        # see hooks added after compilation)
+        # gradients are dropped before the forward pass: a captured (CUDA-graph) backward then writes fresh
+        # .grad tensors each step, and nothing of the previous step is alive when the graph replays
+        optimizer.zero_grad(set_to_none=True)
+        if graphs and not probe_step:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are no longer read
+        # input-gradient hooks exist only on probe steps, which run the eager net on the same parameters and BN
+        # buffers (a compiled one would not see hooks added after compilation)
         with input_grads if probe_step else contextlib.nullcontext():
             with autocast():
                 out = (net if probe_step else model)(x)
             loss = F.cross_entropy(out.float(), y)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
         state.step += 1
         if probe_step:
@@ -450,6 +575,7 @@ def train(
             if not log_window(lr):
                 return "diverged"
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.iterations:
+            _sync(device)  # the steps queued before the checkpoint count as training, not as its write
             t0 = time.perf_counter()
             checkpoint()
             window.exclude(time.perf_counter() - t0)  # throughput counts training only

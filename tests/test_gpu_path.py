@@ -1,0 +1,212 @@
+"""The GPU path, checked on the CPU: RNG restore onto a GPU, the child process without UI libraries, fused SGD and
+cuDNN settings only on CUDA, compile modes, the background metrics writer, MPS detection, slot-to-device mapping."""
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+from lab.checkpoint import load_checkpoint, restore_rng
+from lab.config import COMPILE_MODES, experiment_config, make_config
+from lab.models import ConfigError
+from lab.runtime import compile_cache_dir, mps_status
+from lab.train import BackgroundLog, MemoryReporter, Reporter, make_optimizer, train
+
+UI = ("plotly", "streamlit", "kaleido")
+
+
+# --- correctness -----------------------------------------------------------------------------------------
+
+def test_cuda_rng_state_is_restored_as_a_cpu_byte_tensor(monkeypatch):
+    """torch.cuda.set_rng_state wants a CPU ByteTensor; a state that comes back as another dtype (or from another
+    device) must be converted, and the CUDA branch must run for a CUDA device."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append((state, device)))
+    cpu = torch.get_rng_state()
+    cuda_state = torch.arange(16, dtype=torch.int64)  # not bytes: as if it had been cast on the way
+    restore_rng({"cpu": cpu.to(torch.int32), "cuda": cuda_state}, torch.device("cuda:0"))
+    (state, device), = calls
+    assert state.device.type == "cpu" and state.dtype == torch.uint8 and torch.equal(state, cuda_state.to(torch.uint8))
+    assert device == torch.device("cuda:0")
+    assert torch.equal(torch.get_rng_state(), cpu)
+    calls.clear()
+    restore_rng({"cpu": cpu, "cuda": cuda_state}, torch.device("cpu"))  # a GPU checkpoint resumed on the CPU
+    assert calls == []
+
+
+def test_the_worker_child_trains_without_plotly_streamlit_or_kaleido(store):
+    """The GPU machine has torch but no UI libraries: `python -m lab _execute` must import and train there. The
+    child runs a real run with those imports blocked, and imports none of them."""
+    (rid,) = store.create_runs([make_config("smoke", depth=8, width=0.25, iterations=4, log_every=2,
+                                            eval_every=4, checkpoint_every=4, train_limit=128, probe_batch=16)])
+    attempt = store.claim_next("w")["attempt"]
+    code = textwrap.dedent(f"""
+        import sys, runpy
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {UI!r}:
+                    raise ImportError(f"{{name}} is not installed here")
+        sys.meta_path.insert(0, Block())
+        import lab.train, lab.runs.execute, lab.runs.worker, lab.__main__
+        loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({UI!r}))
+        assert not loaded, loaded
+        sys.argv = ["lab", "_execute", {rid!r}, "--attempt", {attempt!r}, "--results", {str(store.root)!r}]
+        runpy.run_module("lab", run_name="__main__")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert store.get_run(rid)["status"] == "done"
+
+
+def test_fused_sgd_and_cudnn_benchmark_only_on_cuda(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    cfg = make_config("smoke")
+    assert not make_optimizer(net, cfg, torch.device("cpu")).defaults.get("fused")
+    rep = MemoryReporter()
+    train(make_config("smoke", depth=8, width=0.25, iterations=2, log_every=2, eval_every=2, checkpoint_every=2,
+                      train_limit=64, probes=False), tmp_path / "run", rep)
+    assert rep.env["fused_sgd"] is False and rep.env["cudnn_benchmark"] is False
+    assert rep.env["compile_mode"] is None and rep.env["background_log"] is False
+
+
+def test_compile_mode_is_validated_and_is_not_part_of_the_experiment():
+    assert COMPILE_MODES == ("default", "reduce-overhead", "max-autotune")
+    with pytest.raises(ConfigError, match="compile_mode must be one of default, reduce-overhead, max-autotune"):
+        make_config("smoke", compile_mode="fast")
+    a, b = make_config("smoke"), make_config("smoke", compile=True, compile_mode="reduce-overhead")
+    assert experiment_config(a) == experiment_config(b)  # the same experiment, run faster
+
+
+def test_the_compile_cache_lives_in_the_results_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAB_COMPILE_CACHE", raising=False)
+    assert compile_cache_dir(tmp_path / "results" / "runs" / "r1") == (tmp_path / "results" / "compile-cache").resolve()
+    assert compile_cache_dir(tmp_path / "elsewhere") == (tmp_path / "elsewhere" / "compile-cache").resolve()
+    monkeypatch.setenv("LAB_COMPILE_CACHE", str(tmp_path / "cache"))
+    assert compile_cache_dir(tmp_path / "results" / "runs" / "r1") == tmp_path / "cache"
+
+
+# --- the background metrics writer -------------------------------------------------------------------------
+
+class Slow(Reporter):
+    """Records calls in order; each log takes a while, as a commit to a busy database does."""
+
+    def __init__(self, fail_at=None):
+        self.calls, self.fail_at = [], fail_at
+        self.thread_of_log = set()
+
+    def log(self, step, scalars, layers, progress):
+        time.sleep(0.05)
+        self.thread_of_log.add(threading.current_thread().name)
+        if step == self.fail_at:
+            raise RuntimeError(f"store failed at {step}")
+        self.calls.append(("log", step))
+
+    def before_checkpoint(self, step):
+        self.calls.append(("checkpoint", step))
+
+    def finish(self, status, summary, message):
+        self.calls.append(("finish", status))
+
+
+def test_background_log_writes_in_order_off_the_training_thread_and_finishes_last():
+    inner = Slow()
+    rep = BackgroundLog(inner)
+    t0 = time.perf_counter()
+    for step in (1, 2, 3):
+        rep.log(step, {"x": 1.0}, {}, {})
+    assert time.perf_counter() - t0 < 0.1  # the trainer did not wait for three 50 ms writes
+    rep.before_checkpoint(3)
+    assert inner.calls == [("log", 1), ("log", 2), ("log", 3), ("checkpoint", 3)]
+    rep.log(4, {}, {}, {})
+    rep.finish("done", {}, None)
+    rep.close()
+    assert inner.calls[-2:] == [("log", 4), ("finish", "done")] and inner.thread_of_log == {"metrics-writer"}
+
+
+def test_background_log_raises_a_writer_error_on_the_training_thread_and_writes_nothing_after():
+    inner = Slow(fail_at=2)
+    rep = BackgroundLog(inner)
+    for step in (1, 2, 3):
+        rep.log(step, {}, {}, {})
+    with pytest.raises(RuntimeError, match="store failed at 2"):
+        rep.flush()
+    with pytest.raises(RuntimeError, match="store failed at 2"):
+        rep.should_stop()  # the next iteration stops the run
+    with pytest.raises(RuntimeError, match="store failed at 2"):
+        rep.finish("done", {}, None)
+    rep.close()
+    assert inner.calls == [("log", 1)]
+
+
+def test_a_lost_run_stops_before_writing_anything_more_with_background_writes(store):
+    """Ownership through the writer thread: at step 6 the run is taken for dead and claimed by another worker.
+    The LostRun the next metrics write raises reaches the trainer, which stops: no later metrics, no checkpoint
+    and no final status over the new owner's."""
+    from lab.runs.execute import StoreReporter
+    from lab.runs.store import LostRun
+
+    class Background(StoreReporter):
+        background_log = True
+
+    cfg = make_config("smoke", depth=8, width=0.25, iterations=40, log_every=2, eval_every=40, checkpoint_every=4,
+                      train_limit=128, probe_batch=16)
+    (rid,) = store.create_runs([cfg])
+    attempt = store.claim_next("w1")["attempt"]
+    taken = {}
+
+    def usurp(step, total):
+        if step == 6:
+            assert store.set_status(rid, "interrupted", expect=["running"])
+            store.requeue(rid)
+            taken.update(store.claim_next("another-worker"))
+
+    rep = Background(store, rid, attempt, echo=lambda _: None)
+    try:
+        with pytest.raises(LostRun):
+            train(cfg, store.run_dir(rid), rep, progress=usurp)
+    finally:
+        rep.close()
+    assert store.scalars(rid)["step"].max() <= 6 and load_checkpoint(store.run_dir(rid) / "checkpoint.pt")["step"] == 4
+    run = store.get_run(rid)
+    assert run["status"] == "running" and run["attempt"] == taken["attempt"] != attempt
+    assert run["final_test_error"] is None
+
+
+def test_background_writes_store_every_window_of_a_run(store):
+    from lab.runs.execute import StoreReporter
+
+    class Background(StoreReporter):
+        background_log = True
+
+    cfg = make_config("smoke", depth=8, width=0.25, iterations=8, log_every=2, eval_every=4, checkpoint_every=4,
+                      train_limit=128, probe_batch=16)
+    (rid,) = store.create_runs([cfg])
+    rep = Background(store, rid, store.claim_next("w")["attempt"], echo=lambda _: None)
+    try:
+        assert train(cfg, store.run_dir(rid), rep) == "done"
+    finally:
+        rep.close()
+    assert sorted(set(store.scalars(rid, ["train_error"])["step"])) == [2, 4, 6, 8]
+    run = store.get_run(rid)
+    assert run["status"] == "done" and run["iteration"] == 8 and run["env"]["background_log"] is True
+
+
+# --- packing: MPS, slots ---------------------------------------------------------------------------------
+
+def test_mps_is_found_by_its_control_pipe_or_its_process(tmp_path):
+    proc = tmp_path / "proc"
+    (proc / "17").mkdir(parents=True)
+    (proc / "17" / "comm").write_text("python\n")
+    off = mps_status({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipes")}, proc)
+    assert off["running"] is False and "nvidia-cuda-mps-control -d" in off["how"]
+    (tmp_path / "pipes").mkdir()
+    (tmp_path / "pipes" / "control").touch()
+    assert mps_status({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipes")}, proc)["running"] is True
+    (proc / "18").mkdir()
+    (proc / "18" / "comm").write_text("nvidia-cuda-mps\n")
+    found = mps_status({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "none")}, proc)
+    assert found["running"] is True and "pid 18" in found["how"]
