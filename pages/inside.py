@@ -1,9 +1,13 @@
-"""Inside trained nets: stored lesion, loss-landscape and gradient-shattering results of the selected runs."""
+"""Inside trained nets: stored lesion, loss-landscape and gradient-shattering results of the selected runs, and a
+button per missing result that queues it as a background job."""
 import streamlit as st
 
-from lab.analysis import result_names
+from lab.analysis import AnalysisError, result_names
 from lab.analysis.checkpoint import checkpoint_path
+from lab.analysis.queue import in_flight, queue_result
 from lab.analysis.views import FIGURES, build, command
+from lab.runs.store import StoreError
+from lab.runs.worker import ensure_worker
 from pages.common import figure_downloads, get_store, selected_runs_or_stop
 
 MAX_RUNS = 8
@@ -19,7 +23,9 @@ SECTIONS = {
 store = get_store()
 st.title("Inside trained nets")
 st.caption("Three analyses of a run's stored weights that explain why residual nets train and plain nets degrade. "
-           "Each runs from a shell (the commands are below for results not computed yet) and is kept with its run.")
+           "Each result not computed yet has a button that queues it as a background job for the worker (the Runs "
+           "page shows its progress and can cancel it), and a command to run it from a shell; results are kept "
+           "with their run.")
 runs = selected_runs_or_stop(store)
 stored = {rid: result_names(store, rid) for rid in runs["id"]}
 usable = runs[[checkpoint_path(store, rid).exists() or bool(stored[rid]) for rid in runs["id"]]]
@@ -33,6 +39,48 @@ picked = st.multiselect("Runs", list(labels), default=default, format_func=label
                         max_selections=MAX_RUNS)
 chosen = usable[usable["id"].isin(picked)]
 
+
+def queue(rid: str, result: str) -> None:
+    try:
+        job = queue_result(store, rid, result)
+        pid = ensure_worker(store)
+    except (AnalysisError, StoreError) as exc:
+        st.session_state["inside_msg"] = ("error", str(exc))
+        return
+    worker = f"; started a background worker (pid {pid})" if pid else ""
+    st.session_state["inside_msg"] = ("success", f"Queued {result} of {labels[rid]} as job {job}{worker}.")
+
+
+flying = in_flight(store, chosen["id"])
+
+
+@st.fragment(run_every=3 if flying else None)
+def missing_jobs(title: str, missing: list) -> None:
+    """A button per missing result, or the progress of the job computing it; the page redraws its figures when
+    one of those jobs ends."""
+    if "inside_msg" in st.session_state:  # a job was just queued: the whole page says so and follows it
+        st.rerun()
+    now = in_flight(store, chosen["id"])
+    if set(flying) - set(now):  # a job ended: its result (or its failure, on the Runs page) is there to show
+        st.rerun()
+    for rid, result in missing:
+        job = now.get((rid, result))
+        what = f"{result} of {labels[rid]}"
+        if job is not None:
+            steps = f", {int(job['iteration'])}/{int(job['total_iterations'])}" if job["total_iterations"] else ""
+            st.progress(float(job["progress"]), text=f"{what}: job {job['id']} {job['status']}{steps}")
+            continue
+        init = result.endswith("-init")  # at initialisation: no checkpoint needed
+        ready = init or checkpoint_path(store, rid).exists()
+        st.button(f"Compute {what}", key=f"inside_queue_{title}_{rid}_{result}", on_click=queue, args=(rid, result),
+                  icon=":material/play_arrow:", disabled=not ready,
+                  help=None if ready else "This run has no checkpoint to analyse (its results were kept without one)")
+
+
+if "inside_msg" in st.session_state:
+    kind, text = st.session_state.pop("inside_msg")
+    (st.success if kind == "success" else st.error)(text)
+
 for tab, (title, (about, names)) in zip(st.tabs(list(SECTIONS)), SECTIONS.items()):
     with tab:
         st.caption(about)
@@ -42,5 +90,6 @@ for tab, (title, (about, names)) in zip(st.tabs(list(SECTIONS)), SECTIONS.items(
         wanted = dict.fromkeys(r for n in names for r in FIGURES[n][2])
         missing = [(rid, r) for rid in chosen["id"] for r in wanted if r not in stored[rid]]
         if missing:
+            missing_jobs(title, missing)
             with st.expander(f"{len(missing)} result(s) not computed yet: commands"):
                 st.code("\n".join(command(r, rid, store.root) for rid, r in missing), language="bash")

@@ -1,9 +1,11 @@
-"""Runs: a live table of every run, with cancel / resume / delete and the log tail of a run."""
+"""Runs: a live table of every run and of the analysis jobs, with cancel / resume / delete and the log tail."""
 import dataclasses
 import time
 
 import streamlit as st
 
+from lab.analysis import AnalysisError
+from lab.analysis.queue import analysis_jobs, describe, queue_analysis
 from lab.checkpoint import checkpoint_problem
 from lab.config import RunConfig
 from lab.models import ConfigError, valid_depths
@@ -69,13 +71,54 @@ def live_table() -> None:
 
 live_table()
 
-st.subheader("Act on a run")
+
+@st.fragment(run_every=2)
+def jobs_table() -> None:
+    jobs = analysis_jobs(store)
+    if jobs.empty:
+        return
+    st.subheader("Analysis jobs")
+    counts = jobs["status"].value_counts().to_dict()
+    st.caption("Lesions, loss landscapes and gradient shattering of stored runs, run by the same worker as "
+               "training; their results appear on Inside trained nets. "
+               + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
+    if counts.get("queued") and not store.live_workers():
+        st.warning("Analysis jobs are queued but no worker is running.")
+        if st.button("Start the background worker", icon=":material/play_arrow:", key="jobs_worker"):
+            ensure_worker(store)
+            st.rerun(scope="fragment")
+    view = jobs.assign(
+        what=[describe(j) for j in jobs.to_dict("records")],
+        it=jobs["iteration"].astype(int).astype(str) + " / " + jobs["total_iterations"].astype(int).astype(str),
+        eta=jobs["eta_s"].map(format_duration),
+        device=jobs["device"].map(lambda v: v if isinstance(v, str) and v else "-"),
+        message=jobs["message"].map(lambda v: v if isinstance(v, str) else ""),
+    )
+    st.dataframe(
+        view[["id", "status", "what", "progress", "it", "eta", "device", "message"]], hide_index=True, width="stretch",
+        column_config={
+            "id": st.column_config.TextColumn("job"),
+            "what": st.column_config.TextColumn("analysis", width="large"),
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            "it": "steps",
+            "eta": "ETA",
+            "message": st.column_config.TextColumn("note", width="large"),
+        },
+    )
+
+
+jobs_table()
+
+st.subheader("Act on a run or job")
 runs = load_runs(store)
-if runs.empty:
+jobs = analysis_jobs(store)
+if runs.empty and jobs.empty:
     st.stop()
 labels = {r.id: f"{r.id} - {r.label} seed {r.seed} [{r.status}]" for r in runs.itertuples()}
-run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="runs_pick")
-run = runs[runs["id"] == run_id].iloc[0]
+labels |= {j["id"]: f"{j['id']} - {describe(j)} [{j['status']}]" for j in jobs.to_dict("records")}
+run_id = st.selectbox("Run or job", list(labels), format_func=labels.get, key="runs_pick")
+is_job = run_id in set(jobs["id"])
+run = (jobs if is_job else runs).set_index("id").loc[run_id]
 c1, c2, c3, c4 = st.columns([1, 1, 1, 3])
 
 
@@ -83,6 +126,10 @@ def act(what: str) -> None:
     try:
         if what == "cancel":
             st.session_state["runs_msg"] = ("success", f"{run_id}: {store.request_cancel(run_id)}")
+        elif what == "resume" and is_job:  # a job starts again from nothing: queue the same analysis again
+            again = queue_analysis(store, run["parent_id"], run["job"], run["options"])
+            ensure_worker(store)
+            st.session_state["runs_msg"] = ("success", f"{run_id}: queued again as job {again}")
         elif what == "resume":
             scratch = st.session_state.get("runs_scratch", False)
             archive = store.requeue(run_id, from_scratch=scratch, checkpoint_problem=checkpoint_problem)
@@ -94,17 +141,19 @@ def act(what: str) -> None:
         elif what == "delete":
             store.delete_run(run_id)
             st.session_state["runs_msg"] = ("success", f"{run_id}: deleted with its files")
-    except StoreError as exc:
+    except (StoreError, AnalysisError) as exc:
         st.session_state["runs_msg"] = ("error", str(exc))
 
 
 c1.button("Cancel", on_click=act, args=("cancel",), disabled=run["status"] not in ("queued", "running"),
           icon=":material/stop:")
-c2.button("Resume", on_click=act, args=("resume",),
+c2.button("Queue again" if is_job else "Resume", on_click=act, args=("resume",),
           disabled=run["status"] not in ("interrupted", "cancelled", "failed"), icon=":material/replay:")
-c4.checkbox("Resume from scratch (its metrics so far move to an archived run)", key="runs_scratch",
-            help="For a run whose checkpoint is missing or unusable")
-confirm = c4.checkbox("I really want to delete this run and its files", key="runs_confirm")
+if not is_job:
+    c4.checkbox("Resume from scratch (its metrics so far move to an archived run)", key="runs_scratch",
+                help="For a run whose checkpoint is missing or unusable")
+confirm = c4.checkbox(f"I really want to delete this {'job (its result stays with its run)' if is_job else 'run'} "
+                      f"and its files", key="runs_confirm")
 c3.button("Delete", on_click=act, args=("delete",), disabled=not confirm or run["status"] == "running",
           icon=":material/delete:")
 # Deepen a trained run (Net2DeeperNet): a new run of the same net at a larger depth that starts from this run's
@@ -140,6 +189,6 @@ log_view()
 with st.expander("Configuration and environment"):
     try:
         full = store.get_run(run_id)
-        st.json({"config": full["config"], "env": full.get("env") or {}}, expanded=False)
+        st.json({"options" if is_job else "config": full["config"], "env": full.get("env") or {}}, expanded=False)
     except StoreError as exc:
         st.error(str(exc))

@@ -1,9 +1,12 @@
 """The analyses' commands: `python -m lab lesion|landscape|shatter RUN ...`, in the foreground with a progress
-bar on stderr; each saves its result with the run and prints a short summary (or the result as JSON)."""
+bar on stderr; each saves its result with the run and prints a short summary (or the result as JSON). With
+`--background` the command queues the analysis as a job instead (`lab.analysis.queue`), starts a worker unless
+one is running, and prints the job's id and how to watch it."""
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from .errors import AnalysisError
@@ -32,6 +35,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="DIR", default=None, help="data folder (default: $LAB_DATA or data/)")
     p.add_argument("--results", metavar="DIR", default=None,
                    help="results folder (default: $LAB_RESULTS or results/); $LAB_DB_URL selects another database")
+    p.add_argument("--background", action="store_true",
+                   help="queue it as a background job for the worker (progress in `python -m lab ls`, cancel with "
+                        "`python -m lab cancel JOB`) instead of running it here")
+    p.add_argument("--no-worker", action="store_true", help="with --background: only queue; do not start a worker")
 
 
 def add_commands(sub) -> None:
@@ -80,6 +87,10 @@ def _command(name: str, option_names: tuple[str, ...]):
 
         store = Store(args.results, create=False)
         options = {k: getattr(args, k) for k in option_names if getattr(args, k, None) is not None}
+        if args.background:
+            return _queue(store, args, name, options)
+        if args.no_worker:
+            raise AnalysisError("--no-worker goes with --background (a foreground analysis needs no worker)")
         bar = None
         if not args.quiet:
             from tqdm import tqdm
@@ -107,6 +118,45 @@ def _command(name: str, option_names: tuple[str, ...]):
         return 0
 
     return run
+
+
+def _queue(store, args, name: str, options: dict) -> int:
+    """`--background`: queue the job (or find the identical one in flight), start a worker, say how to watch it."""
+    from ..runs.monitor import printable
+    from .queue import queue_analysis
+
+    if args.device != "auto":
+        raise AnalysisError("--device applies to an analysis run here; a background job runs on the device of "
+                            "the worker's slot (a GPU when the worker has one)")
+    before = {r["id"] for r in _in_flight(store)}
+    job_id = queue_analysis(store, args.run, name, options)
+    job = store.get_run(job_id)
+    pid = None
+    if not args.no_worker:
+        from ..runs.worker import ensure_worker
+
+        pid = ensure_worker(store, data_dir=args.data)
+    if args.json:
+        print(json.dumps({"job": job_id, "status": job["status"], "analysed_run": job["parent_id"],
+                          "reused": job_id in before, "options": job["config"], "worker_pid": pid}))
+        return 0
+    if job_id in before:
+        print(f"job {job_id} ({printable(job['label'])}) is already {job['status']}: not queued twice")
+    else:
+        print(f"queued job {job_id}: {printable(job['label'])} ({job['parent_id']})")
+    if not args.no_worker:
+        print(f"started a background worker (pid {pid})" if pid else "a worker is already running for this store")
+    root = f" --results {shlex.quote(str(store.root))}" if args.results else ""
+    print(f"watch it with: python -m lab ls{root} (its log: python -m lab show {job_id}{root}); "
+          f"stop it with: python -m lab cancel {job_id}{root}")
+    return 0
+
+
+def _in_flight(store) -> list[dict]:
+    from .queue import IN_FLIGHT, analysis_jobs
+
+    jobs = analysis_jobs(store)
+    return jobs[jobs["status"].isin(IN_FLIGHT)].to_dict("records") if not jobs.empty else []
 
 
 def _pct(x) -> str:

@@ -1,17 +1,12 @@
 """Running an analysis on a stored run: options, the run's network and data, the result with its provenance.
 
 `run_analysis(store, run_id, name, options, progress=..., should_stop=...)` is the one entry point, used by
-the CLI in the foreground and meant for the worker in the background: a job row (job = 'lesion', 'landscape'
-or 'shatter', parent_id = the analysed run, config = the options as JSON) is executed by
-
-    name, result = run_analysis(store, job["parent_id"], job["job"], options,
-                                progress=lambda done, total: store.update_run(job["id"], iteration=done,
-                                                                              total_iterations=total),
-                                should_stop=lambda: store.heartbeat(job["id"]))
-    save_result(store, job["parent_id"], name, result)
-
-where `Cancelled` (raised when `should_stop()` is true) ends the job as cancelled and `AnalysisError` /
-`StoreError` / `DataError` / `ConfigError` as failed with the message.
+the CLI in the foreground and by background jobs: `lab.analysis.queue.queue_analysis` queues a job row (job =
+'lesion', 'landscape' or 'shatter', parent_id = the analysed run, config = the options as JSON), and the worker's
+child executes it (`lab.runs.execute`) with progress in the row's iteration / total_iterations, `should_stop`
+polling its cancel flag, and `results.save_result` keeping the result for the analysed run. `Cancelled` (raised
+when `should_stop()` is true) ends such a job as cancelled; `AnalysisError` / `StoreError` / `DataError` /
+`ConfigError` as failed with the message.
 """
 from __future__ import annotations
 

@@ -108,3 +108,14 @@ def result_name(name: str, options: dict) -> str:
     kind of result: a new run of the same analysis replaces the old result."""
     out = name + ("-2d" if options.get("two_d") else "")
     return out + ("-init" if options.get("at") == "init" else "")
+
+
+# result name -> (analysis, options) that produce it: the inverse of `result_name` for the results the dashboard
+# draws, so a page can queue a missing result by its name
+RESULTS: dict[str, tuple[str, dict]] = {
+    "lesion": ("lesion", {}),
+    "landscape": ("landscape", {}),
+    "landscape-2d": ("landscape", {"two_d": True}),
+    "shatter": ("shatter", {}),
+    "shatter-init": ("shatter", {"at": "init"}),
+}

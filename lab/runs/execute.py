@@ -7,6 +7,10 @@ metrics, checkpoint, final status) is checked against it, and a process that los
 resumed elsewhere, deleted) stops at once, says so in its log, writes nothing more and reports "lost". A
 heartbeat thread writes the run's heartbeat every few seconds and picks up cancel requests; SIGTERM and Ctrl-C
 stop the run at the next iteration with a checkpoint, leaving it `interrupted`.
+
+A row whose `job` is an analysis ('lesion', 'landscape', 'shatter'; see `lab.analysis.queue`) is executed the
+same way, by the analysis instead of the trainer: same token, heartbeat and stops, its progress (units of work)
+in `iteration` / `total_iterations`, its result saved for the run it analyses, none when it is stopped.
 """
 from __future__ import annotations
 
@@ -15,17 +19,20 @@ import os
 import signal
 import socket
 import threading
+import time
 import traceback
 from collections import deque
 
+from ..analysis.errors import AnalysisError, Cancelled
 from ..checkpoint import CheckpointError
 from ..config import RunConfig
 from ..data import DataError
 from ..models import ConfigError
 from ..train import CHECKPOINT, Reporter, train
-from .store import LostRun, Store, StoreError
+from .store import JOBS_DEFAULT, LostRun, Store, StoreError
 
 HEARTBEAT_S = 3.0
+PARENT_POLL_S = 2.0   # how often a job waiting for its run to finish training looks again
 LOG_TAIL_LINES = 40   # log lines kept in the store (runs.log_tail), for runs whose log file is on another host
 
 
@@ -162,9 +169,9 @@ def placed_device(configured: str, slot_device: str | None) -> str:
 
 def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_signals: bool = True,
                 echo=None, attempt: str | None = None, device: str | None = None) -> str:
-    """Train a stored run (status must already be running) and record how it ended; returns the status this
-    attempt recorded ('done', 'failed', 'diverged', 'cancelled', 'interrupted'), or 'lost' when the attempt
-    lost its run and stopped without recording anything.
+    """Train a stored run (status must already be running), or run a stored analysis job, and record how it
+    ended; returns the status this attempt recorded ('done', 'failed', 'diverged', 'cancelled', 'interrupted'),
+    or 'lost' when the attempt lost its run and stopped without recording anything.
 
     `attempt`: the token of the attempt this process executes (given by whoever claimed the run); without
     one, the process takes ownership of a running run no attempt owns yet. `device`: where the executor placed
@@ -179,6 +186,8 @@ def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: reporter.request_stop("signal"))
     try:
+        if (run.get("job") or JOBS_DEFAULT) != JOBS_DEFAULT:
+            return _analyse(store, run, reporter, data_dir=data_dir, device=device, progress=progress)
         cfg = RunConfig.from_dict(run["config"])
         if placed_device(cfg.device, device) != cfg.device:
             cfg = dataclasses.replace(cfg, device=placed_device(cfg.device, device))
@@ -192,7 +201,7 @@ def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_
     except LostRun as exc:
         echo(f"{exc}; this attempt stopped without writing anything more (the run's state is the new owner's)")
         return "lost"
-    except (ConfigError, DataError, CheckpointError, StoreError) as exc:
+    except (ConfigError, DataError, CheckpointError, StoreError, AnalysisError) as exc:
         return _fail(reporter, str(exc), echo)
     except Exception as exc:
         traceback.print_exc()
@@ -212,3 +221,104 @@ def _fail(reporter: StoreReporter, message: str, echo) -> str:
     if status == "lost":
         echo(f"run {reporter.run_id}: this process no longer owns the run; its failure ({message}) is not recorded")
     return status
+
+
+def _analyse(store: Store, job: dict, reporter: StoreReporter, data_dir=None, device: str | None = None,
+             progress=None) -> str:
+    """Execute analysis job `job` under the reporter's attempt: wait while the run it analyses still trains,
+    run the analysis with progress and cancel, save its result for that run, record the job's end."""
+    from ..analysis.jobs import run_analysis  # the analyses load only in processes that run one
+    from ..analysis.queue import check_job
+    from ..analysis.results import save_result
+    from ..runtime import resolve_device
+
+    job_id, attempt = job["id"], reporter.attempt
+    parent_id, name, options = check_job(job)
+    where = str(resolve_device(placed_device("auto", device)))
+    try:
+        reporter.store.update_attempt(job_id, attempt, pid=os.getpid(), host=socket.gethostname(), device=where,
+                                      iteration=0)
+    except LostRun as exc:
+        raise reporter._lose(exc) from None
+    started = time.perf_counter()
+
+    def should_stop() -> bool:
+        # asked at every unit of work (an evaluation: seconds), so a cancel lands at the next one
+        reporter._check()
+        if store.heartbeat(job_id, attempt) and reporter.stop_reason is None:
+            reporter.request_stop("cancel")
+        return reporter.should_stop()
+
+    def on_progress(done: int, total: int) -> None:
+        reporter._check()
+        try:
+            store.log(job_id, attempt=attempt, iteration=done, total_iterations=total,
+                      elapsed_s=time.perf_counter() - started, log_tail=reporter._log_tail())
+        except LostRun as exc:
+            raise reporter._lose(exc) from None
+        if done == 0 or done == total or done % max(1, total // 10) == 0:
+            reporter.echo(f"job {job_id}: {done}/{total}")
+        if progress is not None:
+            progress(done, total)
+
+    def note(text: str) -> None:  # a state worth showing before any progress: the log tail and the run's note
+        reporter.echo(text)
+        try:
+            store.update_attempt(job_id, attempt, message=text, log_tail=reporter._log_tail())
+        except LostRun as exc:
+            raise reporter._lose(exc) from None
+
+    try:
+        _wait_for_training(store, parent_id, options, should_stop, note)
+        run = store.get_run(parent_id)
+        reporter.echo(f"job {job_id}: {name} of run {parent_id} ({run.get('label')}, {run['status']}) on {where}, "
+                      f"options {_options_line(options)}")
+        result_key, result = run_analysis(store, parent_id, name, options, data_dir=data_dir, device=where,
+                                          progress=on_progress, should_stop=should_stop)
+    except Cancelled as exc:
+        signal_stop = reporter.stop_reason == "signal"
+        status = "interrupted" if signal_stop else "cancelled"
+        message = (f"stopped by a signal ({exc}); queue it again to redo it" if signal_stop
+                   else f"cancelled ({exc}); no result saved")
+        return _end(reporter, status, message)
+    if not store.owns(job_id, attempt):  # nothing is written by an attempt that lost its job
+        raise reporter._lose(store._lost(job_id, attempt))
+    save_result(store, parent_id, result_key, result)
+    total = store.get_run(job_id)["total_iterations"]
+    return _end(reporter, "done", f"saved result {result_key!r} of run {parent_id} ({result['elapsed_s']:.1f} s)",
+                iteration=total, elapsed_s=time.perf_counter() - started)
+
+
+def _wait_for_training(store: Store, parent_id: str, options: dict, should_stop, note) -> None:
+    """Weights that are still training are not the run's result: wait while the analysed run is running (the
+    store's queue holds a job back while its run is queued or running; a run resumed meanwhile is waited for)."""
+    try:
+        store.get_run(parent_id)
+    except StoreError:
+        raise AnalysisError(f"run {parent_id}, which this job analyses, is not in the store any more (deleted)") from None
+    if options.get("at") == "init":
+        return
+    said = False
+    while store.get_run(parent_id)["status"] == "running":
+        if not said:
+            note(f"waiting for run {parent_id} to finish training")
+            said = True
+        if should_stop():
+            raise Cancelled(f"while waiting for run {parent_id} to finish training")
+        time.sleep(PARENT_POLL_S)
+
+
+def _end(reporter: StoreReporter, status: str, message: str, **values) -> str:
+    """Record how a job's attempt ended (only while it owns the job); returns the status, or 'lost'."""
+    line = f"job {reporter.run_id}: {status} ({message})"
+    reporter.tail.append(line)
+    if not reporter.store.set_status(reporter.run_id, status, expect=["running"], attempt=reporter.attempt,
+                                     message=message, cancel_requested=0, log_tail=reporter._log_tail(), **values):
+        raise reporter._lose(reporter.store._lost(reporter.run_id, reporter.attempt))
+    reporter.status = status
+    reporter._print(line)
+    return status
+
+
+def _options_line(options: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(options.items()))

@@ -2,35 +2,68 @@
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 import pandas as pd
 
-from .store import Store
+from .store import JOBS_DEFAULT, Store, runs_table
 
-# what `ls --json` prints per run (the dashboard gets every column)
+# what `ls --json` prints per run (the dashboard gets every column); `job` is 'train' for a training run, the
+# analysis for an analysis job, whose `parent_id` is the run it analyses
 SUMMARY_COLUMNS = [
     "id", "status", "label", "kind", "depth", "dataset", "preset", "seed", "tag", "iteration", "total_iterations",
     "progress", "images_per_s", "eta_s", "elapsed_s", "device", "final_train_error", "final_test_error",
-    "created_at", "message", "sweep_id",
+    "created_at", "message", "sweep_id", "job", "parent_id",
 ]
 
 
-def overview(store: Store, reap: bool = True) -> pd.DataFrame:
-    """Every run (newest first) with its config fields, plus progress (0..1) and ETA (seconds; NaN when
-    unknown). With `reap`, runs whose process died are marked interrupted first, so what is shown is the truth.
-    """
+def overview(store: Store, reap: bool = True, jobs: Iterable[str] | None = (JOBS_DEFAULT,)) -> pd.DataFrame:
+    """Runs (newest first) with their config fields, plus progress (0..1) and ETA (seconds; NaN when unknown).
+    With `reap`, runs whose process died are marked interrupted first, so what is shown is the truth.
+
+    `jobs`: which rows: training runs only (the default: what every figure and page of runs wants), None for
+    training runs and analysis jobs (`ls`), or a list of job names ('train', 'lesion', ...)."""
     if reap:
         store.reap_stale()
-    df = store.runs()
+    wanted = None if jobs is None else set(jobs)
+    df = training_runs(store.runs()) if wanted is None or JOBS_DEFAULT in wanted else None
+    if wanted is None or wanted - {JOBS_DEFAULT}:
+        from ..analysis.queue import analysis_jobs  # light: no analysis is loaded
+
+        extra = analysis_jobs(store)
+        if wanted is not None:
+            extra = extra[extra["job"].isin(wanted)]
+        extra = extra.drop(columns=["progress", "eta_s", "options"])
+        parts = [p for p in (df, extra) if p is not None and not p.empty]
+        df = (pd.concat(parts, ignore_index=True).sort_values(["created_at", "id"], ascending=[False, True])
+              if parts else (df if df is not None else extra))
     if df.empty:
         return df.assign(progress=pd.Series(dtype=float), eta_s=pd.Series(dtype=float))
     it = df["iteration"].fillna(0).astype(float)
-    total = df["total_iterations"].astype(float)
-    df["progress"] = (it / total).clip(0, 1)
+    total = df["total_iterations"].fillna(0).astype(float)
+    df["progress"] = (it / total.where(total > 0)).fillna(0.0).clip(0, 1)  # a job's total is 0 until it starts
     per_it = df["elapsed_s"].astype(float) / it.where(it > 0)
     eta = (total - it) * per_it
     df["eta_s"] = eta.where(df["status"] == "running")
     return df.reset_index(drop=True)
+
+
+def training_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The training runs of a `Store.runs()` frame: analysis job rows left out, and the config columns built
+    from the training runs' configs alone (a job's options, such as a landscape's `span`, are not run options)."""
+    if df.empty or "job" not in df.columns:
+        return df
+    keep = df["job"].fillna(JOBS_DEFAULT) == JOBS_DEFAULT
+    if keep.all():
+        return df
+    base = [c.name for c in runs_table.columns]
+    df = df.loc[keep, base].reset_index(drop=True)
+    if not df.empty:
+        cfg = pd.DataFrame(list(df["config"]))
+        for c in cfg.columns:
+            if c not in df.columns:
+                df[c] = cfg[c].values
+    return df
 
 
 def log_tail(store: Store, run_id: str, lines: int = 30) -> str:

@@ -1,0 +1,156 @@
+"""Analyses as background jobs: rows of the runs table that the worker claims and executes like training runs.
+
+A job is a row with `job` = the analysis ('lesion', 'landscape', 'shatter'), `parent_id` = the run it analyses
+and `config` = the analysis's resolved options as JSON. The worker claims it like any queued run and its child
+(`python -m lab _execute JOB --attempt TOKEN`) runs `jobs.run_analysis` under the same ownership rules as
+training: heartbeat, cancel, progress in `iteration` / `total_iterations` (the analysis's units of work, known
+once it starts: 0 until then), a final status with a one-line message. The result is saved for the analysed
+run under `result_name(name, options)`, where `results.load_results` finds it; a cancelled or failed job
+writes no result.
+
+Light (no torch): the CLI and the dashboard queue jobs without loading the analyses.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import sqlalchemy as sa
+
+from ..runs.store import JOBS_DEFAULT, Store, runs_table
+from .errors import AnalysisError
+from .options import ANALYSES, RESULTS, resolve_options, result_name
+
+IN_FLIGHT = ("queued", "running")
+
+
+def _options_json(options: dict) -> str:
+    return json.dumps(options, sort_keys=True)
+
+
+def queue_analysis(store: Store, run_ref: str, name: str, options: dict | None = None) -> str:
+    """Queue analysis `name` of stored run `run_ref` (an id or a unique prefix) with `options`; returns the job id.
+
+    An identical job (same run, analysis and resolved options) that is queued or running is returned instead
+    of a new one. Raises StoreError for an unknown run, AnalysisError for an unknown analysis, bad options or a
+    run that is itself an analysis job. A run without a checkpoint can be queued (a queued or running run is
+    waited for); its job fails, saying so, if there is still none when it runs."""
+    opts = resolve_options(name, options)
+    run = store.get_run(run_ref)
+    if (run.get("job") or JOBS_DEFAULT) != JOBS_DEFAULT:
+        raise AnalysisError(f"{run['id']} is a {run['job']} job, not a training run: analyses take a training run")
+    text = _options_json(opts)
+    label = f"{result_name(name, opts)} of {run.get('label') or run['id']}"
+    with store.write() as conn:  # look and insert in one write transaction: two callers cannot both insert
+        rows = conn.execute(sa.select(runs_table.c.id, runs_table.c.config).where(
+            runs_table.c.job == name, runs_table.c.parent_id == run["id"], runs_table.c.status.in_(IN_FLIGHT),
+        ).order_by(runs_table.c.created_at)).all()
+        for job_id, config in rows:
+            if _decoded(config) == opts:
+                return job_id
+        (job_id,) = store._unique_ids(conn, [name])
+        conn.execute(runs_table.insert().values(
+            id=job_id, label=label, status="queued", dataset=run.get("dataset"), config=text, job=name,
+            parent_id=run["id"], created_at=time.time(), iteration=0, total_iterations=0, cancel_requested=0,
+        ))
+    return job_id
+
+
+def queue_result(store: Store, run_ref: str, result: str) -> str:
+    """Queue the job that produces result `result` ('lesion', 'landscape-2d', 'shatter-init', ...) of a run."""
+    if result not in RESULTS:
+        raise AnalysisError(f"unknown result {result!r}; known: {', '.join(RESULTS)}")
+    name, options = RESULTS[result]
+    return queue_analysis(store, run_ref, name, options)
+
+
+def _decoded(config) -> dict | None:
+    try:
+        value = json.loads(config) if isinstance(config, str) else config
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+JOB_COLUMNS = ["id", "job", "parent_id", "status", "label", "dataset", "iteration", "total_iterations", "progress",
+               "eta_s", "elapsed_s", "device", "host", "pid", "created_at", "started_at", "finished_at", "heartbeat_at",
+               "message", "options", "result", "run_label", "run_seed", "run_status", "tag", "images_per_s",
+               "final_test_error", "final_train_error", "config"]
+
+
+def analysis_jobs(store: Store, run_id: str | None = None) -> pd.DataFrame:
+    """The analysis job rows, newest first (all, or those of one analysed run), with `options` (a dict),
+    `result` (the result name it saves), `run_label` / `run_seed` / `run_status` of the analysed run (None
+    when that run was deleted), `progress` (0..1) and `eta_s` (seconds while running; NaN when unknown)."""
+    q = sa.select(runs_table).where(runs_table.c.job != JOBS_DEFAULT)
+    if run_id is not None:
+        q = q.where(runs_table.c.parent_id == run_id)
+    q = q.order_by(runs_table.c.created_at.desc(), runs_table.c.id)
+    with store.read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+        parents = {}
+        ids = sorted({r["parent_id"] for r in rows if r["parent_id"]})
+        for i in range(0, len(ids), 500):
+            parents.update({p["id"]: dict(p) for p in conn.execute(
+                sa.select(runs_table.c.id, runs_table.c.label, runs_table.c.seed, runs_table.c.status)
+                .where(runs_table.c.id.in_(ids[i : i + 500]))).mappings()})
+    for r in rows:
+        r["options"] = _decoded(r["config"]) or {}
+        r["config"] = r["options"]
+        r["result"] = _result_of(r["job"], r["options"])
+        parent = parents.get(r["parent_id"], {})
+        r["run_label"], r["run_seed"], r["run_status"] = parent.get("label"), parent.get("seed"), parent.get("status")
+    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[c for c in JOB_COLUMNS if c not in ("progress", "eta_s")])
+    done = df["iteration"].fillna(0).astype(float)
+    total = df["total_iterations"].fillna(0).astype(float)
+    df["progress"] = (done / total.where(total > 0)).fillna(0.0).clip(0, 1)
+    per_step = df["elapsed_s"].astype(float) / done.where(done > 0)
+    df["eta_s"] = ((total - done) * per_step).where(df["status"] == "running")
+    return df.reset_index(drop=True)
+
+
+def _result_of(name: str, options: dict) -> str | None:
+    try:
+        return result_name(name, resolve_options(name, options))
+    except AnalysisError:
+        return None
+
+
+def in_flight(store: Store, run_ids) -> dict[tuple[str, str], dict]:
+    """{(run id, result name): job row} of the queued or running jobs of these runs (the newest per result)."""
+    wanted = set(run_ids)
+    jobs = analysis_jobs(store)
+    out: dict[tuple[str, str], dict] = {}
+    if jobs.empty:
+        return out
+    for r in jobs[jobs["status"].isin(IN_FLIGHT) & jobs["parent_id"].isin(wanted)].to_dict("records"):
+        out.setdefault((r["parent_id"], r["result"]), r)
+    return out
+
+
+def describe(job: dict) -> str:
+    """What a job does, in words: 'lesion of plain-56 seed 0 (plain56-...), draws 5, ...' (options that differ
+    from the defaults only)."""
+    name = job.get("job")
+    spec = ANALYSES.get(name)
+    options = job.get("options") or {}
+    changed = [f"{k} {v}" for k, v in options.items() if spec is None or k not in spec.options
+               or spec.options[k].default != v]
+    of = job.get("run_label")
+    of = f"{of} seed {job.get('run_seed')} ({job.get('parent_id')})" if of else f"deleted run {job.get('parent_id')}"
+    return f"{job.get('result') or name} of {of}" + (f": {', '.join(changed)}" if changed else "")
+
+
+def check_job(job: dict) -> tuple[str, str, dict]:
+    """(analysed run id, analysis name, options) of a job row, or AnalysisError saying what is wrong with it."""
+    name, parent = job.get("job"), job.get("parent_id")
+    if name not in ANALYSES:
+        raise AnalysisError(f"job {job.get('id')} asks for {name!r}, which this lab cannot run (known: {', '.join(ANALYSES)})")
+    if not parent:
+        raise AnalysisError(f"job {job.get('id')} names no run to analyse")
+    options = _decoded(job.get("config"))
+    if options is None:
+        raise AnalysisError(f"job {job.get('id')}'s options are not a JSON object")
+    return parent, name, resolve_options(name, options)
+
