@@ -37,6 +37,68 @@ def store(tmp_path):
     return Store(tmp_path / "results")
 
 
+# --- both databases: SQLite (the default) and PostgreSQL ----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    """A PostgreSQL server for this test session, as a URL whose user may create databases: the one
+    LAB_TEST_PG_URL names (CI may give one), else a throwaway server started here (Debian's binaries, a free
+    port, a temporary folder; stopped at the end). Where none can be started the PostgreSQL tests skip, saying
+    why, or fail under LAB_REQUIRE_SYSTEM=1."""
+    url = os.environ.get("LAB_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    server = start_pg_server()
+    yield server.url()
+    server.stop()
+
+
+def start_pg_server():
+    """A new throwaway PostgreSQL server (tests/pg.py), or the test skips (fails under LAB_REQUIRE_SYSTEM=1)."""
+    import subprocess
+
+    from pg import PgServer, PgUnavailable
+
+    try:
+        return PgServer().start()
+    except (PgUnavailable, OSError, subprocess.TimeoutExpired) as exc:
+        if require_system():
+            pytest.fail(f"PostgreSQL is required here (LAB_REQUIRE_SYSTEM=1) but cannot be started: {exc}")
+        pytest.skip(f"no PostgreSQL server: {exc} (install postgresql, or set LAB_TEST_PG_URL)")
+
+
+@pytest.fixture
+def pg_url(pg_admin_url):
+    """A fresh, empty PostgreSQL database for one test (dropped after it, connections and all)."""
+    from pg import create_database, drop_database
+
+    url = create_database(pg_admin_url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, monkeypatch):
+    """Each database the store runs on: None for SQLite (the results folder's lab.db, the default), else a
+    fresh PostgreSQL database's URL, also set as LAB_DB_URL so every Store and child process uses it."""
+    if request.param == "sqlite":
+        return None
+    url = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("LAB_DB_URL", url)
+    return url
+
+
+@pytest.fixture
+def db_store(db_url, tmp_path):
+    """A results store on each database (see `db_url`)."""
+    from lab.runs.store import Store
+
+    store = Store(tmp_path / "results")
+    yield store
+    store.close()
+
+
 def write_cifar10(root: Path, n_train: int = 500, n_test: int = 100, seed: int = 0) -> Path:
     """Write a small CIFAR-10 in torchvision's on-disk format (cifar-10-batches-py pickles); returns its folder."""
     from lab.bench import write_cifar10_format

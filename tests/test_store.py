@@ -34,7 +34,7 @@ for b in range(batches):
 """
 
 
-def test_eight_writers_and_a_polling_reader_lose_nothing(tmp_path):
+def test_eight_writers_and_a_polling_reader_lose_nothing(tmp_path, db_url):
     root = tmp_path / "results"
     store = Store(root)
     ids = store.create_runs([make_config("smoke", seed=i) for i in range(WRITERS)], status="running")
@@ -70,29 +70,29 @@ def test_schema_version_mismatch_is_a_clear_error(tmp_path):
         Store(tmp_path, readonly=True)
 
 
-def test_runs_dataframe_and_lifecycle(store):
-    ids = store.create_runs([make_config("smoke", kind=k, depth=d) for k in ("plain", "residual") for d in (20, 32)])
-    df = store.runs()
+def test_runs_dataframe_and_lifecycle(db_store):
+    ids = db_store.create_runs([make_config("smoke", kind=k, depth=d) for k in ("plain", "residual") for d in (20, 32)])
+    df = db_store.runs()
     assert len(df) == 4 and set(df["status"]) == {"queued"}
     assert {"kind", "depth", "shortcut", "lr"} <= set(df.columns)
-    claimed = store.claim_next("w1")
+    claimed = db_store.claim_next("w1")
     assert claimed["id"] == ids[0] and claimed["status"] == "running"
-    assert store.request_cancel(ids[1]) == "cancelled"
-    assert store.request_cancel(ids[0]) == "cancelling"
-    assert store.heartbeat(ids[0]) is True
+    assert db_store.request_cancel(ids[1]) == "cancelled"
+    assert db_store.request_cancel(ids[0]) == "cancelling"
+    assert db_store.heartbeat(ids[0]) is True
     with pytest.raises(StoreError, match="only queued or running"):
-        store.request_cancel(ids[1])
+        db_store.request_cancel(ids[1])
     with pytest.raises(StoreError, match="no run 'nope'"):
-        store.get_run("nope")
+        db_store.get_run("nope")
     with pytest.raises(StoreError, match="running; cancel it first"):
-        store.delete_run(ids[0])
-    store.delete_run(ids[2])
-    assert len(store.runs()) == 3
+        db_store.delete_run(ids[0])
+    db_store.delete_run(ids[2])
+    assert len(db_store.runs()) == 3
 
 
-def test_claims_are_exclusive(store):
-    ids = store.create_runs([make_config("smoke", seed=i) for i in range(5)])
-    got = [store.claim_next(f"w{i}") for i in range(7)]
+def test_claims_are_exclusive(db_store):
+    ids = db_store.create_runs([make_config("smoke", seed=i) for i in range(5)])
+    got = [db_store.claim_next(f"w{i}") for i in range(7)]
     claimed = [g["id"] for g in got if g]
     assert sorted(claimed) == sorted(ids) and got[5] is None and got[6] is None
 
@@ -104,12 +104,12 @@ def test_resume_rules(store):
         store.requeue(rid)
 
 
-def test_reaper_marks_dead_runs_interrupted(store):
-    (rid,) = store.create_runs([make_config("smoke")], status="running")
-    store.update_run(rid, pid=999_999_999 % 4_000_000 + 3_000_000, heartbeat_at=store.db_time() - 60,
-                     host=__import__("socket").gethostname())
-    assert store.reap_stale(grace_s=15) == [rid]
-    run = store.get_run(rid)
+def test_reaper_marks_dead_runs_interrupted(db_store):
+    (rid,) = db_store.create_runs([make_config("smoke")], status="running")
+    db_store.update_run(rid, pid=999_999_999 % 4_000_000 + 3_000_000, heartbeat_at=db_store.db_time() - 60,
+                        host=__import__("socket").gethostname())
+    assert db_store.reap_stale(grace_s=15) == [rid]
+    run = db_store.get_run(rid)
     assert run["status"] == "interrupted" and "resume" in run["message"]
 
 
@@ -195,36 +195,36 @@ def test_a_failed_upgrade_changes_nothing(tmp_path, monkeypatch):
     assert not columns & set(V2_COLUMNS)
 
 
-def test_artifacts_are_kept_replaced_and_deleted_with_their_run(store):
-    (rid,) = store.create_runs([make_config("smoke")])
-    assert store.artifact(rid, "lesion") is None and store.artifacts(rid) == {}
-    store.put_artifact(rid, "lesion", {"a": 1})
-    store.put_artifact(rid, "landscape", {"grid": [[1.0, 2.0]]})
-    store.put_artifact(rid, "lesion", {"a": 2})
-    assert store.artifacts(rid) == {"landscape": {"grid": [[1.0, 2.0]]}, "lesion": {"a": 2}}
-    store.delete_run(rid)
-    assert store.artifacts(rid) == {}
+def test_artifacts_are_kept_replaced_and_deleted_with_their_run(db_store):
+    (rid,) = db_store.create_runs([make_config("smoke")])
+    assert db_store.artifact(rid, "lesion") is None and db_store.artifacts(rid) == {}
+    db_store.put_artifact(rid, "lesion", {"a": 1})
+    db_store.put_artifact(rid, "landscape", {"grid": [[1.0, 2.0]]})
+    db_store.put_artifact(rid, "lesion", {"a": 2})
+    assert db_store.artifacts(rid) == {"landscape": {"grid": [[1.0, 2.0]]}, "lesion": {"a": 2}}
+    db_store.delete_run(rid)
+    assert db_store.artifacts(rid) == {}
 
 
-def test_ids_and_prefixes(store):
-    ids = store.create_runs([make_config("smoke", kind=k, seed=s) for k in ("plain", "residual") for s in (0, 1)])
-    assert store.get_run(ids[0][:-3])["id"] == ids[0]  # a unique prefix
+def test_ids_and_prefixes(db_store):
+    ids = db_store.create_runs([make_config("smoke", kind=k, seed=s) for k in ("plain", "residual") for s in (0, 1)])
+    assert db_store.get_run(ids[0][:-3])["id"] == ids[0]  # a unique prefix
     with pytest.raises(StoreError, match="ambiguous: it matches 2 runs"):
-        store.get_run("plain20-")
+        db_store.get_run("plain20-")
     with pytest.raises(StoreError, match="case-sensitive"):
-        store.get_run(ids[0][:-3].upper())
-    assert store.delete_runs([ids[0][:-2]]) == [ids[0]]
-    assert store.delete_runs(ids[2:], yes=True) == ids[2:]
-    assert store.runs()["id"].tolist() == [ids[1]]
+        db_store.get_run(ids[0][:-3].upper())
+    assert db_store.delete_runs([ids[0][:-2]]) == [ids[0]]
+    assert db_store.delete_runs(ids[2:], yes=True) == ids[2:]
+    assert db_store.runs()["id"].tolist() == [ids[1]]
 
 
-def test_an_exact_id_wins_over_a_longer_one_it_prefixes(store):
-    (a,) = store.create_runs([make_config("smoke")])
-    store.update_run(a, tag="x")
-    with store.write() as conn:  # a second run whose id extends the first one's
+def test_an_exact_id_wins_over_a_longer_one_it_prefixes(db_store):
+    (a,) = db_store.create_runs([make_config("smoke")])
+    db_store.update_run(a, tag="x")
+    with db_store.write() as conn:  # a second run whose id extends the first one's
         row = dict(conn.execute(sa.select(runs_table)).mappings().first())
         conn.execute(runs_table.insert().values(**{**row, "id": a + "0"}))
-    assert store.get_run(a)["id"] == a
+    assert db_store.get_run(a)["id"] == a
 
 
 def test_run_ids_never_collide(store, monkeypatch):
@@ -324,10 +324,12 @@ while not go.exists():
     time.sleep(0.01)
 while (run := store.claim_next(name)) is not None:
     print(run["id"], run["attempt"], flush=True)
+time.sleep(0.5)  # a run another claimer had locked at that moment is its by now
+print("left", len(store.runs(status=["queued"])), flush=True)  # claim_next came back empty only with none queued
 """
 
 
-def test_two_processes_claiming_200_queued_runs_get_each_exactly_once(tmp_path):
+def test_two_processes_claiming_200_queued_runs_get_each_exactly_once(tmp_path, db_url):
     root = tmp_path / "results"
     store = Store(root)
     ids = store.create_runs([make_config("smoke", seed=s) for s in range(200)])
@@ -341,7 +343,9 @@ def test_two_processes_claiming_200_queued_runs_get_each_exactly_once(tmp_path):
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0 and "locked" not in err, err
-        claimed[name] = [line.split() for line in out.splitlines()]
+        *lines, left = out.splitlines()
+        assert left == "left 0", f"{name} found nothing to claim while runs were queued ({left})"
+        claimed[name] = [line.split() for line in lines]
     got = [rid for lines in claimed.values() for rid, _ in lines]
     assert sorted(got) == sorted(ids)  # every run, none twice
     runs = store.runs().set_index("id")
@@ -349,3 +353,168 @@ def test_two_processes_claiming_200_queued_runs_get_each_exactly_once(tmp_path):
         for rid, attempt in lines:
             assert runs.loc[rid, "worker_id"] == name and runs.loc[rid, "attempt"] == attempt
     assert set(runs["status"]) == {"running"}
+
+
+# --- every database: SQLite and PostgreSQL ---------------------------------------------------------------------
+
+def test_a_new_results_folder_is_made_with_any_database(tmp_path, db_url):
+    """With a database URL the folder was not made, so a worker there crashed on its lock file."""
+    from lab.runs.worker import Worker
+
+    root = tmp_path / "fresh" / "results"
+    store = Store(root)
+    assert root.is_dir()
+    worker = Worker(store)
+    assert worker.acquire_lock()
+    assert not Worker(Store(root)).acquire_lock()  # and the lock still keeps a second worker out
+
+
+OPENER = """
+import sys, time
+from pathlib import Path
+from lab.runs.store import Store
+root, go = sys.argv[1], Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.005)
+store = Store(root)
+store.create_runs([__import__("lab.config", fromlist=["make_config"]).make_config("smoke")])
+"""
+
+
+def test_eight_processes_opening_an_empty_database_at_once_all_succeed(tmp_path, db_url):
+    """On PostgreSQL 2-7 of 8 failed creating the schema (UniqueViolation) before it took an advisory lock."""
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(tmp_path / f"r{i}"), str(go)], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for i in range(8)]
+    time.sleep(1.5)  # all of them imported and waiting
+    go.touch()
+    errors = [err for p in procs if (err := p.communicate(timeout=300)[1]) and p.returncode != 0]
+    assert not errors, errors[0]
+    if db_url:
+        assert len(Store(tmp_path / "r0").runs()) == 8  # one database, one schema, every row
+
+
+def test_a_queued_run_waits_for_its_parent(db_store):
+    parent, other = db_store.create_runs([make_config("smoke", seed=s) for s in range(2)])
+    (child,) = db_store.create_runs([make_config("smoke", seed=2)], parent_id=parent)
+    (deepened,) = db_store.create_runs([make_config("smoke", depth=20, deepen_from=parent[:-2])])
+    (orphan,) = db_store.create_runs([make_config("smoke", depth=20, deepen_from="nosuchrun")])
+    assert db_store.get_run(deepened)["parent_id"] == parent  # from deepen_from, resolved
+    assert db_store.get_run(orphan)["parent_id"] is None
+    assert db_store.claim_next("w")["id"] == parent
+    assert db_store.claim_next("w")["id"] == other  # the children wait: their parent is running
+    assert db_store.claim_next("w")["id"] == orphan
+    assert db_store.claim_next("w") is None
+    db_store.set_status(parent, "failed")  # any status but queued or running releases them
+    assert [db_store.claim_next("w")["id"] for _ in range(2)] == [child, deepened]
+
+
+def test_runs_lists_training_runs_unless_asked_for_jobs(db_store):
+    (run,) = db_store.create_runs([make_config("smoke")])
+    (job,) = db_store.create_runs([make_config("smoke")], job="lesion", parent_id=run)
+    assert db_store.runs()["id"].tolist() == [run]
+    assert set(db_store.runs(jobs=None)["id"]) == {run, job}
+    assert db_store.runs(jobs=["lesion"])["id"].tolist() == [job]
+    assert db_store.runs(status=["queued"], jobs=["train", "lesion"])["id"].tolist() == [job, run]
+
+
+def test_logging_a_step_again_replaces_it(db_store):
+    """A write repeated after a lost connection must not fail on the primary key (it ended live runs)."""
+    (rid,) = db_store.create_runs([make_config("smoke")], status="running")
+    attempt = db_store.begin_attempt(rid)
+    for value in (1.0, 2.0):
+        db_store.log(rid, scalars=[(10, "train_loss", value)], layers=[(10, "grad_norm", [value])], attempt=attempt)
+    assert db_store.scalars(rid)["value"].tolist() == [2.0]
+    assert db_store.layer_series(rid, "grad_norm")["value"].tolist() == [2.0]
+
+
+def test_long_text_fields_fit(db_store):
+    (rid,) = db_store.create_runs([make_config("smoke", tag="t" * 200)])
+    long = dict(label="l" * 5000, message="m" * 20_000, log_tail="\n".join(["x" * 300] * 40))
+    db_store.update_run(rid, **long)
+    run = db_store.get_run(rid)
+    assert run["tag"] == "t" * 200 and all(run[k] == v for k, v in long.items())
+    types = {c.name: type(c.type) for c in runs_table.columns}
+    assert all(types[k] is sa.Text for k in ("label", "tag", "message", "log_tail"))
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------------------
+
+def test_claim_skips_a_run_another_claimer_holds(tmp_path, pg_url):
+    """Two claimers chose the same oldest row; the one that waited for the other's lock came back with nothing
+    although runs were queued. With SKIP LOCKED it takes the next row at once."""
+    import threading
+
+    store = Store(tmp_path / "results", url=pg_url)
+    first, second = store.create_runs([make_config("smoke", seed=s) for s in range(2)])
+    holder = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    got = []
+    with holder.connect() as conn:
+        with conn.begin():  # another claimer, mid-claim: it holds the first row's lock until it commits
+            conn.execute(runs_table.update().where(runs_table.c.id == first).values(status="running"))
+            thread = threading.Thread(target=lambda: got.append(store.claim_next("w")))
+            thread.start()
+            thread.join(10)
+    thread.join(30)
+    holder.dispose()
+    assert got and got[0] is not None and got[0]["id"] == second
+
+
+def test_a_store_whose_server_never_answered_fails_at_once(tmp_path):
+    from pg import free_port
+
+    started = time.time()
+    with pytest.raises(StoreError, match="127.0.0.1"):
+        Store(tmp_path, url=f"postgresql+psycopg://lab@127.0.0.1:{free_port()}/lab")
+    assert time.time() - started < 10  # no waiting for a server that was never there
+
+
+RESTART_WRITER = """
+import sys, time
+from lab.runs.store import Store
+root, run_id, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = Store(root)
+attempt = store.begin_attempt(run_id)
+for step in range(steps):
+    store.log(run_id, scalars=[(step, "train_loss", 0.5), (step, "train_error", 0.25)],
+              layers=[(step, "grad_norm", [1.0, 2.0])], attempt=attempt, iteration=step)
+    if step % 10 == 0:
+        store.heartbeat(run_id, attempt)
+    time.sleep(0.01)
+store.set_status(run_id, "done", expect=["running"], attempt=attempt)
+print("finished", flush=True)
+"""
+
+
+def test_a_postgresql_restart_while_a_run_writes_loses_nothing_and_fails_nothing(tmp_path):
+    """A real `pg_ctl restart` (every connection cut) twice while a process logs metrics: it goes on (pooled
+    connections are checked, a cut transaction is run again), every step lands once, the run ends done."""
+    from conftest import start_pg_server
+
+    server = start_pg_server()  # its own server: a restart must not cut other tests' connections
+    try:
+        root, steps = tmp_path / "results", 600
+        store = Store(root, url=server.url())
+        (rid,) = store.create_runs([make_config("smoke")], status="running")
+        env = {**os.environ, "LAB_DB_URL": server.url()}
+        proc = subprocess.Popen([sys.executable, "-c", RESTART_WRITER, str(root), rid, str(steps)], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        restarts = 0
+        deadline = time.time() + 300
+        while proc.poll() is None and restarts < 2 and time.time() < deadline:
+            if store.get_run(rid)["iteration"] >= (restarts + 1) * steps // 3:
+                server.restart()
+                restarts += 1
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=300)
+        assert restarts == 2, "the writer finished before both restarts"
+        assert proc.returncode == 0 and "finished" in out, err
+        run = store.get_run(rid)
+        assert run["status"] == "done" and run["iteration"] == steps - 1
+        scalars = store.scalars(rid)
+        assert scalars.groupby("name")["step"].apply(list).to_dict() == {n: list(range(steps))
+                                                                          for n in ("train_error", "train_loss")}
+        assert store.layer_steps(rid, "grad_norm") == list(range(steps))
+        store.close()
+    finally:
+        server.stop()

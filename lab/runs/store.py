@@ -18,6 +18,11 @@ is older than `FOREIGN_GRACE_S`.
 A store opened with `readonly=True` (what `ls`, `show` and `export` use) opens SQLite with `mode=ro` and never
 takes a write lock or changes the journal mode; database and OS errors become a `StoreError` naming the path
 and the cause.
+
+On a database server (PostgreSQL): pooled connections are checked before use, a transaction cut off by a lost
+connection is run again on a new one (for up to `RECONNECT_S`; metric rows are upserts, so repeating a write
+adds nothing twice), schema creation is serialised by an advisory lock, and `claim_next` skips rows another
+claimer has locked (FOR UPDATE SKIP LOCKED).
 """
 from __future__ import annotations
 
@@ -51,6 +56,11 @@ FOREIGN_GRACE_S = 30.0
 LOCAL_GRACE_S = 15.0
 # How many runs one prefix lists when it is ambiguous.
 AMBIGUOUS_LISTED = 10
+# How long a store on a database server (not SQLite) that has worked waits for the server to come back (a
+# restart, a failover) before a read or write fails: seconds.
+RECONNECT_S = 60.0
+# The PostgreSQL advisory lock key that serialises schema creation and upgrades ("labSchma").
+SCHEMA_LOCK_KEY = 0x6C61625363686D61
 
 metadata = sa.MetaData()
 
@@ -204,16 +214,17 @@ class Store:
         self.readonly = readonly
         url = url or os.environ.get("LAB_DB_URL")
         self._db_path: Path | None = None
+        self._ready = False  # the database answered once: from then on a lost server is waited for
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"results folder {self.root} is a file, not a folder; give --results a folder")
+        if create and not readonly:  # with any database: run folders, logs and the worker lock live here
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"results folder {self.root} cannot be created: {exc.strerror or exc}") from None
         if url is None:
             self._db_path = (self.root / "lab.db").resolve()
-            if create and not readonly:
-                try:
-                    self.root.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(f"results folder {self.root} cannot be created: {exc.strerror or exc}") from None
-            elif not self._db_path.exists():
+            if (not create or readonly) and not self._db_path.exists():
                 raise StoreError(f"no results store at {self.root} (no lab.db there)")
             url = f"sqlite:///{self._db_path}"
         self.url = url
@@ -224,13 +235,16 @@ class Store:
         else:
             self.engine = self._make_engine(url)
         self._check_schema()
+        self._ready = True
 
     @staticmethod
     def _make_engine(url: str) -> sa.Engine:
-        engine = sa.create_engine(url, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}))
-        if engine.dialect.name == "sqlite":
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 60})
             _configure_sqlite(engine)
-        return engine
+            return engine
+        # a server may have restarted since a pooled connection was last used: check it before handing it out
+        return sa.create_engine(url, pool_pre_ping=True)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -252,20 +266,80 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        """A short write transaction (BEGIN IMMEDIATE on SQLite), committed on exit."""
+        """A short write transaction (BEGIN IMMEDIATE on SQLite), committed on exit. (Writes that must survive a
+        database restart mid-transaction go through `_transact`, which can run them again.)"""
         if self.readonly:
             raise StoreError(f"results store {self.where} was opened read-only")
         with self._guard():
-            with self.engine.connect().execution_options(lab_write=True) as conn:
+            with self._connect(self.engine, write=True) as conn:
                 with conn.begin():
                     yield conn
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
         with self._guard():
-            with self.engine.connect() as conn:
+            with self._connect(self.engine) as conn:
                 with conn.begin():
                     yield conn
+
+    def _waits_for_server(self) -> bool:
+        """True where a lost connection is waited for: a database server (not SQLite) that has answered before
+        (a wrong URL or a server that never ran fails at once)."""
+        return self._ready and self.engine.dialect.name != "sqlite"
+
+    def _connect(self, engine: sa.Engine, write: bool = False) -> sa.Connection:
+        """A connection from `engine` (marked for BEGIN IMMEDIATE when `write`). A server that has gone away
+        (refusing connections while it restarts) is retried, with backoff, for up to RECONNECT_S."""
+        deadline, delay = time.monotonic() + RECONNECT_S, 0.05
+        while True:
+            try:
+                conn = engine.connect()
+                break
+            except sa.exc.DBAPIError:
+                if not self._waits_for_server() or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+        return conn.execution_options(lab_write=True) if write else conn
+
+    def _transact(self, fn, engine: sa.Engine | None = None):
+        """`fn(conn)` in one write transaction, committed on return; returns what `fn` returns.
+
+        On a database server, a transaction cut off by a lost connection (the server restarted: the driver
+        marks the connection invalidated) is run again from the start on a new connection, for up to
+        RECONNECT_S, so `fn` must be safe to repeat (the store's are: metric rows are upserts, updates name
+        their rows). Errors of any other kind are not retried."""
+        if engine is None and self.readonly:
+            raise StoreError(f"results store {self.where} was opened read-only")
+        engine = engine or self.engine
+        deadline, delay = time.monotonic() + RECONNECT_S, 0.05
+        with self._guard():
+            while True:
+                try:
+                    with self._connect(engine, write=True) as conn:
+                        with conn.begin():
+                            return fn(conn)
+                except sa.exc.DBAPIError as exc:
+                    if not (exc.connection_invalidated and self._waits_for_server()
+                            and time.monotonic() + delay < deadline):
+                        raise
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
+    def _upsert(self, table: sa.Table, column: str):
+        """An INSERT of `table` rows that replaces `column` of a row already stored under the same key (a write
+        repeated after a lost connection, a step logged again), on SQLite and PostgreSQL; a plain INSERT
+        elsewhere."""
+        name = self.engine.dialect.name
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            return table.insert()
+        stmt = insert(table)
+        return stmt.on_conflict_do_update(index_elements=[c.name for c in table.primary_key.columns],
+                                          set_={column: stmt.excluded[column]})
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -305,8 +379,12 @@ class Store:
                 f"use a newer lab release or start a new results folder"
             )
         try:
-            with self._guard(), self._write_engine().connect().execution_options(lab_write=True) as conn:
+            with self._guard(), self._connect(self._write_engine(), write=True) as conn:
                 with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        # processes opening an empty database at once: one creates the tables, the others wait
+                        # here until it commits and then find them made
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
                     version = _schema_version(conn)  # another process may have done it meanwhile
                     if version is None:
                         metadata.create_all(conn)
@@ -385,7 +463,11 @@ class Store:
 
         Each config is validated first (ConfigError listing every problem). A run created `running` gets this
         host, this process and a heartbeat at once, so no reader ever takes it for dead; the process that then
-        executes it takes ownership with `begin_attempt` (or use `start_run`, which does both)."""
+        executes it takes ownership with `begin_attempt` (or use `start_run`, which does both).
+
+        Without `parent_id`, a run whose config has `deepen_from` gets that run's id as its parent, so a
+        deepened run queued behind its parent waits for it (`claim_next`); a `deepen_from` that names no run
+        leaves it without one (executing it then fails, naming the missing parent)."""
         from ..config import validate  # the store's API refuses what the CLI refuses
 
         configs = [validate(c) for c in configs]
@@ -395,6 +477,13 @@ class Store:
         sweep_id = sweep_id or new_id("sweep")
         if not configs:
             return []
+        parents: dict[str, str | None] = {}
+        if parent_id is None:
+            for ref in {cfg.deepen_from for cfg in configs if cfg.deepen_from}:
+                try:
+                    parents[ref] = self.resolve(ref)
+                except StoreError:
+                    parents[ref] = None
         with self.write() as conn:
             ids = self._unique_ids(conn, [f"{cfg.kind[:5]}{cfg.depth}" for cfg in configs])
             owner = {}
@@ -407,8 +496,9 @@ class Store:
                     id=rid, sweep_id=sweep_id, label=cfg.label(), status=status, kind=cfg.kind, depth=cfg.depth,
                     dataset=cfg.dataset, preset=cfg.preset, seed=cfg.seed, tag=cfg.tag, config=cfg.to_json(),
                     created_at=now + i * 1e-6,  # the offset keeps submission order
-                    iteration=0, total_iterations=cfg.iterations, cancel_requested=0, job=job, parent_id=parent_id,
-                    attempt=None, **owner,
+                    iteration=0, total_iterations=cfg.iterations, cancel_requested=0, job=job,
+                    parent_id=parent_id if parent_id is not None else parents.get(cfg.deepen_from), attempt=None,
+                    **owner,
                 ))
             for i in range(0, len(rows), 2000):
                 conn.execute(runs_table.insert(), rows[i : i + 2000])
@@ -432,9 +522,14 @@ class Store:
             raise StoreError(f"no run {_show(ref)} in {self.root}")
         return _decode(dict(row))
 
-    def runs(self, status: Iterable[str] | None = None) -> pd.DataFrame:
-        """All runs, newest first, with their config fields as columns prefixed by nothing (kind, depth, ...)."""
+    def runs(self, status: Iterable[str] | None = None, jobs: Iterable[str] | None = (JOBS_DEFAULT,)) -> pd.DataFrame:
+        """Runs, newest first, with their config fields as columns prefixed by nothing (kind, depth, ...).
+
+        `jobs`: by default only training runs; None gives every row (training runs and analysis jobs), a list
+        of job names the rows of those jobs."""
         q = sa.select(runs_table).order_by(runs_table.c.created_at.desc(), runs_table.c.id)
+        if jobs is not None:
+            q = q.where(runs_table.c.job.in_([jobs] if isinstance(jobs, str) else list(jobs)))
         if status:
             status = list(status)
             unknown = [s for s in status if s not in STATUSES]
@@ -455,14 +550,13 @@ class Store:
     def update_run(self, run_id: str, **values) -> None:
         """Set columns of a run with no ownership check (tools and tests; attempts use `update_attempt`)."""
         values = _encode(values)
-        with self.write() as conn:
-            conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(**values))
+        self._transact(lambda conn: conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(**values)))
 
     def update_attempt(self, run_id: str, attempt: str, **values) -> None:
         """Set columns of a run that attempt `attempt` owns; LostRun when it no longer does."""
         values = _encode(values)
-        with self.write() as conn:
-            n = conn.execute(self._owned(runs_table.update(), run_id, attempt).values(**values)).rowcount
+        n = self._transact(lambda conn: conn.execute(
+            self._owned(runs_table.update(), run_id, attempt).values(**values)).rowcount)
         if n != 1:
             raise self._lost(run_id, attempt)
 
@@ -497,12 +591,11 @@ class Store:
             self.update_attempt(run_id, attempt, **values)
             return attempt
         token = new_token()
-        with self.write() as conn:
-            n = conn.execute(
-                runs_table.update().where(runs_table.c.id == run_id, runs_table.c.status == "running",
-                                          runs_table.c.attempt.is_(None))
-                .values(attempt=token, **_encode(values))
-            ).rowcount
+        n = self._transact(lambda conn: conn.execute(
+            runs_table.update().where(runs_table.c.id == run_id, runs_table.c.status == "running",
+                                      runs_table.c.attempt.is_(None))
+            .values(attempt=token, **_encode(values))
+        ).rowcount)
         if n != 1:
             run = self.get_run(run_id)
             raise StoreError(f"run {run_id} is {run['status']}" + (" and owned by another attempt" if run["attempt"] else "")
@@ -522,8 +615,8 @@ class Store:
             q = q.where(runs_table.c.attempt == attempt)
         if status in FINISHED + ("cancelled", "interrupted"):
             values.setdefault("finished_at", time.time())
-        with self.write() as conn:
-            return conn.execute(q.values(status=status, **_encode(values))).rowcount == 1
+        q = q.values(status=status, **_encode(values))
+        return self._transact(lambda conn: conn.execute(q).rowcount) == 1
 
     def active_here(self) -> list[dict]:
         """Running runs on this host whose process is alive: what occupies this host's worker slots."""
@@ -537,16 +630,28 @@ class Store:
 
     def claim_next(self, worker_id: str, exclude: Iterable[str] = (), executor: str = "local",
                    jobs: Iterable[str] | None = None) -> dict | None:
-        """Atomically take the oldest queued run for this worker: it becomes running under a new attempt token
-        (in the returned dict's `attempt`), with a heartbeat. None when nothing is queued."""
+        """Atomically take the oldest claimable queued run for this worker: it becomes running under a new
+        attempt token (in the returned dict's `attempt`), with a heartbeat. None when nothing is claimable.
+
+        A queued run whose parent (`parent_id`: the run it deepens, the run a job analyses) is still queued or
+        running waits. SQLite takes the write lock first (BEGIN IMMEDIATE), so claimers queue; PostgreSQL
+        locks the chosen row and skips rows other claimers hold (FOR UPDATE SKIP LOCKED), so concurrent
+        claimers each get a different run and none comes back empty while runs are waiting."""
         token = new_token()
-        with self.write() as conn:
-            q = sa.select(runs_table.c.id).where(runs_table.c.status == "queued")
-            if exclude:
-                q = q.where(runs_table.c.id.not_in(list(exclude)))
-            if jobs is not None:
-                q = q.where(runs_table.c.job.in_(list(jobs)))
-            row = conn.execute(q.order_by(runs_table.c.created_at, runs_table.c.id).limit(1)).first()
+        parent = runs_table.alias("parent")
+        waiting = sa.exists().where(parent.c.id == runs_table.c.parent_id, parent.c.id != runs_table.c.id,
+                                    parent.c.status.in_(("queued", "running")))
+        q = sa.select(runs_table.c.id).where(runs_table.c.status == "queued", ~waiting)
+        if exclude:
+            q = q.where(runs_table.c.id.not_in(list(exclude)))
+        if jobs is not None:
+            q = q.where(runs_table.c.job.in_(list(jobs)))
+        q = q.order_by(runs_table.c.created_at, runs_table.c.id).limit(1)
+        if self.engine.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True, of=runs_table)
+
+        def claim(conn):
+            row = conn.execute(q).first()
             if row is None:
                 return None
             n = conn.execute(
@@ -556,7 +661,10 @@ class Store:
                         heartbeat_at=self._db_now(), message=None, finished_at=None, attempt=token, pid=None,
                         executor=executor, executor_ref=None, cancel_requested=0)
             ).rowcount
-        return self.get_run(row[0]) if n == 1 else None
+            return row[0] if n == 1 else None
+
+        run_id = self._transact(claim)
+        return self.get_run(run_id) if run_id is not None else None
 
     def request_cancel(self, ref: str) -> str:
         """Cancel a queued run at once, or ask a running one to stop; returns the resulting status."""
@@ -566,9 +674,9 @@ class Store:
                 return "cancelled"
             run = self.get_run(run["id"])
         if run["status"] == "running":
-            with self.write() as conn:
-                conn.execute(runs_table.update().where(runs_table.c.id == run["id"], runs_table.c.status == "running")
-                             .values(cancel_requested=1))
+            self._transact(lambda conn: conn.execute(
+                runs_table.update().where(runs_table.c.id == run["id"], runs_table.c.status == "running")
+                .values(cancel_requested=1)))
             return "cancelling"
         raise StoreError(f"run {run['id']} is {run['status']}; only queued or running runs can be cancelled")
 
@@ -683,11 +791,14 @@ class Store:
     def heartbeat(self, run_id: str, attempt: str | None = None) -> bool:
         """Record (in database time) that a run is alive; returns True when a cancel has been requested.
         With `attempt`, LostRun when that attempt no longer owns the run."""
-        with self.write() as conn:
-            q = runs_table.update()
-            q = self._owned(q, run_id, attempt) if attempt is not None else q.where(runs_table.c.id == run_id)
+        q = runs_table.update()
+        q = self._owned(q, run_id, attempt) if attempt is not None else q.where(runs_table.c.id == run_id)
+
+        def beat(conn):
             n = conn.execute(q.values(heartbeat_at=self._db_now())).rowcount
-            row = conn.execute(sa.select(runs_table.c.cancel_requested).where(runs_table.c.id == run_id)).first()
+            return n, conn.execute(sa.select(runs_table.c.cancel_requested).where(runs_table.c.id == run_id)).first()
+
+        n, row = self._transact(beat)
         if attempt is not None and n != 1:
             raise self._lost(run_id, attempt)
         return bool(row and row[0])
@@ -724,17 +835,13 @@ class Store:
             return []
         reaped = []
         try:
-            with self._guard(), self._write_engine().connect().execution_options(lab_write=True) as conn:
-                for d in dead:
-                    q = runs_table.update().where(runs_table.c.id == d["id"], runs_table.c.status == "running")
-                    q = q.where(runs_table.c.attempt == d["attempt"]) if d["attempt"] else q.where(runs_table.c.attempt.is_(None))
-                    with conn.begin():
-                        n = conn.execute(q.values(
-                            status="interrupted", finished_at=time.time(),
-                            message=f"its process stopped without finishing ({d['why']}); resume it to continue",
-                        )).rowcount
-                    if n == 1:
-                        reaped.append(d["id"])
+            for d in dead:
+                q = runs_table.update().where(runs_table.c.id == d["id"], runs_table.c.status == "running")
+                q = q.where(runs_table.c.attempt == d["attempt"]) if d["attempt"] else q.where(runs_table.c.attempt.is_(None))
+                q = q.values(status="interrupted", finished_at=time.time(),
+                             message=f"its process stopped without finishing ({d['why']}); resume it to continue")
+                if self._transact(lambda conn: conn.execute(q).rowcount, engine=self._write_engine()) == 1:
+                    reaped.append(d["id"])
         except StoreError:
             if not self.readonly:
                 raise
@@ -750,36 +857,44 @@ class Store:
         **run_values,
     ) -> None:
         """Append metrics and update the run row (heartbeat in database time), in one short transaction.
-        With `attempt`, nothing is written unless that attempt owns the run (LostRun)."""
+        With `attempt`, nothing is written unless that attempt owns the run (LostRun). A (run, name, step)
+        already stored gets the new value: logging is idempotent, so a write repeated after a lost connection
+        neither fails nor duplicates."""
         srows = [dict(run_id=run_id, step=int(s), name=n, value=_finite_or_none(v)) for s, n, v in scalars]
         lrows = [
             dict(run_id=run_id, step=int(s), metric=m, vals=json.dumps([_finite_or_none(x) for x in v]))
             for s, m, v in layers
         ]
         run_values = _encode(run_values)
+        run_values.setdefault("heartbeat_at", self._db_now())
+        q = runs_table.update()
+        q = self._owned(q, run_id, attempt) if attempt is not None else q.where(runs_table.c.id == run_id)
+        q = q.values(**run_values)
+
+        def write(conn):  # safe to repeat: a step logged again replaces its value
+            n = conn.execute(q).rowcount
+            if attempt is not None and n != 1:
+                raise _Rollback()
+            if srows:
+                conn.execute(self._upsert(scalars_table, "value"), srows)
+            if lrows:
+                conn.execute(self._upsert(layer_table, "vals"), lrows)
+
         try:
-            with self.write() as conn:
-                run_values.setdefault("heartbeat_at", self._db_now())
-                q = runs_table.update()
-                q = self._owned(q, run_id, attempt) if attempt is not None else q.where(runs_table.c.id == run_id)
-                n = conn.execute(q.values(**run_values)).rowcount
-                if attempt is not None and n != 1:
-                    raise _Rollback()
-                if srows:
-                    conn.execute(scalars_table.insert(), srows)
-                if lrows:
-                    conn.execute(layer_table.insert(), lrows)
+            self._transact(write)
         except _Rollback:
             raise self._lost(run_id, attempt) from None
 
     def truncate_after(self, run_id: str, step: int, attempt: str | None = None) -> None:
         """Drop metrics logged after `step` (a resumed run redoes those iterations)."""
+        def drop(conn):
+            if attempt is not None and conn.execute(self._owned(sa.select(runs_table.c.id), run_id, attempt)).first() is None:
+                raise _Rollback()
+            conn.execute(scalars_table.delete().where(scalars_table.c.run_id == run_id, scalars_table.c.step > step))
+            conn.execute(layer_table.delete().where(layer_table.c.run_id == run_id, layer_table.c.step > step))
+
         try:
-            with self.write() as conn:
-                if attempt is not None and conn.execute(self._owned(sa.select(runs_table.c.id), run_id, attempt)).first() is None:
-                    raise _Rollback()
-                conn.execute(scalars_table.delete().where(scalars_table.c.run_id == run_id, scalars_table.c.step > step))
-                conn.execute(layer_table.delete().where(layer_table.c.run_id == run_id, layer_table.c.step > step))
+            self._transact(drop)
         except _Rollback:
             raise self._lost(run_id, attempt) from None
 
@@ -837,16 +952,18 @@ class Store:
             text = json.dumps(data, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"artifact {name!r} is not plain JSON (numbers must be finite): {exc}") from None
+        def put(conn):
+            if attempt is not None:
+                if conn.execute(self._owned(sa.select(runs_table.c.id), run_id, attempt)).first() is None:
+                    raise _Rollback()
+            elif conn.execute(sa.select(runs_table.c.id).where(runs_table.c.id == run_id)).first() is None:
+                raise StoreError(f"no run {_show(run_id)} in {self.root}")
+            conn.execute(artifacts_table.delete().where(artifacts_table.c.run_id == run_id,
+                                                        artifacts_table.c.name == name))
+            conn.execute(artifacts_table.insert().values(run_id=run_id, name=name, data=text, updated_at=time.time()))
+
         try:
-            with self.write() as conn:
-                if attempt is not None:
-                    if conn.execute(self._owned(sa.select(runs_table.c.id), run_id, attempt)).first() is None:
-                        raise _Rollback()
-                elif conn.execute(sa.select(runs_table.c.id).where(runs_table.c.id == run_id)).first() is None:
-                    raise StoreError(f"no run {_show(run_id)} in {self.root}")
-                conn.execute(artifacts_table.delete().where(artifacts_table.c.run_id == run_id,
-                                                            artifacts_table.c.name == name))
-                conn.execute(artifacts_table.insert().values(run_id=run_id, name=name, data=text, updated_at=time.time()))
+            self._transact(put)
         except _Rollback:
             raise self._lost(run_id, attempt) from None
 
@@ -876,12 +993,11 @@ class Store:
             )
 
     def worker_heartbeat(self, worker_id: str) -> None:
-        with self.write() as conn:
-            conn.execute(workers_table.update().where(workers_table.c.id == worker_id).values(heartbeat_at=self._db_now()))
+        self._transact(lambda conn: conn.execute(
+            workers_table.update().where(workers_table.c.id == worker_id).values(heartbeat_at=self._db_now())))
 
     def remove_worker(self, worker_id: str) -> None:
-        with self.write() as conn:
-            conn.execute(workers_table.delete().where(workers_table.c.id == worker_id))
+        self._transact(lambda conn: conn.execute(workers_table.delete().where(workers_table.c.id == worker_id)))
 
     def live_workers(self, grace_s: float = 20.0) -> list[dict]:
         """Workers whose heartbeat is recent (database time) and (on this host) whose process exists; each
