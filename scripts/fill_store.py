@@ -3,7 +3,8 @@
     python scripts/fill_store.py --results /tmp/lab-100 --runs 100 --iterations 64000
 
 Prints the time to fill, then each page's render time through Streamlit's AppTest (a full script run, figures
-built, no browser), averaged over --repeat runs after one warm-up run.
+built, no browser), averaged over --repeat runs after one warm-up run. With LAB_DB_URL set, the runs go to that
+database (the folder keeps the run folders).
 """
 from __future__ import annotations
 
@@ -34,25 +35,36 @@ def main() -> int:
     if not args.no_fill:
         t = time.perf_counter()
         fill(store, runs=args.runs, iterations=args.iterations)
-        print(f"filled {args.runs} runs of {args.iterations} iterations in {time.perf_counter() - t:.1f} s "
-              f"({(Path(args.results) / 'lab.db').stat().st_size / 2**20:.0f} MiB)")
-    os.environ["LAB_RESULTS"] = str(Path(args.results).resolve())
+        db = Path(args.results) / "lab.db"
+        size = f" ({db.stat().st_size / 2**20:.0f} MiB)" if db.exists() else ""
+        print(f"filled {args.runs} runs of {args.iterations} iterations in {time.perf_counter() - t:.1f} s{size}")
+    time_pages(args.results, args.repeat)
+    return 0
+
+
+def time_pages(results: str, repeat: int = 3) -> dict[str, float | None]:
+    """Print and return each page's mean render time (s; None where it raised) on the store in `results` (and
+    $LAB_DB_URL, when set)."""
+    os.environ["LAB_RESULTS"] = str(Path(results).resolve())
     from streamlit.testing.v1 import AppTest
 
-    print(f"{'page':<10} {'render (s)':>10}  (mean of {args.repeat}, after a warm-up)")
+    print(f"{'page':<10} {'render (s)':>10}  (mean of {repeat}, after a warm-up)")
+    out: dict[str, float | None] = {}
     for page in PAGES:
         at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=120)
         at.run()
         if at.exception:
             print(f"{page:<10} exception: {at.exception[0].value}")
+            out[page] = None
             continue
         times = []
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             t = time.perf_counter()
             at.run()
             times.append(time.perf_counter() - t)
-        print(f"{page:<10} {sum(times) / len(times):>10.3f}")
-    return 0
+        out[page] = sum(times) / len(times)
+        print(f"{page:<10} {out[page]:>10.3f}")
+    return out
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ def page(name: str, query: dict | None = None) -> AppTest:
     return at
 
 
-@pytest.fixture
-def populated(store):
+def populate(store):
     for kind in ("plain", "residual"):
         for depth in (20, 56):
             for seed in (0, 1):
@@ -30,6 +29,17 @@ def populated(store):
     simulate_run(store, "residual", 110, 0, iterations=2000, status="running", upto=0.5)
     store.create_runs([make_config("smoke", depth=32)])  # queued, no metrics yet
     return store
+
+
+@pytest.fixture
+def populated(store):
+    return populate(store)
+
+
+@pytest.fixture
+def populated_any(db_store):
+    """The populated store on each database (SQLite, PostgreSQL): the pages read it through LAB_DB_URL."""
+    return populate(db_store)
 
 
 def texts(at) -> str:
@@ -79,12 +89,12 @@ def test_one_click_presets_fill_the_form(store):
 
 
 @pytest.mark.parametrize("name", PAGES)
-def test_pages_on_a_populated_store(name, populated):
+def test_pages_on_a_populated_store(name, populated_any):
     at = page(name)
     assert not at.error, [e.value for e in at.error]
 
 
-def test_runs_page_shows_every_status(populated):
+def test_runs_page_shows_every_status(populated_any):
     at = page("runs")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["done"] == "8" and metrics["diverged"] == "1" and metrics["queued"] == "1" and metrics["running"] == "1"

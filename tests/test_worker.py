@@ -40,7 +40,7 @@ def wait_for(predicate, timeout, what):
 SLOW = dict(depth=44, iterations=300, checkpoint_every=40, log_every=10, eval_every=100, threads=1)
 
 
-def test_kill_9_marks_interrupted_then_resume_finishes_without_gaps(tmp_path):
+def test_kill_9_marks_interrupted_then_resume_finishes_without_gaps(tmp_path, db_url):
     root = tmp_path / "results"
     store = Store(root)
     (rid,) = store.create_runs([make_config("smoke", **SLOW)])
@@ -131,7 +131,7 @@ def test_worker_restart_leaves_runs_going_and_a_second_worker_is_refused(tmp_pat
         assert store.scalars(rid, ["train_loss"])["step"].tolist() == list(range(10, 301, 10))
 
 
-def test_sweep_command_queues_everything(tmp_path):
+def test_sweep_command_queues_everything(tmp_path, db_url):
     out = lab("sweep", "--kinds", "plain,residual", "--depths", "20,32", "--seeds", "2", "--preset", "smoke",
               "--grid", "shortcut=A,B", "--results", str(tmp_path), "--no-worker").stdout
     assert "queued 16 run(s)" in out
@@ -199,7 +199,7 @@ def test_plan_slots_packs_gpus_and_maps_each_child_to_cuda_0():
     assert cpu[0].env["CUDA_VISIBLE_DEVICES"] == ""
 
 
-def test_the_worker_gives_each_child_its_token_and_its_slot_s_device(store, monkeypatch):
+def test_the_worker_gives_each_child_its_token_and_its_slot_s_device(db_store, monkeypatch):
     from lab.runs import worker as worker_mod
 
     started = []
@@ -214,15 +214,15 @@ def test_the_worker_gives_each_child_its_token_and_its_slot_s_device(store, monk
             return None
 
     monkeypatch.setattr(worker_mod.subprocess, "Popen", FakePopen)
-    w = worker_mod.Worker(store)
+    w = worker_mod.Worker(db_store)
     w.plan = worker_mod.plan_slots(per_gpu=1, gpus=2)
-    (rid,) = store.create_runs([make_config("smoke", device="cuda:1")])
-    run = store.claim_next(w.id)
+    (rid,) = db_store.create_runs([make_config("smoke", device="cuda:1")])
+    run = db_store.claim_next(w.id)
     w.spawn(run, w.plan[1])
     cmd, env = started[0]
     assert cmd[cmd.index("--attempt") + 1] == run["attempt"] and cmd[cmd.index("--device") + 1] == "cuda:0"
     assert env["CUDA_VISIBLE_DEVICES"] == "1"
-    assert store.get_run(rid)["pid"] == 4242 and store.get_run(rid)["slot"] == "cuda:1"
+    assert db_store.get_run(rid)["pid"] == 4242 and db_store.get_run(rid)["slot"] == "cuda:1"
 
 
 def test_a_slot_s_device_wins_unless_the_run_wants_the_cpu():
