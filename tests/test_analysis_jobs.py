@@ -112,7 +112,7 @@ def test_a_cancel_mid_job_ends_it_cancelled_with_no_result(trained):
     _, status = execute_next(store, progress=cancel_at_two)
     row = store.get_run(job_id)
     assert status == "cancelled" and row["status"] == "cancelled" and row["iteration"] == 2
-    assert row["message"] == "cancelled (stopped after 2 of 36 steps); no result saved" and row["cancel_requested"] == 0
+    assert row["message"] == "stopped after 2 of 36 steps; no result saved" and row["cancel_requested"] == 0
     assert load_results(store, [rid], "landscape-2d") == {}
 
 
@@ -147,7 +147,7 @@ def test_a_job_waits_while_its_run_trains_and_can_be_cancelled_meanwhile(trained
     finally:
         store.update_run(rid, status="done")
     assert out == ["cancelled"]
-    assert "while waiting for run" in store.get_run(job_id)["message"]
+    assert store.get_run(job_id)["message"] == f"stopped while waiting for run {rid} to finish training; no result saved"
 
 
 def test_bad_jobs_are_refused_before_anything_is_stored(trained):
@@ -203,6 +203,38 @@ def test_background_cli_queues_and_the_child_entry_point_runs_it(trained, capsys
     assert result["points"] == 16 and result["run"]["run_id"] == rid
     assert main(["show", job_id, "--results", root]) == 0
     assert "[done]" in capsys.readouterr().out
+
+
+def wait_for(what, predicate, seconds: float = 180):
+    deadline = time.time() + seconds
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_the_background_worker_runs_a_job_that_a_cancel_stops(trained, capsys):
+    store, rid, _ = trained
+    root = str(store.root)
+    for leftover in analysis_jobs(store).query("status == 'queued'")["id"]:
+        store.request_cancel(leftover)
+    job = queue_analysis(store, rid, "landscape", {"points": 20, "two_d": True, "seed": 1, "images": 500})
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    worker = subprocess.Popen([sys.executable, "-m", "lab", "worker", "--results", root, "--exit-when-idle", "1"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the job to make progress", lambda: store.get_run(job)["iteration"] >= 1)
+        assert main(["cancel", job, "--results", root]) == 0
+        assert capsys.readouterr().out == f"{job}: cancelling\n"
+        wait_for("the job to end", lambda: store.get_run(job)["status"] != "running")
+        assert worker.wait(120) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    row = store.get_run(job)
+    assert row["status"] == "cancelled" and 1 <= row["iteration"] < 400 and row["total_iterations"] == 400
+    assert row["message"].startswith("stopped after") and row["slot"] == "cpu"
+    assert load_results(store, [rid], "landscape-2d") == {}
+    assert f"job {job}: cancelled (stopped after" in (store.run_dir(job) / "log.txt").read_text()
 
 
 def test_training_views_never_see_job_rows(trained):

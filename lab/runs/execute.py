@@ -278,8 +278,7 @@ def _analyse(store: Store, job: dict, reporter: StoreReporter, data_dir=None, de
     except Cancelled as exc:
         signal_stop = reporter.stop_reason == "signal"
         status = "interrupted" if signal_stop else "cancelled"
-        message = (f"stopped by a signal ({exc}); queue it again to redo it" if signal_stop
-                   else f"cancelled ({exc}); no result saved")
+        message = f"{exc} by a signal; queue it again to redo it" if signal_stop else f"{exc}; no result saved"
         return _end(reporter, status, message)
     if not store.owns(job_id, attempt):  # nothing is written by an attempt that lost its job
         raise reporter._lose(store._lost(job_id, attempt))
@@ -304,7 +303,7 @@ def _wait_for_training(store: Store, parent_id: str, options: dict, should_stop,
             note(f"waiting for run {parent_id} to finish training")
             said = True
         if should_stop():
-            raise Cancelled(f"while waiting for run {parent_id} to finish training")
+            raise Cancelled(f"stopped while waiting for run {parent_id} to finish training")
         time.sleep(PARENT_POLL_S)
 
 
