@@ -4,7 +4,7 @@ import streamlit as st
 
 from lab.analysis import AnalysisError, result_names
 from lab.analysis.checkpoint import checkpoint_path
-from lab.analysis.queue import in_flight, queue_result
+from lab.analysis.queue import in_flight, latest_jobs, queue_result
 from lab.analysis.views import FIGURES, build, command
 from lab.runs.store import StoreError
 from lab.runs.worker import ensure_worker
@@ -61,11 +61,15 @@ def missing_jobs(title: str, missing: list) -> None:
     if "inside_msg" in st.session_state:  # a job was just queued: the whole page says so and follows it
         st.rerun()
     now = in_flight(store, chosen["id"])
-    if set(flying) - set(now):  # a job ended: its result (or its failure, on the Runs page) is there to show
+    if set(flying) - set(now):  # a job ended: its result (or its failure) is there to show
         st.rerun()
+    last = latest_jobs(store, chosen["id"])
     for rid, result in missing:
         job = now.get((rid, result))
         what = f"{result} of {labels[rid]}"
+        ended = last.get((rid, result))
+        if job is None and ended is not None and ended["status"] == "failed":
+            st.caption(f"The last job for {what}, {ended['id']}, failed: {ended['message']}")
         if job is not None:
             steps = f", {int(job['iteration'])}/{int(job['total_iterations'])}" if job["total_iterations"] else ""
             st.progress(float(job["progress"]), text=f"{what}: job {job['id']} {job['status']}{steps}")

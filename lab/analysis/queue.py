@@ -117,16 +117,24 @@ def _result_of(name: str, options: dict) -> str | None:
         return None
 
 
-def in_flight(store: Store, run_ids) -> dict[tuple[str, str], dict]:
-    """{(run id, result name): job row} of the queued or running jobs of these runs (the newest per result)."""
+def latest_jobs(store: Store, run_ids, statuses=None) -> dict[tuple[str, str], dict]:
+    """{(run id, result name): job row}: the newest job of each result of these runs (of those `statuses`)."""
     wanted = set(run_ids)
     jobs = analysis_jobs(store)
     out: dict[tuple[str, str], dict] = {}
     if jobs.empty:
         return out
-    for r in jobs[jobs["status"].isin(IN_FLIGHT) & jobs["parent_id"].isin(wanted)].to_dict("records"):
+    mask = jobs["parent_id"].isin(wanted)
+    if statuses is not None:
+        mask &= jobs["status"].isin(list(statuses))
+    for r in jobs[mask].to_dict("records"):
         out.setdefault((r["parent_id"], r["result"]), r)
     return out
+
+
+def in_flight(store: Store, run_ids) -> dict[tuple[str, str], dict]:
+    """{(run id, result name): job row} of the queued or running jobs of these runs (the newest per result)."""
+    return latest_jobs(store, run_ids, IN_FLIGHT)
 
 
 def describe(job: dict) -> str:
