@@ -465,12 +465,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="images/s of the lab trainer vs a usual DataLoader loop (prints figures)")
     b.add_argument("--depths", default="20,56", help="ResNet depths to measure")
-    b.add_argument("--iterations", type=int, default=30, help="timed iterations per measurement")
+    b.add_argument("--iterations", type=int, default=0, help="timed iterations per measurement (0: 30 on the CPU, "
+                                                             "300 on a GPU)")
+    b.add_argument("--repeats", type=int, default=0, help="timed windows per trainer figure, the median is shown "
+                                                          "(0: 1 on the CPU, 3 on a GPU)")
     b.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     b.add_argument("--batch-size", type=int, default=128)
     b.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     b.add_argument("--device", default="auto")
-    b.add_argument("--sweep", action="store_true", help="also measure a CPU sweep's aggregate images/s (slots 1 and 2)")
+    b.add_argument("--sweep", action="store_true", help="also measure a sweep: on the CPU aggregate images/s with "
+                                                        "slots 1 and 2; on a GPU each compile mode and packed runs")
+    b.add_argument("--modes", default="off,default,reduce-overhead,max-autotune",
+                   help="GPU sweep: compile modes to measure ('off': eager)")
+    b.add_argument("--packed", default="1,2,4,8", help="GPU sweep: runs at once on the GPU, one process each (0: none)")
+    b.add_argument("--gpu-sweep", action="store_true", help="the GPU sweep's measurements on any device (a dry run "
+                                                            "on the CPU)")
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("export", help="figures (PNG/SVG/PDF), their data (CSV) and a report zip")

@@ -10,7 +10,13 @@ no download is needed and the figures do not depend on image content):
 
 and prints the ratios a/c and a/b, and the fraction of the machine's bf16 matrix-multiply ceiling reached
 (training costs about 3x the forward FLOPs: 6 x the forward multiply-adds per image).
-With --sweep it also measures a CPU sweep's aggregate images/s through the real worker with 1 and 2 slots.
+
+With --sweep, on the CPU it also measures a CPU sweep's aggregate images/s through the real worker with 1 and
+2 slots; on a GPU it measures the lab trainer (no probes) in each compile mode (`--modes`: off, default,
+reduce-overhead, max-autotune) at each depth, and packed runs: `--packed N` runs at once on the one GPU as
+separate processes through the real worker (`--per-gpu N`), their aggregate images/s. Each trainer figure is
+the median of `--repeats` timed windows of `--iterations` steps after an untimed first window (which holds
+compilation and CUDA-graph capture). `--iterations 0` picks 30 on the CPU and 300 on a GPU.
 """
 from __future__ import annotations
 
@@ -28,9 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from .config import make_config
-from .models import build_net, forward_macs
-from .runtime import PROJECT_ROOT, device_name, resolve_device, resolve_precision
+from .models import ConfigError, build_net, forward_macs
+from .runtime import PROJECT_ROOT, device_name, mps_status, resolve_device, resolve_precision
 from .train import MemoryReporter, train
+
+MODES = ("off", "default", "reduce-overhead", "max-autotune")   # "off": eager; the others: RunConfig.compile_mode
 
 
 def write_cifar10_format(root: Path, n_train: int = 10000, n_test: int = 1000, seed: int = 0) -> Path:
@@ -90,25 +98,33 @@ def reference_loop(depth: int, root: Path, device: torch.device, iterations: int
     return iterations * batch_size / (time.perf_counter() - start)
 
 
-def lab_trainer(depth: int, root: Path, device: str, iterations: int, batch_size: int, probes: bool, threads: int) -> float:
-    """(a)/(b): images/s of the lab trainer over `iterations` after as many untimed ones."""
+def lab_trainer(depth: int, root: Path, device: str, iterations: int, batch_size: int, probes: bool, threads: int,
+                mode: str = "off", repeats: int = 1) -> float:
+    """(a)/(b): images/s of the lab trainer, the median of `repeats` windows of `iterations` steps after one
+    untimed window (start-up, compilation, graph capture); `mode` "off" is eager, else the compile mode."""
+    windows = 1 + repeats
     cfg = make_config(
-        "paper", dataset="cifar10", depth=depth, iterations=2 * iterations, batch_size=batch_size,
-        log_every=iterations, eval_every=2 * iterations, grad_every=10, checkpoint_every=2 * iterations,
-        probes=probes, device=device, threads=threads, eval_images=500,
+        "paper", dataset="cifar10", depth=depth, iterations=windows * iterations, batch_size=batch_size,
+        log_every=iterations, eval_every=windows * iterations, grad_every=10, checkpoint_every=windows * iterations,
+        probes=probes, device=device, threads=threads, eval_images=500, compile=mode != "off",
+        compile_mode="default" if mode == "off" else mode,
     )
     rep = MemoryReporter()
     with tempfile.TemporaryDirectory() as run_dir:
         train(cfg, run_dir, rep, data_dir=root)
     speeds = [v for s, n, v in rep.scalars if n == "images_per_s"]
-    return speeds[-1]  # the second window: after warm-up
+    return float(np.median(speeds[1:]))  # the windows after the first
 
 
-def matmul_ceiling(device: torch.device, dtype=torch.bfloat16, n: int = 2048, repeat: int = 10) -> float:
-    """Measured GFLOP/s of a large square matrix multiply: the practical compute ceiling."""
+def matmul_ceiling(device: torch.device, dtype=torch.bfloat16, n: int = 0, repeat: int = 0) -> float:
+    """Measured GFLOP/s of a large square matrix multiply: the practical compute ceiling. By default 2048^2
+    ten times on the CPU, 8192^2 a hundred times on a GPU (seconds of work, after warm-up)."""
+    gpu = device.type == "cuda"
+    n = n or (8192 if gpu else 2048)
+    repeat = repeat or (100 if gpu else 10)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
+    for _ in range(10 if gpu else 2):
         a @ b
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -120,19 +136,20 @@ def matmul_ceiling(device: torch.device, dtype=torch.bfloat16, n: int = 2048, re
     return 2 * n**3 * repeat / (time.perf_counter() - t) / 1e9
 
 
-def sweep_throughput(root: Path, slots: int, runs: int, iterations: int, depth: int = 20) -> float:
-    """Aggregate steady-state images/s of a CPU sweep through the real worker (sum over concurrent runs)."""
+def _worker_runs(root: Path, configs: list, worker_args: list[str]) -> tuple[list[float], float]:
+    """Run `configs` through the real worker (`lab worker` + `worker_args`); returns each run's median
+    images/s after its first window, and the worker's wall time."""
     from .runs.store import Store
 
     with tempfile.TemporaryDirectory() as results:
         store = Store(results)
-        cfg = dict(dataset="cifar10", depth=depth, iterations=iterations, log_every=10, eval_every=iterations,
-                   checkpoint_every=iterations, eval_images=500, device="cpu")
-        ids = store.create_runs([make_config("paper", seed=s, **cfg) for s in range(runs)])
+        ids = store.create_runs(configs)
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-        subprocess.run([sys.executable, "-m", "lab", "worker", "--results", results, "--slots", str(slots),
-                        "--device", "cpu", "--exit-when-idle", "1", "--data", str(root)],
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "lab", "worker", "--results", results, *worker_args,
+                        "--exit-when-idle", "1", "--data", str(root)],
                        cwd=PROJECT_ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
         per_run = []
         for rid in ids:
             s = store.scalars(rid, ["images_per_s"])["value"].to_numpy()[1:]  # skip the first window (start-up)
@@ -140,28 +157,65 @@ def sweep_throughput(root: Path, slots: int, runs: int, iterations: int, depth: 
         statuses = set(store.runs()["status"])
         if statuses != {"done"}:
             raise RuntimeError(f"benchmark sweep runs ended {statuses}; see {results}")
+    return per_run, wall
+
+
+def sweep_throughput(root: Path, slots: int, runs: int, iterations: int, depth: int = 20) -> float:
+    """Aggregate steady-state images/s of a CPU sweep through the real worker (sum over concurrent runs)."""
+    cfg = dict(dataset="cifar10", depth=depth, iterations=iterations, log_every=10, eval_every=iterations,
+               checkpoint_every=iterations, eval_images=500, device="cpu")
+    per_run, _ = _worker_runs(root, [make_config("paper", seed=s, **cfg) for s in range(runs)],
+                              ["--slots", str(slots), "--device", "cpu"])
     return float(np.mean(per_run)) * slots
+
+
+def packed_throughput(root: Path, runs: int, iterations: int, depth: int = 20, mode: str = "off",
+                      device: str = "auto") -> dict:
+    """`runs` runs at once on the one GPU, each its own process (the worker with --per-gpu `runs`; on the CPU,
+    `runs` slots): the sum of their steady-state images/s, and all images over the worker's wall time (start-up
+    and compilation in)."""
+    log = max(10, iterations // 10)
+    cfg = dict(dataset="cifar10", depth=depth, iterations=iterations, log_every=log, eval_every=iterations,
+               checkpoint_every=iterations, eval_images=500, device=device, compile=mode != "off",
+               compile_mode="default" if mode == "off" else mode)
+    configs = [make_config("paper", seed=s, **cfg) for s in range(runs)]
+    per_run, wall = _worker_runs(root, configs, ["--per-gpu", str(runs), "--slots", str(runs)])
+    return dict(packed=runs, depth=depth, mode=mode, steady_images_per_s=float(np.sum(per_run)),
+                wall_s=wall, wall_images_per_s=runs * iterations * configs[0].batch_size / wall)
 
 
 def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    iterations = args.iterations or (300 if gpu else 30)
+    repeats = getattr(args, "repeats", 0) or (3 if gpu else 1)
     depths = [int(d) for d in str(args.depths).split(",")]
+    modes = [m.strip() for m in str(getattr(args, "modes", None) or ",".join(MODES)).split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ConfigError(f"--modes: unknown compile mode(s) {', '.join(unknown)}; allowed: {', '.join(MODES)}")
+    packed = [int(n) for n in str(getattr(args, "packed", None) or "1,2,4,8").split(",") if int(n) > 0]
+    gpu_part = (args.sweep and gpu) or getattr(args, "gpu_sweep", False)
     precision = resolve_precision("auto", device)
     ceiling = matmul_ceiling(device)
     print(f"device: {device} ({device_name(device)}), {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"lab precision {precision}, channels_last")
+    if gpu:
+        mps = mps_status()
+        print(f"CUDA {torch.version.cuda}; MPS {'running' if mps['running'] else 'not running'} ({mps['how']})")
     print(f"measured bf16 matrix-multiply ceiling: {ceiling:.0f} GFLOP/s")
-    print(f"timed iterations: {args.iterations} of batch {args.batch_size} after {args.warmup}+ untimed")
+    print(f"timed iterations: {iterations} of batch {args.batch_size} after {args.warmup}+ untimed"
+          + (f" (trainer: median of {repeats} windows after an untimed one)" if repeats > 1 else ""))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = write_cifar10_format(Path(tmp))
         for depth in depths:
             macs = forward_macs(build_net("residual", depth))
-            c = reference_loop(depth, root, device, args.iterations, args.warmup, args.batch_size)
-            a = lab_trainer(depth, root, args.device, args.iterations, args.batch_size, True, args.threads)
-            b = lab_trainer(depth, root, args.device, args.iterations, args.batch_size, False, args.threads)
+            c = reference_loop(depth, root, device, iterations, args.warmup, args.batch_size)
+            a = lab_trainer(depth, root, args.device, iterations, args.batch_size, True, args.threads, repeats=repeats)
+            b = lab_trainer(depth, root, args.device, iterations, args.batch_size, False, args.threads, repeats=repeats)
             ceiling_ips = ceiling * 1e9 / (6 * macs)
             rows.append(dict(depth=depth, a=a, b=b, c=c, a_over_c=a / c, a_over_b=a / b, ceiling_ips=ceiling_ips,
                              fraction=a / ceiling_ips))
@@ -172,15 +226,44 @@ def main(args) -> int:
             print(f"resnet{r['depth']:<4} {r['a']:>15.0f} {r['b']:>9.0f} {r['c']:>14.0f} {r['a_over_c']:>6.2f} "
                   f"{r['a_over_b']:>6.3f} {r['ceiling_ips']:>14.0f} {100 * r['fraction']:>9.1f}%")
         print("targets: a/c >= 2.0; a within 5% of b (a/b >= 0.95)")
-        if args.sweep and device.type == "cpu":
+        if args.sweep and not gpu_part:
             ref20 = next((r["c"] for r in rows if r["depth"] == 20), None) or reference_loop(
-                20, root, device, args.iterations, args.warmup, args.batch_size)
+                20, root, device, iterations, args.warmup, args.batch_size)
             print()
             print("CPU sweep through the worker: 4 ResNet-20 runs, aggregate steady-state images/s")
             for slots in (1, 2):
-                agg = sweep_throughput(root, slots, runs=4, iterations=max(60, 2 * args.iterations))
+                agg = sweep_throughput(root, slots, runs=4, iterations=max(60, 2 * iterations))
                 print(f"  {slots} slot(s): {agg:.0f} images/s = {agg / ref20:.2f}x the reference loop (target >= 2.2x)")
                 rows.append(dict(sweep_slots=slots, images_per_s=agg, over_reference=agg / ref20))
+        if gpu_part:
+            rows += gpu_sweep(root, args, depths, modes, packed, iterations, repeats)
     if getattr(args, "json", False):
         print(json.dumps(rows))
     return 0
+
+
+def gpu_sweep(root: Path, args, depths: list[int], modes: list[str], packed: list[int], iterations: int,
+              repeats: int) -> list[dict]:
+    """The GPU part of --sweep: the trainer (no probes) in each compile mode, then packed runs (each run
+    4 x `iterations` steps)."""
+    rows = []
+    print()
+    print("lab trainer without probes by compile mode, images/s (first window, with compilation, untimed)")
+    print(f"{'model':<10} " + " ".join(f"{m:>16}" for m in modes))
+    for depth in depths:
+        speeds = {m: lab_trainer(depth, root, args.device, iterations, args.batch_size, False, args.threads,
+                                 mode=m, repeats=repeats) for m in modes}
+        print(f"resnet{depth:<4} " + " ".join(f"{speeds[m]:>16.0f}" for m in modes), flush=True)
+        rows += [dict(depth=depth, mode=m, images_per_s=v) for m, v in speeds.items()]
+    if not packed:
+        return rows
+    mode = max((r for r in rows if r["depth"] == depths[-1]), key=lambda r: r["images_per_s"])["mode"]
+    print()
+    print(f"packed on one GPU: N ResNet-{depths[-1]} runs at once, each its own process (the fastest mode above, "
+          f"{mode}; {4 * iterations} iterations each)")
+    for n in packed:
+        r = packed_throughput(root, n, 4 * iterations, depths[-1], mode, args.device)
+        print(f"  {n} at once: {r['steady_images_per_s']:.0f} images/s steady (sum of runs), "
+              f"{r['wall_images_per_s']:.0f} over the {r['wall_s']:.0f} s wall time", flush=True)
+        rows.append(r)
+    return rows

@@ -3,7 +3,7 @@ with a time estimate."""
 import streamlit as st
 
 from lab import models
-from lab.config import PRESETS, make_config
+from lab.config import COMPILE_MODES, PRESETS, make_config
 from lab.data import DATASETS, find_local
 from lab.runs.estimate import estimate_sweep
 from lab.models import ConfigError
@@ -15,7 +15,7 @@ from pages.common import get_store
 
 DEFAULTS = dict(kinds=["plain", "residual"], depths=[20, 56], seeds=1, dataset="fashion-mnist", preset="quick",
                 iterations=0, lr=0.0, batch_size=0, shortcut="A", block="basic", span=0, init="he", norm="bn",
-                width=1.0, precision="auto", device="auto", tag="", slots=1, per_gpu=1)
+                width=1.0, precision="auto", device="auto", tag="", slots=1, per_gpu=1, compile="off")
 ONE_CLICK = {
     "Quick demo (CPU, minutes)": dict(kinds=["plain", "residual"], depths=[20, 56], seeds=1, dataset="fashion-mnist",
                                       preset="quick", tag="quick demo"),
@@ -137,9 +137,17 @@ with right:
                                   help="Only used when this starts the background worker: runs packed on each GPU "
                                        "(each with its share of the CPU threads)")
         note("per_gpu")
+    with c2:
+        compile_choice = st.selectbox("Compile", ["off", *COMPILE_MODES], key="launch_compile",
+                                      help="torch.compile the model: default (fused kernels), reduce-overhead (plus "
+                                           "CUDA graphs, for GPUs), max-autotune (plus autotuning; slowest to "
+                                           "compile). Compiled code is cached in the results folder")
+        note("compile", "compile_mode")
 
 overrides = dict(shortcut=shortcut, block=block, span=span, init=init, norm=norm, width=float(width),
                  precision=precision, device=device)
+if compile_choice != "off":
+    overrides |= dict(compile=True, compile_mode=compile_choice)
 if iterations:
     overrides["iterations"] = int(iterations)
 if lr:

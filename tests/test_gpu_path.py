@@ -210,3 +210,69 @@ def test_mps_is_found_by_its_control_pipe_or_its_process(tmp_path):
     (proc / "18" / "comm").write_text("nvidia-cuda-mps\n")
     found = mps_status({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "none")}, proc)
     assert found["running"] is True and "pid 18" in found["how"]
+
+
+# --- torch.compile ---------------------------------------------------------------------------------------
+
+def test_a_compiled_run_trains_logs_probes_and_resumes(tmp_path, monkeypatch):
+    """compile on (mode default, inductor on the CPU): the compiled module trains, the probe steps run the eager
+    net on the same parameters, a stopped run resumes, and the compiled code lands in the results folder's cache.
+    Compiling the forward and backward of even a tiny net takes tens of seconds on a busy 2-core machine."""
+    from torch._dynamo.utils import counters
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # restored after the test
+        monkeypatch.setenv(name, str(tmp_path / "unused"))
+    monkeypatch.delenv("LAB_COMPILE_CACHE", raising=False)
+    cfg = make_config("smoke", depth=8, width=0.25, iterations=8, log_every=2, grad_every=4, eval_every=8,
+                      checkpoint_every=4, train_limit=128, probe_batch=16, precision="fp32", compile=True)
+    run_dir = tmp_path / "results" / "runs" / "r1"
+    counters.clear()
+    first = MemoryReporter(stop_at=4)
+    assert train(cfg, run_dir, first) == "cancelled"
+    assert counters["stats"]["unique_graphs"] >= 1  # the non-probe steps ran the compiled module
+    second = MemoryReporter()
+    assert train(cfg, run_dir, second) == "done"
+    assert second.env["compile_mode"] == "default"
+    cache = tmp_path / "results" / "compile-cache"
+    assert second.env["compile_cache"] == str(cache.resolve()) and any((cache / "inductor").rglob("*.py"))
+    steps = [s for s, n, _ in first.scalars + second.scalars if n == "train_error"]
+    assert steps == [2, 4, 6, 8]
+    grads = {s for s, n, _ in first.layers + second.layers if n == "grad_norm"}
+    assert grads == {0, 4, 8}
+    assert {n for s, n, _ in second.layers if s == 8} >= {"grad_norm", "response_std"}
+    assert all(0 <= v <= 1 for s, n, v in second.scalars if n == "train_error")
+
+
+def test_the_worker_start_line_says_whether_mps_serves_runs_packed_on_a_gpu(monkeypatch):
+    from lab.runs.executors import local
+
+    ex = local.LocalExecutor.__new__(local.LocalExecutor)
+    monkeypatch.setattr(local, "mps_status", lambda: {"running": False, "how": "not running; start it with X"})
+    ex.plan = local.plan_slots(per_gpu=3, gpus=1)
+    assert ex.describe() == "3 slot(s) on cuda:0; CUDA MPS not running; start it with X"
+    monkeypatch.setattr(local, "mps_status", lambda: {"running": True, "how": "control pipe"})
+    assert ex.describe().endswith("; CUDA MPS running")
+    ex.plan = local.plan_slots(per_gpu=1, gpus=2)  # one run per GPU: nothing to share
+    assert ex.describe() == "2 slot(s) on cuda:0"
+    ex.plan = local.plan_slots(slots=2, device="cpu")
+    assert ex.describe() == "2 slot(s) on cpu"
+
+
+def test_the_launch_page_queues_runs_in_a_compile_mode(store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr("lab.runs.worker.ensure_worker", lambda *a, **k: 4242)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at.switch_page("pages/launch.py")
+    at.run()
+    assert at.selectbox(key="launch_compile").value == "off"
+    assert at.selectbox(key="launch_compile").options == ["off", "default", "reduce-overhead", "max-autotune"]
+    at.multiselect(key="launch_depths").set_value([20]).run()
+    at.multiselect(key="launch_kinds").set_value(["residual"]).run()
+    at.selectbox(key="launch_dataset").set_value("synthetic").run()
+    at.selectbox(key="launch_compile").set_value("reduce-overhead").run()
+    next(b for b in at.button if b.label == "Queue runs").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (rid,) = store.runs()["id"]
+    cfg = store.get_run(rid)["config"]
+    assert cfg["compile"] is True and cfg["compile_mode"] == "reduce-overhead"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ...runtime import PROJECT_ROOT
+from ...runtime import PROJECT_ROOT, mps_status
 from ..store import LostRun, Store
 from . import Ended, Executor
 
@@ -67,7 +67,11 @@ class LocalExecutor(Executor):
         self.children: dict[str, tuple[subprocess.Popen, Slot, str]] = {}  # run id -> (process, slot, attempt)
 
     def describe(self) -> str:
-        return f"{len(self.plan)} slot(s) on {self.plan[0].name}"
+        """The slots, and for runs packed on a GPU whether CUDA MPS lets them run at once (else they time-slice)."""
+        packed = len({s.name for s in self.plan}) < len(self.plan) and self.plan[0].name.startswith("cuda")
+        mps = mps_status() if packed else None
+        return f"{len(self.plan)} slot(s) on {self.plan[0].name}" + (
+            "" if mps is None else "; CUDA MPS " + ("running" if mps["running"] else mps["how"]))
 
     def kind(self) -> str:
         return self.plan[0].name

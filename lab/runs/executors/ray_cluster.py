@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,10 @@ def run_attempt(run_id: str, attempt: str, args: list[str], results: str, db_url
     in a child process until it exits, and stop the child (SIGTERM, then SIGKILL) if the task is cancelled."""
     import ray
 
+    if threading.current_thread() is threading.main_thread():
+        # ray.cancel interrupts the task like Ctrl-C, which does nothing where SIGINT is ignored (a node started
+        # in the background by a non-interactive shell passes SIG_IGN down to its workers)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     node = ray.get_runtime_context().get_node_id()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, os.environ.get("PYTHONPATH")]))
@@ -131,7 +136,9 @@ def run_attempt(run_id: str, attempt: str, args: list[str], results: str, db_url
     try:
         while proc.poll() is None:
             time.sleep(TASK_POLL_S)
-    except BaseException:  # ray.cancel raises KeyboardInterrupt here: stop the run as a signal would
+    except BaseException as exc:  # ray.cancel raises KeyboardInterrupt here: stop the run as a signal would
+        with open(run_dir / "log.txt", "a") as log:
+            log.write(f"ray: the task was stopped ({type(exc).__name__}); stopping the run's process\n")
         _stop_child(proc)
         raise
     return dict(node=node, slot=slot, returncode=proc.returncode)
