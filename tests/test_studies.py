@@ -127,17 +127,19 @@ def test_study_run_reuses_stored_runs_and_resumes_stopped_ones(store):
 
 def test_a_deepened_arm_is_queued_after_its_parent_and_grows_from_it(store, fast_estimates):
     plan = make_plan(get("net2net"), "smoke")
-    parent, child = "plain-8 (24 it)", "plain-8 → 14 (24 + 24 it)"
+    parent, child = "plain-8 (12 it)", "plain-8 → 14 (12 + 12 it)"
     assert plan.arm(child).arm.deepen == parent and {c.deepen_from for c in plan.arm(child).configs} == {""}
-    # the parent arm is the degradation study's plain-8: a stored one is reused, and its child grows from it
-    (old,) = store.create_runs([replace(make_plan(get("degradation"), "smoke").configs()[0], tag="")])
+    # a stored run of the parent arm (filed by a sweep) is reused, and its child grows from it
+    (old,) = store.create_runs([replace(plan.arm(parent).configs[0], tag="a sweep")])
     store.set_status(old, "done", final_train_error=0.5, final_test_error=0.5)
+    # the arms trained 2N (24 iterations at smoke) are the degradation study's smoke runs
+    (shared,) = store.create_runs([make_plan(get("degradation"), "smoke").configs()[0]])
     # a plain-14 deepened from a run outside the parent arm (another learning rate) does not answer the child arm
     (stranger,) = store.create_runs([replace(plan.arm(parent).configs[0], lr=0.05)])
     store.set_status(stranger, "done", final_train_error=0.5, final_test_error=0.5)
     (other,) = store.create_runs([replace(plan.arm(child).configs[0], deepen_from=stranger)])
     first = queue_missing(store, plan)
-    assert old in first.reused and len(first.created) == 9
+    assert sorted(first.reused) == sorted([old, shared]) and len(first.created) == 8
     runs = store.runs().set_index("id")
     children = [rid for rid in first.created if runs.loc[rid, "config"]["deepen_from"]]
     assert len(children) == 2
@@ -212,6 +214,11 @@ def test_another_package_registers_a_study_with_an_analysis_arm(store, fast_esti
         assert all_studies()[-1] is study
         with pytest.raises(StudyError, match="already registered"):
             register(Study(**{**study.__dict__}))
+        with pytest.raises(StudyError, match="must come after the training arm 'plain-8'"):
+            register(Study(**{**study.__dict__, "id": "test-bad", "grid": {"smoke": list(study.grid["smoke"])[::-1]}}))
+        with pytest.raises(StudyError, match="must deepen an earlier training arm"):
+            register(Study(**{**study.__dict__, "id": "test-bad", "grid": {"smoke": [
+                Arm("deep", dict(kind="plain", depth=14), deepen="shallow"), Arm("shallow", dict(kind="plain", depth=8))]}}))
         with pytest.raises(StudyError, match="analyses unknown arm"):
             register(Study(**{**study.__dict__, "id": "test-bad", "grid": {"smoke": [Arm("x", job="lesion", of="y")]}}))
         result = evaluate("test-extra", store, "smoke")
@@ -250,10 +257,10 @@ COMPARISONS = [
     ("gradients", 0, "plain-14", "plain-8", "train"),
     ("shortcuts", 0, "resnet-8 (B)", "resnet-8 (A)", "test"),
     ("bottleneck", 0, "resnet-20 (bottleneck)", "resnet-14 (basic)", "test"),
-    ("net2net", 0, "plain-8 → 14 (24 + 24 it)", "plain-8 (48 it)", "train"),
+    ("net2net", 0, "plain-8 → 14 (12 + 12 it)", "plain-8 (24 it)", "train"),
     ("inception", 1, "residual inception-14 ×1", "plain inception-14", "train"),
     ("preactivation", 0, "resnet-8 (pre-activation)", "resnet-8", "test"),
-    ("without-bn", 10, "plain-14 (no BN)", "plain-14", "train"),
+    ("without-bn", 5, "plain-14 (no BN)", "plain-14", "train"),
 ]
 
 
@@ -630,8 +637,8 @@ def test_runs_page_queues_a_deepened_run(store, monkeypatch):
 def test_studies_page_says_what_each_arm_runs(store, fast_estimates):
     at = studies_page({"study": "net2net", "budget": "smoke"})
     arms = next(d.value for d in at.dataframe if "runs" in d.value.columns).set_index("arm")["runs"]
-    assert arms["plain-8 → 14 (24 + 24 it)"] == "training, each run deepened from plain-8 (24 it)'s run of the same seed"
-    assert arms["plain-8 (48 it)"] == "training"
+    assert arms["plain-8 → 14 (12 + 12 it)"] == "training, each run deepened from plain-8 (12 it)'s run of the same seed"
+    assert arms["plain-8 (24 it)"] == "training"
     at = studies_page({"study": "ensembles", "budget": "smoke"})
     arms = next(d.value for d in at.dataframe if "runs" in d.value.columns).set_index("arm")["runs"]
     assert arms["lesions of plain-14"] == "a lesion job of each run of plain-14"

@@ -121,3 +121,30 @@ def test_gradients_input_and_update_metrics_end_to_end(trained, fast_estimates):
     result = evaluate("gradients", store, "smoke")
     assert "with respect to the layers' inputs" in result.analysis.findings[1].text
     assert {"input-start", "update-start", "update-end"} <= set(result.figures())
+
+
+def test_net2net_child_grew_from_its_parent(trained, fast_estimates):
+    store, _ = trained
+    result = evaluate("net2net", store, "smoke")
+    parents = {s.config.seed: s.run["id"] for s in result.slots if s.arm == "plain-8 (12 it)"}
+    children = [s.run for s in result.slots if s.arm == "plain-8 → 14 (12 + 12 it)"]
+    assert len(children) == 2
+    for child in children:
+        run = store.get_run(child["id"])
+        assert run["parent_id"] == run["config"]["deepen_from"] == parents[run["config"]["seed"]]
+        assert run["env"]["parent"]["iteration"] == 12 and run["status"] in ("done", "diverged")
+    joined = result.figures()["curves"][1]
+    child_trace = next(t for t in joined.data if t.name.startswith("plain-8 → 14") and t.mode == "lines")
+    assert max(child_trace.x) == 24 and min(child_trace.x) <= 4   # x: total iterations, from the parent's start
+
+
+def test_analysis_studies_ran_their_jobs(trained, fast_estimates):
+    from lab.analysis.queue import analysis_jobs
+
+    store, _ = trained
+    jobs = analysis_jobs(store)
+    assert set(jobs["status"]) == {"done"} and set(jobs["job"]) == {"lesion", "landscape", "shatter"}
+    for study in ("ensembles", "landscape", "shattering"):
+        result = evaluate(study, store, "smoke")
+        slots = [s for s in result.slots if s.analysis]
+        assert slots and {s.state for s in slots} == {"done"} and not result.plan.unavailable()

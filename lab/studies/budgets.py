@@ -46,7 +46,9 @@ assert tuple(BUDGETS) == BUDGET_NAMES
 # Per-study changes to a budget's schedule: study id -> RunConfig overrides (and "seeds"), per budget. Studies
 # that share a schedule share runs (the degradation study's runs serve five others at the cpu budget), so tune a
 # study here only when it must differ.
-TUNING: dict[str, dict[str, dict]] = {"smoke": {}, "cpu": {}, "paper": {}}
+# At the smoke budget net2net trains N = 12 iterations, so its 2N arms (24 iterations) are the degradation study's
+# smoke runs.
+TUNING: dict[str, dict[str, dict]] = {"smoke": {"net2net": dict(iterations=12)}, "cpu": {}, "paper": {}}
 
 
 def budget(name: str) -> Budget:

@@ -63,9 +63,10 @@ def cmd_run(args) -> int:
     plan = make_plan(study, args.budget, args.seeds, args.dataset)
     store = _open_store(args, create=True)
     done = queue_missing(store, plan)
+    jobs = sum(len(a.configs) for a in plan.available() if a.arm.analysis)
     print(f"study {study.id} at the {plan.budget} budget ({plan.dataset_name()}, {plan.seeds} seed(s) per arm): "
-          f"{len(plan.configs())} run(s); {len(done.reused)} already stored or queued, {len(done.resumed)} resumed, "
-          f"{len(done.created)} queued now")
+          f"{len(plan.configs())} run(s)" + (f" and {jobs} analysis job(s)" if jobs else "") + f"; "
+          f"{len(done.reused)} already stored or queued, {len(done.resumed)} resumed, {len(done.created)} queued now")
     for arm, why in plan.unavailable().items():
         print(f"  not in this build: {arm}: {why}")
     slots = match(plan, overview(store), store)[0]

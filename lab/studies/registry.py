@@ -120,6 +120,9 @@ def register(study: Study) -> Study:
             if a.analysis and a.of is None:
                 problems.append(f"budget {budget!r}: analysis arm {a.name!r} must name the arm it analyses (of=...)")
             earlier = {b.name: b for b in arms[:i]}
+            if a.analysis and a.of in names and (a.of not in earlier or earlier[a.of].analysis):
+                problems.append(f"budget {budget!r}: analysis arm {a.name!r} must come after the training arm "
+                                f"{a.of!r} it analyses")
             if a.deepen is not None and (a.deepen not in earlier or earlier[a.deepen].analysis or a.analysis):
                 problems.append(f"budget {budget!r}: arm {a.name!r} must deepen an earlier training arm, "
                                 f"not {a.deepen!r}")

@@ -12,6 +12,11 @@ from ..registry import Arm, Study, register
 
 DEPTHS = {"smoke": (14, 26), "cpu": (14, 26), "paper": (26, 50)}
 SCALES = {"smoke": (1.0, 0.1), "cpu": (1.0, 0.3, 0.1), "paper": (1.0, 0.3, 0.1)}
+SCALED = {"smoke": (14,), "cpu": (14, 26), "paper": (26, 50)}   # depths with the scaled branches (smoke: fewer runs)
+
+
+def scales(budget: str, depth: int) -> tuple[float, ...]:
+    return SCALES[budget] if depth in SCALED[budget] else (1.0,)
 
 
 def name(depth: int, scale: float | None) -> str:
@@ -24,7 +29,7 @@ def grid(budget: str) -> list[Arm]:
     for d in DEPTHS[budget]:
         arms.append(Arm(name(d, None), dict(kind="plain", depth=d, block="inception")))
         arms += [Arm(name(d, s), dict(kind="residual", depth=d, block="inception", residual_scale=s))
-                 for s in SCALES[budget]]
+                 for s in scales(budget, d)]
     return arms
 
 
@@ -41,7 +46,7 @@ def analyse(data) -> Analysis:
         ]
         findings += [common.compare_arms(data, f"At {d} layers, does scaling the residual branch by {s:g} change "
                                          "the final training error?", name(d, s), res)
-                     for s in SCALES[budget] if s != 1.0]
+                     for s in scales(budget, d) if s != 1.0]
     low, high = DEPTHS[budget]
     findings += [
         common.compare_arms(data, "Does the plain Inception net train worse as it gets deeper?", name(high, None),

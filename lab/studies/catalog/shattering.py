@@ -31,10 +31,16 @@ def shattering(kind: str, depth: int, when: str) -> str:
     return f"shattering of {net(kind, depth)} ({'at init' if when == 'init' else 'trained'})"
 
 
+def measured(budget: str, when: str) -> tuple[int, ...]:
+    """The depths shattering is measured at (smoke: trained nets at the deepest only, to keep the tests short)."""
+    return DEPTHS[budget][-1:] if budget == "smoke" and when == "trained" else DEPTHS[budget]
+
+
 def grid(budget: str) -> list[Arm]:
     nets = [(k, d) for k in ("plain", "residual") for d in DEPTHS[budget]]
     return [Arm(net(k, d), dict(kind=k, depth=d)) for k, d in nets] + \
-        [Arm(shattering(k, d, w), dict(o), job="shatter", of=net(k, d)) for w, o in WHEN.items() for k, d in nets]
+        [Arm(shattering(k, d, w), dict(o), job="shatter", of=net(k, d)) for w, o in WHEN.items() for k, d in nets
+         if d in measured(budget, w)]
 
 
 def correlation(result: dict) -> float | None:
@@ -64,7 +70,7 @@ def analyse(data) -> Analysis:
     rows = []
     for w in WHEN:
         for k in ("plain", "residual"):
-            for d in depths:
+            for d in measured(data.plan.budget, w):
                 values = [v for v in map(correlation, common.analysis_results(data, shattering(k, d, w)))
                           if v is not None]
                 rows.append(dict(arm=shattering(k, d, w), kind=k, depth=d, when=w, results=len(values),
@@ -75,7 +81,7 @@ def analyse(data) -> Analysis:
 
 
 def _all(data) -> list[dict]:
-    return [r for w in WHEN for k in ("plain", "residual") for d in DEPTHS[data.plan.budget]
+    return [r for w in WHEN for k in ("plain", "residual") for d in measured(data.plan.budget, w)
             for r in common.analysis_results(data, shattering(k, d, w))]
 
 

@@ -15,7 +15,7 @@ from ..findings import EFFECT, NO_CLEAR, NOT_ENOUGH, Analysis, Finding
 from ..registry import Arm, Study, register
 from ..stats import MIN_SEEDS
 
-DEPTHS = {"smoke": (8, 14), "cpu": (20, 56), "paper": (20, 56, 110)}
+DEPTHS = {"smoke": (14,), "cpu": (20, 56), "paper": (20, 56, 110)}
 VARIANTS = {   # variant -> (kinds it applies to, options on top of the net)
     "BN": (("plain", "residual"), dict()),
     "no BN": (("plain", "residual"), dict(norm="none")),
