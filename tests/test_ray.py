@@ -288,6 +288,8 @@ def test_cancel_is_obeyed_and_enforced_on_a_run_that_ignores_it(gpu_node, tmp_pa
                  "the ignoring run's process to be stopped")
         log = d.text()
     assert "did not stop within 5 s" in store.get_run(ignores)["message"], log[-2000:]
+    # the Ray task was cancelled and stopped its process (SIGTERM, SIGCONT: it resumed, found its run lost, exited)
+    assert "ray: the task was stopped (KeyboardInterrupt)" in (store.run_dir(ignores) / "log.txt").read_text()
     assert store.get_run(ignores)["iteration"] < 400 and store.get_run(obeys)["iteration"] < 400
 
 

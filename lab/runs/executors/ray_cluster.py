@@ -146,7 +146,7 @@ def run_attempt(run_id: str, attempt: str, args: list[str], results: str, db_url
 
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the task's worker process dies (Linux), so a run does not go
-    on unwatched after Ray killed its worker; the run checkpoints and records `interrupted`."""
+    on unwatched after its worker died, where Ray does not kill the worker's children itself."""
     try:
         import ctypes
 
