@@ -42,13 +42,14 @@ export PYTHONUNBUFFERED=1
 if (( DRY )); then
   # a rehearsal on the CPU: the same commands, sizes that finish in a few minutes
   DEVICE=cpu; BENCH="--device cpu --gpu-sweep --iterations 3 --repeats 1 --warmup 1 --modes off,default"
-  PACKED="--packed 2"; N_TRAIN=2000; N_TEST=500; PAPER_IT=40; FIG6_IT=20; FIG6_DEPTHS=20,32; PER_GPU=2
-  RESUME_IT=60; RESUME_CKPT=10; KILL_AT=20; EXTRA="--eval-every 20 --log-every 10 --checkpoint-every 20"
-  MODE=default
+  PACKED="--packed 2"; N_TRAIN=2000; N_TEST=500; PAPER_IT=20; FIG6_IT=20; FIG6_DEPTHS=20,32; PER_GPU=2
+  RESUME_IT=60; RESUME_CKPT=20; KILL_AT=30; EXTRA="--eval-every 20 --log-every 10 --checkpoint-every 20"
+  COMPILE="--no-compile"  # compiling on a CPU takes minutes; tests/test_gpu_path.py covers a compiled run
 else
   DEVICE=cuda; BENCH="--sweep --modes off,default,reduce-overhead,max-autotune"
   PACKED="--packed 1,4,8"; N_TRAIN=50000; N_TEST=10000; PAPER_IT=64000; FIG6_IT=32000; FIG6_DEPTHS=20,32,44,56
   PER_GPU=8; RESUME_IT=4000; RESUME_CKPT=500; KILL_AT=1200; EXTRA=""
+  COMPILE="--compile --compile-mode $MODE"
 fi
 DATA="$OUT/data"
 
@@ -131,10 +132,10 @@ step_paper() {
   make_data || return 1
   local results="$OUT/paper"
   rm -rf "$results"
-  say "paper schedule: ResNet-56, $PAPER_IT iterations, compile mode $MODE, through the worker"
+  say "paper schedule: ResNet-56, $PAPER_IT iterations, $COMPILE, through the worker"
   local t0=$SECONDS
   lab sweep --kinds residual --depths 56 --preset paper --dataset cifar10 --iterations "$PAPER_IT" \
-      --device "$DEVICE" --compile --compile-mode "$MODE" $EXTRA --data "$DATA" --results "$results" || return 1
+      --device "$DEVICE" $COMPILE $EXTRA --data "$DATA" --results "$results" || return 1
   local waited; waited=$(wait_done "$results" "$((STEP_TIMEOUT - 30))")
   say "paper: queued to finished in $((SECONDS - t0)) s (waited $waited s); target: at most 180 s"
   report_runs "$results"
@@ -152,7 +153,7 @@ step_fig6() {
   say "Fig. 6 sweep at half schedule: plain and residual at $FIG6_DEPTHS, $FIG6_IT iterations, $PER_GPU per GPU"
   local t0=$SECONDS
   lab sweep --kinds plain,residual --depths "$FIG6_DEPTHS" --preset paper --dataset cifar10 --iterations "$FIG6_IT" \
-      --device "$DEVICE" --compile --compile-mode "$MODE" $EXTRA --per-gpu "$PER_GPU" --slots "$PER_GPU" \
+      --device "$DEVICE" $COMPILE $EXTRA --per-gpu "$PER_GPU" --slots "$PER_GPU" \
       --data "$DATA" --results "$results" || return 1
   local waited; waited=$(wait_done "$results" "$((STEP_TIMEOUT - 30))")
   say "fig6: queued to all finished in $((SECONDS - t0)) s (waited $waited s); target: at most 240 s"
@@ -167,7 +168,7 @@ step_resume() {
   rm -rf "$results"
   say "resume: ResNet-20, $RESUME_IT iterations, checkpoint every $RESUME_CKPT, killed after iteration $KILL_AT"
   lab sweep --kinds residual --depths 20 --preset paper --dataset cifar10 --iterations "$RESUME_IT" \
-      --checkpoint-every "$RESUME_CKPT" --device "$DEVICE" --compile --compile-mode "$MODE" $EXTRA \
+      --checkpoint-every "$RESUME_CKPT" --device "$DEVICE" $COMPILE $EXTRA \
       --data "$DATA" --results "$results" || return 1
   local rid; rid=$(field "$results" "" id)
   local deadline=$((SECONDS + STEP_TIMEOUT / 2))

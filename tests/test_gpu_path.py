@@ -62,6 +62,19 @@ def test_the_worker_child_trains_without_plotly_streamlit_or_kaleido(store):
     assert store.get_run(rid)["status"] == "done"
 
 
+def test_images_per_second_counts_the_device_work_queued_before_a_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint's write is left out of the window's throughput, but the GPU work queued before it is not:
+    the trainer syncs the device before starting the checkpoint's clock. A sync that takes 1 s stands for that
+    work here (a checkpoint at step 2, inside the window 1..4)."""
+    monkeypatch.setattr("lab.train._sync", lambda device: time.sleep(1.0))
+    cfg = make_config("smoke", depth=8, width=0.25, batch_size=8, iterations=4, log_every=4, eval_every=4,
+                      checkpoint_every=2, probes=False, train_limit=64)
+    rep = MemoryReporter()
+    assert train(cfg, tmp_path / "run", rep) == "done"
+    (rate,) = [v for s, n, v in rep.scalars if n == "images_per_s"]
+    assert 0 < rate <= 4 * 8 / 1.0, rate
+
+
 def test_fused_sgd_and_cudnn_benchmark_only_on_cuda(tmp_path):
     net = torch.nn.Linear(3, 2)
     cfg = make_config("smoke")
@@ -217,7 +230,8 @@ def test_mps_is_found_by_its_control_pipe_or_its_process(tmp_path):
 def test_a_compiled_run_trains_logs_probes_and_resumes(tmp_path, monkeypatch):
     """compile on (mode default, inductor on the CPU): the compiled module trains, the probe steps run the eager
     net on the same parameters, a stopped run resumes, and the compiled code lands in the results folder's cache.
-    Compiling the forward and backward of even a tiny net takes tens of seconds on a busy 2-core machine."""
+    The slowest test here: compiling the forward and backward of even this tiny net took 339 s on the
+    development machine with its 2 cores shared by four other test runs (load average 15)."""
     from torch._dynamo.utils import counters
 
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # restored after the test
