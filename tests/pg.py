@@ -3,7 +3,9 @@
 `PgServer.start()` runs initdb (trust authentication, no fsync) and pg_ctl; `url(dbname)` gives a SQLAlchemy URL
 (psycopg 3); `create_database` / `drop_database` give each test a fresh database (30-60 ms each); `restart()`
 is a real `pg_ctl restart` (every connection is cut); `stop()` removes the folder. As root, the server runs as
-the `postgres` user (initdb refuses to run as root). Needs no Python packages beyond SQLAlchemy and psycopg.
+the `postgres` user (initdb refuses to run as root). A watchdog process stops the server and removes its folder
+when the process that started it dies without stopping it (a test session killed by a timeout), so no server
+is left behind. Needs no Python packages beyond SQLAlchemy and psycopg.
 """
 from __future__ import annotations
 
@@ -13,11 +15,29 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+
+
+# Waits for the owner process to exit, then stops the server (if still running) and removes its folder.
+WATCHDOG = """
+import os, shutil, subprocess, sys, time
+owner, prefix, folder = int(sys.argv[1]), sys.argv[2:-1], sys.argv[-1]
+while True:
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1.0)
+if os.path.isdir(os.path.join(folder, "data")):
+    subprocess.run(prefix + ["-D", os.path.join(folder, "data"), "-m", "immediate", "-w", "stop"],
+                   capture_output=True, timeout=60)
+shutil.rmtree(folder, ignore_errors=True)
+"""
 
 
 class PgUnavailable(RuntimeError):
@@ -52,6 +72,7 @@ class PgServer:
         self.port = 0
         self.as_root = os.geteuid() == 0
         self.user = "postgres" if self.as_root else pwd.getpwuid(os.geteuid()).pw_name
+        self._watchdog: subprocess.Popen | None = None
 
     def _run(self, *argv: str, timeout: float = 60) -> None:
         cmd = (["runuser", "-u", "postgres", "--"] if self.as_root else []) + list(argv)
@@ -75,6 +96,10 @@ class PgServer:
             if self.as_root:
                 shutil.chown(self.dir, "postgres", "postgres")
             self.port = free_port()
+            pg_ctl = (["runuser", "-u", "postgres", "--"] if self.as_root else []) + [str(self.bindir / "pg_ctl")]
+            self._watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), *pg_ctl, str(self.dir)],
+                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, start_new_session=True)
             data = str(self.dir / "data")
             self._run(str(self.bindir / "initdb"), "-D", data, "-A", "trust", "--no-sync", "-U", self.user,
                       "-E", "UTF8", "--locale", "C")
@@ -100,6 +125,10 @@ class PgServer:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = None
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{dbname}"

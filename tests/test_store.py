@@ -5,6 +5,8 @@ import sys
 import time
 import uuid
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -372,26 +374,30 @@ def test_a_new_results_folder_is_made_with_any_database(tmp_path, db_url):
 OPENER = """
 import sys, time
 from pathlib import Path
+from lab.config import make_config
 from lab.runs.store import Store
 root, go = sys.argv[1], Path(sys.argv[2])
+Path(root + ".ready").touch()
 while not go.exists():
     time.sleep(0.005)
 store = Store(root)
-store.create_runs([__import__("lab.config", fromlist=["make_config"]).make_config("smoke")])
+store.create_runs([make_config("smoke")])
 """
 
 
-def test_eight_processes_opening_an_empty_database_at_once_all_succeed(tmp_path, db_url):
-    """On PostgreSQL 2-7 of 8 failed creating the schema (UniqueViolation) before it took an advisory lock."""
-    go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(tmp_path / f"r{i}"), str(go)], cwd=ROOT,
-                              stderr=subprocess.PIPE, text=True) for i in range(8)]
-    time.sleep(1.5)  # all of them imported and waiting
+def test_eight_processes_opening_an_empty_postgresql_database_at_once_all_succeed(tmp_path, pg_url, monkeypatch):
+    """2-7 of 8 failed creating the schema (UniqueViolation) before it took an advisory lock."""
+    monkeypatch.setenv("LAB_DB_URL", pg_url)
+    go, roots = tmp_path / "go", [tmp_path / f"r{i}" for i in range(8)]
+    procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(root), str(go)], cwd=ROOT, stderr=subprocess.PIPE,
+                              text=True) for root in roots]
+    deadline = time.time() + 300
+    while not all(Path(f"{root}.ready").exists() for root in roots) and time.time() < deadline:
+        time.sleep(0.05)  # every one imported and waiting
     go.touch()
     errors = [err for p in procs if (err := p.communicate(timeout=300)[1]) and p.returncode != 0]
     assert not errors, errors[0]
-    if db_url:
-        assert len(Store(tmp_path / "r0").runs()) == 8  # one database, one schema, every row
+    assert len(Store(roots[0]).runs()) == 8  # one database, one schema, every row
 
 
 def test_a_queued_run_waits_for_its_parent(db_store):
@@ -518,3 +524,28 @@ def test_a_postgresql_restart_while_a_run_writes_loses_nothing_and_fails_nothing
         store.close()
     finally:
         server.stop()
+
+
+def test_a_version_1_store_on_postgresql_is_upgraded_and_its_text_columns_widened(tmp_path, pg_url):
+    """Version 1 made label and tag VARCHAR(200) on PostgreSQL (SQLite ignores lengths): the upgrade makes them
+    TEXT, with the run and its metrics kept."""
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    cfg = make_config("smoke", tag="old")
+    with engine.begin() as conn:
+        for statement in filter(str.strip, V1_SCHEMA.split(";")):
+            conn.exec_driver_sql(statement.replace("FLOAT", "DOUBLE PRECISION"))
+        conn.execute(sa.text("INSERT INTO runs (id, label, status, kind, depth, dataset, preset, seed, tag, config, "
+                             "created_at, iteration, total_iterations, cancel_requested) VALUES ('resid20-0101-abcdef', "
+                             "'resnet-20', 'done', 'residual', 20, 'synthetic', 'smoke', 0, 'old', :cfg, 1.0, 24, 24, 0)"),
+                     dict(cfg=cfg.to_json()))
+        conn.exec_driver_sql("INSERT INTO scalars VALUES ('resid20-0101-abcdef', 'train_loss', 4, 2.0)")
+    engine.dispose()
+    store = Store(tmp_path / "results", url=pg_url)
+    run = store.get_run("resid20")
+    assert run["tag"] == "old" and run["job"] == "train" and store.scalars(run["id"])["value"].tolist() == [2.0]
+    store.update_run(run["id"], label="l" * 1000, tag="t" * 1000)
+    assert store.get_run(run["id"])["label"] == "l" * 1000
+    with store.read() as conn:
+        types = dict(conn.exec_driver_sql("SELECT column_name, data_type FROM information_schema.columns "
+                                          "WHERE table_name = 'runs'").all())
+    assert {types[c] for c in ("label", "tag", "message", "log_tail")} == {"text"}
