@@ -3,6 +3,7 @@ it does not have), the dispatcher (`lab worker --executor ray`) as a process, ru
 (obeyed, and enforced on a run that ignores it), and kill -9 of the node holding a run, which resumes on another
 node with every metric step once. Skipped without Ray (failed under LAB_REQUIRE_SYSTEM=1)."""
 import collections
+import importlib.util
 import os
 import re
 import signal
@@ -18,12 +19,7 @@ from conftest import ROOT, require_system
 from lab.config import make_config
 from lab.runs.store import FOREIGN_GRACE_S, Store
 
-try:
-    import ray  # noqa: F401
-
-    HAVE_RAY = True
-except ImportError:
-    HAVE_RAY = False
+HAVE_RAY = importlib.util.find_spec("ray") is not None
 
 RAY = str(Path(sys.executable).with_name("ray"))
 SMALL = ["--object-store-memory", "80000000", "--disable-usage-stats"]

@@ -96,10 +96,11 @@ def node_capacity(resources: dict, share: Share) -> int:
     return max(0, min(fits)) if fits else 0
 
 
-def run_attempt(run_id: str, attempt: str, args: list[str], results: str, db_url: str | None,
+def run_attempt(run_id: str, attempt: str, args: list[str], results: str, db_url: str,
                 gpu_share: float, project_root: str) -> dict:
     """The body of a run's Ray task, on the node Ray placed it: record the slot, run `python -m lab _execute`
-    in a child process until it exits, and stop the child (SIGTERM, then SIGKILL) if the task is cancelled."""
+    in a child process until it exits, and stop the child (SIGTERM, then SIGKILL) if the task is cancelled.
+    `db_url`: the dispatcher's store (its SQLite file in `results`, or the database server both use)."""
     import ray
 
     if threading.current_thread() is threading.main_thread():
@@ -109,7 +110,9 @@ def run_attempt(run_id: str, attempt: str, args: list[str], results: str, db_url
     node = ray.get_runtime_context().get_node_id()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, os.environ.get("PYTHONPATH")]))
-    if db_url:
+    if db_url.startswith("sqlite"):
+        env.pop("LAB_DB_URL", None)  # the results folder's lab.db, whatever the node's own environment says
+    else:
         env["LAB_DB_URL"] = db_url
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if gpu_share else ""
     if visible:
@@ -228,9 +231,9 @@ class RayExecutor(Executor):
         args = ["_execute", run["id"], "--attempt", run["attempt"], "--results", str(self.store.root.resolve())]
         if self.data_dir:
             args += ["--data", str(Path(self.data_dir).resolve())]
-        db_url = self.store.url if not self.store.url.startswith("sqlite") else None
         ref = self._task.options(num_gpus=slot.gpus, num_cpus=slot.cpus, name=f"lab {run['id']}").remote(
-            run["id"], run["attempt"], args, str(self.store.root.resolve()), db_url, slot.gpus, str(PROJECT_ROOT))
+            run["id"], run["attempt"], args, str(self.store.root.resolve()), self.store.url, slot.gpus,
+            str(PROJECT_ROOT))
         self.tasks[run["id"]] = (ref, run["attempt"], time.time())
         task_ref = f"ray:{ref.task_id().hex()}"
         try:
