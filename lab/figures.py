@@ -11,7 +11,7 @@ import html
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import hex_to_rgb, qualitative, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from .reference import reference_points
@@ -34,10 +34,10 @@ def depth_colors(depths) -> dict:
     return {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(sorted(set(int(x) for x in depths)))}
 
 
-def _rgba(hex_colour: str, alpha: float) -> str:
-    h = hex_colour.lstrip("#")
-    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
+def _rgba(colour: str, alpha: float) -> str:
+    """A palette colour ('#1f77b4' or 'rgb(102,194,165)': plotly's palettes have both kinds) with transparency."""
+    r, g, b = hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
+    return f"rgba({int(r)},{int(g)},{int(b)},{alpha})"
 
 
 def empty_figure(message: str, height: int = 360) -> go.Figure:

@@ -9,22 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import hex_to_rgb, unlabel_rgb
 from plotly.subplots import make_subplots
 
-from ..figures import PALETTE, empty_figure
+from ..figures import PALETTE, _rgba, empty_figure
 from ..series import aggregate_seeds, downsample_minmax, ema
 from .stats import summarise
 
 
 def arm_colours(arms) -> dict[str, str]:
     return {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(arms)}
-
-
-def _rgba(colour: str, alpha: float) -> str:
-    """A palette colour ('#1f77b4' or 'rgb(102,194,165)': the palette has both kinds) with transparency."""
-    r, g, b = hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
-    return f"rgba({int(r)},{int(g)},{int(b)},{alpha})"
 
 
 def arm_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], title: str, smoothing: float = 0.6,
