@@ -126,10 +126,9 @@ def test_a_job_of_a_run_without_a_checkpoint_fails_saying_so(trained):
     assert "\n" not in row["message"] and load_results(store, [untrained], "shatter") == {}
 
 
-def test_a_job_waits_while_its_run_trains_and_can_be_cancelled_meanwhile(trained, monkeypatch):
-    store, rid, _ = trained
-    monkeypatch.setattr("lab.runs.execute.PARENT_POLL_S", 0.05)
-    job_id = queue_analysis(store, rid, "lesion", {"images": 50})
+def run_while_its_run_trains(store, rid, job_id, meanwhile) -> str:
+    """Execute claimed job `job_id` while its run `rid` is (again) running; `meanwhile()` once the job says it
+    waits. Returns the job's end status."""
     row = store.claim_next("test-jobs")
     assert row["id"] == job_id
     store.update_run(rid, status="running")  # resumed while its job was starting
@@ -142,12 +141,24 @@ def test_a_job_waits_while_its_run_trains_and_can_be_cancelled_meanwhile(trained
         while not (store.get_run(job_id)["message"] or "").startswith("waiting for run") and time.time() < deadline:
             time.sleep(0.05)
         assert worker.is_alive() and store.get_run(job_id)["iteration"] == 0
-        store.request_cancel(job_id)
-        worker.join(60)
+        meanwhile()
+        worker.join(120)
     finally:
         store.update_run(rid, status="done")
-    assert out == ["cancelled"]
+    return out[0]
+
+
+def test_a_job_waits_while_its_run_trains(trained, monkeypatch):
+    store, rid, _ = trained
+    monkeypatch.setattr("lab.runs.execute.PARENT_POLL_S", 0.05)
+    job_id = queue_analysis(store, rid, "lesion", {"images": 50})
+    assert run_while_its_run_trains(store, rid, job_id, lambda: store.request_cancel(job_id)) == "cancelled"
     assert store.get_run(job_id)["message"] == f"stopped while waiting for run {rid} to finish training; no result saved"
+    job_id = queue_analysis(store, rid, "lesion", {"images": 40})
+    assert run_while_its_run_trains(store, rid, job_id, lambda: store.update_run(rid, status="done")) == "done"
+    row = store.get_run(job_id)
+    assert f"run {rid} finished training (done); analysing it" in row["log_tail"]
+    assert load_results(store, [rid], "lesion")[rid]["images"] == 40
 
 
 def test_bad_jobs_are_refused_before_anything_is_stored(trained):

@@ -236,8 +236,7 @@ def _analyse(store: Store, job: dict, reporter: StoreReporter, data_dir=None, de
     parent_id, name, options = check_job(job)
     where = str(resolve_device(placed_device("auto", device)))
     try:
-        reporter.store.update_attempt(job_id, attempt, pid=os.getpid(), host=socket.gethostname(), device=where,
-                                      iteration=0)
+        store.update_attempt(job_id, attempt, pid=os.getpid(), host=socket.gethostname(), device=where, iteration=0)
     except LostRun as exc:
         raise reporter._lose(exc) from None
     started = time.perf_counter()
@@ -305,10 +304,12 @@ def _wait_for_training(store: Store, parent_id: str, options: dict, should_stop,
         if should_stop():
             raise Cancelled(f"stopped while waiting for run {parent_id} to finish training")
         time.sleep(PARENT_POLL_S)
+    if said:
+        note(f"run {parent_id} finished training ({store.get_run(parent_id)['status']}); analysing it")
 
 
 def _end(reporter: StoreReporter, status: str, message: str, **values) -> str:
-    """Record how a job's attempt ended (only while it owns the job); returns the status, or 'lost'."""
+    """Record how a job's attempt ended (only while it owns the job: else LostRun); returns the status."""
     line = f"job {reporter.run_id}: {status} ({message})"
     reporter.tail.append(line)
     if not reporter.store.set_status(reporter.run_id, status, expect=["running"], attempt=reporter.attempt,
