@@ -272,21 +272,25 @@ def test_the_worker_start_line_says_whether_mps_serves_runs_packed_on_a_gpu(monk
     assert ex.describe() == "2 slot(s) on cpu"
 
 
-def test_the_launch_page_queues_runs_in_a_compile_mode(store, monkeypatch):
+def test_the_launch_page_queues_runs_in_a_compile_mode_for_a_worker_packing_per_gpu(store, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setattr("lab.runs.worker.ensure_worker", lambda *a, **k: 4242)
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    started = []
+    monkeypatch.setattr("lab.runs.worker.ensure_worker", lambda *a, **k: started.append(k) or 4242)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=180)
     at.switch_page("pages/launch.py")
     at.run()
     assert at.selectbox(key="launch_compile").value == "off"
     assert at.selectbox(key="launch_compile").options == ["off", "default", "reduce-overhead", "max-autotune"]
-    at.multiselect(key="launch_depths").set_value([20]).run()
-    at.multiselect(key="launch_kinds").set_value(["residual"]).run()
-    at.selectbox(key="launch_dataset").set_value("synthetic").run()
-    at.selectbox(key="launch_compile").set_value("reduce-overhead").run()
+    at.multiselect(key="launch_depths").set_value([20])
+    at.multiselect(key="launch_kinds").set_value(["residual"])
+    at.selectbox(key="launch_dataset").set_value("synthetic")
+    at.selectbox(key="launch_compile").set_value("reduce-overhead")
+    at.number_input(key="launch_per_gpu").set_value(4)
+    at.run()  # one rerun with every value set
     next(b for b in at.button if b.label == "Queue runs").click().run()
     assert not at.exception, [e.value for e in at.exception]
     (rid,) = store.runs()["id"]
     cfg = store.get_run(rid)["config"]
     assert cfg["compile"] is True and cfg["compile_mode"] == "reduce-overhead"
+    assert started[-1]["per_gpu"] == 4
