@@ -13,7 +13,7 @@
    processes) and times every dashboard page through Streamlit's AppTest (scripts/fill_store.py's `time_pages`).
 
 Without --pg-url, PostgreSQL is a throwaway server (Debian's binaries, tests/pg.py) stopped at the end; with it,
-the database given must be empty (or hold only earlier benchmark runs). `--pages 0` skips part 2.
+the database given must be empty (or hold only earlier benchmark runs). `--runs 0` skips part 2.
 """
 from __future__ import annotations
 
