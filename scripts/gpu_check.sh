@@ -43,12 +43,12 @@ if (( DRY )); then
   # a rehearsal on the CPU: the same commands, sizes that finish in a few minutes
   DEVICE=cpu; BENCH="--device cpu --gpu-sweep --iterations 3 --repeats 1 --warmup 1 --modes off,default"
   PACKED="--packed 2"; N_TRAIN=2000; N_TEST=500; PAPER_IT=20; FIG6_IT=20; FIG6_DEPTHS=20,32; PER_GPU=2
-  RESUME_IT=60; RESUME_CKPT=20; KILL_AT=30; EXTRA="--eval-every 20 --log-every 10 --checkpoint-every 20"
+  RESUME_IT=200; RESUME_CKPT=20; KILL_AT=30; EXTRA="--eval-every 20 --log-every 10 --checkpoint-every 20 --batch-size 16"
   COMPILE="--no-compile"  # compiling on a CPU takes minutes; tests/test_gpu_path.py covers a compiled run
 else
   DEVICE=cuda; BENCH="--sweep --modes off,default,reduce-overhead,max-autotune"
   PACKED="--packed 1,4,8"; N_TRAIN=50000; N_TEST=10000; PAPER_IT=64000; FIG6_IT=32000; FIG6_DEPTHS=20,32,44,56
-  PER_GPU=8; RESUME_IT=4000; RESUME_CKPT=500; KILL_AT=1200; EXTRA=""
+  PER_GPU=8; RESUME_IT=20000; RESUME_CKPT=1000; KILL_AT=2500; EXTRA=""
   COMPILE="--compile --compile-mode $MODE"
 fi
 DATA="$OUT/data"
@@ -92,6 +92,11 @@ stop_workers() {  # the step's background worker, so the next step has the GPU t
   "$PY" -c "import os, signal; from lab.runs.store import Store; [os.kill(w['pid'], signal.SIGTERM) for w in Store('$1').live_workers()]"
 }
 
+fresh() {  # an empty results folder for a step (stopping a worker an earlier try left there)
+  [[ -f "$1/lab.db" ]] && stop_workers "$1" 2>/dev/null
+  rm -rf "$1"
+}
+
 report_runs() {  # one line per run: label, status, iteration, images/s, final errors
   "$PY" - "$1" <<'EOF'
 import json, subprocess, sys
@@ -131,7 +136,7 @@ step_packed() {
 step_paper() {
   make_data || return 1
   local results="$OUT/paper"
-  rm -rf "$results"
+  fresh "$results"
   say "paper schedule: ResNet-56, $PAPER_IT iterations, $COMPILE, through the worker"
   local t0=$SECONDS
   lab sweep --kinds residual --depths 56 --preset paper --dataset cifar10 --iterations "$PAPER_IT" \
@@ -149,7 +154,7 @@ step_paper() {
 step_fig6() {
   make_data || return 1
   local results="$OUT/fig6"
-  rm -rf "$results"
+  fresh "$results"
   say "Fig. 6 sweep at half schedule: plain and residual at $FIG6_DEPTHS, $FIG6_IT iterations, $PER_GPU per GPU"
   local t0=$SECONDS
   lab sweep --kinds plain,residual --depths "$FIG6_DEPTHS" --preset paper --dataset cifar10 --iterations "$FIG6_IT" \
@@ -165,21 +170,28 @@ step_fig6() {
 step_resume() {
   make_data || return 1
   local results="$OUT/resume"
-  rm -rf "$results"
+  fresh "$results"
   say "resume: ResNet-20, $RESUME_IT iterations, checkpoint every $RESUME_CKPT, killed after iteration $KILL_AT"
   lab sweep --kinds residual --depths 20 --preset paper --dataset cifar10 --iterations "$RESUME_IT" \
       --checkpoint-every "$RESUME_CKPT" --device "$DEVICE" $COMPILE $EXTRA \
       --data "$DATA" --results "$results" || return 1
   local rid; rid=$(field "$results" "" id)
-  local deadline=$((SECONDS + STEP_TIMEOUT / 2))
-  while (( SECONDS < deadline )); do
-    local it; it=$(field "$results" "$rid" iteration)
-    [[ -n "$it" && "$it" != "None" ]] && (( it >= KILL_AT )) && break
-    sleep 1
-  done
-  local pid; pid=$("$PY" -c "from lab.runs.store import Store; print(Store('$results').get_run('$rid')['pid'] or '')")
-  say "killing run $rid (pid $pid) at iteration $(field "$results" "$rid" iteration)"
-  [[ -n "$pid" ]] && kill -9 "$pid"
+  # kill -9 the run's process once it is past KILL_AT (its store row, polled every 0.1 s)
+  "$PY" - "$results" "$rid" "$KILL_AT" "$((STEP_TIMEOUT / 2))" <<'EOF' || return 1
+import os, signal, sys, time
+from lab.runs.store import Store
+store, rid, at, deadline = Store(sys.argv[1]), sys.argv[2], int(sys.argv[3]), time.time() + float(sys.argv[4])
+while time.time() < deadline:
+    run = store.get_run(rid)
+    if run["status"] == "running" and run["pid"] and (run["iteration"] or 0) >= at:
+        os.kill(run["pid"], signal.SIGKILL)
+        print(f"== killed run {rid} (pid {run['pid']}) at iteration {run['iteration']} with SIGKILL")
+        sys.exit(0)
+    if run["status"] not in ("queued", "running"):
+        sys.exit(f"resume: the run ended {run['status']} before iteration {at}; nothing to kill")
+    time.sleep(0.1)
+sys.exit(f"resume: the run did not reach iteration {at} in time")
+EOF
   sleep 5
   say "status after the kill: $(field "$results" "$rid" status)"
   lab resume "$rid" --results "$results" --data "$DATA" || return 1
@@ -213,5 +225,6 @@ for s in "${steps[@]}"; do
   say "step $s ($(date -u +%H:%M:%S))"
   t0=$SECONDS
   "step_$s" 2>&1 | tee "$OUT/$s.txt"
+  [[ -f "$OUT/$s/lab.db" ]] && stop_workers "$OUT/$s" 2>/dev/null  # however the step ended
   say "step $s took $((SECONDS - t0)) s"
 done
