@@ -122,7 +122,7 @@ CLI_CASES = [
     ("milestones-range", [*RUN, "--milestones", "1.5"], "between 0 and 1"),
     ("shortcut", [*RUN, "--shortcut", "Q"], "shortcut 'Q' is not one of A, B, C"),
     ("block", [*RUN, "--block", "huge"], "block 'huge' is not one of"),
-    ("span", [*RUN, "--span", "7"], "span 7 is not one of"),
+    ("span", [*RUN, "--span", "7"], "at depth 20 the span can be 1, 2, 3, 6"),
     ("norm", [*RUN, "--norm", "ln"], "norm 'ln' is not one of"),
     ("init", [*RUN, "--init", "zeros"], "init 'zeros' is not one of"),
     ("dataset", [*RUN, "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
