@@ -115,6 +115,14 @@ def test_a_cancel_mid_job_ends_it_cancelled_with_no_result(trained):
     assert row["message"] == "stopped after 2 of 36 steps; no result saved" and row["cancel_requested"] == 0
     assert load_results(store, [rid], "landscape-2d") == {}
 
+    # resumed (it needs no checkpoint: a job keeps nothing until it is done), it runs again from its first step
+    assert main(["resume", job_id, "--no-worker", "--results", str(store.root)]) == 0
+    row = store.get_run(job_id)
+    assert row["status"] == "queued" and row["iteration"] == 0
+    _, status = execute_next(store)
+    assert status == "done" and store.get_run(job_id)["iteration"] == 36
+    assert set(load_results(store, [rid], "landscape-2d")) == {rid}
+
 
 def test_a_job_of_a_run_without_a_checkpoint_fails_saying_so(trained):
     store, _, untrained = trained

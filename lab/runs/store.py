@@ -691,7 +691,7 @@ class Store:
         checkpoint file's contents (the trainer's loader: the store does not read checkpoints itself)."""
         if run["status"] not in RESUMABLE:
             return f"run {run['id']} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed"
-        if from_scratch:
+        if from_scratch or _is_job(run):  # an analysis job keeps nothing until it is done: it simply runs again
             return None
         ckpt = self.run_dir(run["id"]) / "checkpoint.pt"
         metrics = self.metric_count(run["id"])
@@ -723,8 +723,11 @@ class Store:
                 raise StoreError(problem)
         out = []
         for run in runs:
-            archive = self._archive(run) if from_scratch and self._has_progress(run) else None
+            job = _is_job(run)
+            archive = self._archive(run) if from_scratch and not job and self._has_progress(run) else None
             values = dict(cancel_requested=0, finished_at=None, pid=None, attempt=None)
+            if job:
+                values.update(iteration=0, elapsed_s=None, message="queued again")
             if archive:
                 values.update(iteration=0, images_per_s=None, elapsed_s=None, final_train_error=None,
                               final_val_error=None, final_test_error=None, log_tail=None,
@@ -1018,6 +1021,11 @@ class _Rollback(LostRun):
 
     def __init__(self) -> None:
         super().__init__("this process no longer owns the run")
+
+
+def _is_job(run: dict) -> bool:
+    """True for an analysis job's row (its `job` names the analysis), False for a training run."""
+    return (run.get("job") or JOBS_DEFAULT) != JOBS_DEFAULT
 
 
 def _schema_version(conn: sa.Connection) -> int | None:
