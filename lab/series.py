@@ -52,10 +52,13 @@ def aggregate_seeds(curves: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame
 
     Curves of runs still in progress are shorter: each x keeps the seeds that reached it (column `n`).
     """
-    frames = [pd.Series(y, index=x) for x, y in curves if len(x)]
-    if not frames:
+    curves = [(np.asarray(x), np.asarray(y, dtype=float)) for x, y in curves if len(x)]
+    if not curves:
         return pd.DataFrame(columns=["x", "mean", "sd", "min", "max", "n"])
-    table = pd.concat(frames, axis=1)
+    if all(x.dtype.kind in "iuf" and len(x) == len(y) and not np.isnan(x).any() and np.all(np.diff(x) > 0)
+           for x, y in curves):
+        return _aggregate_sorted(curves)
+    table = pd.concat([pd.Series(y, index=x) for x, y in curves], axis=1)
     table = table[~table.index.duplicated()].sort_index()
     out = pd.DataFrame({
         "x": table.index.to_numpy(dtype=float),
@@ -66,6 +69,28 @@ def aggregate_seeds(curves: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame
         "n": table.notna().sum(axis=1).to_numpy(),
     })
     return out
+
+
+def _aggregate_sorted(curves: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """`aggregate_seeds` for curves whose x values are finite and strictly increasing, on one seeds x points
+    matrix (NaN where a seed has no point) instead of pandas' index alignment: the same statistics, far faster
+    for many seeds of long curves."""
+    xs = np.unique(np.concatenate([x.astype(float) for x, _ in curves]))
+    table = np.full((len(xs), len(curves)), np.nan)
+    for j, (x, y) in enumerate(curves):
+        table[np.searchsorted(xs, x.astype(float)), j] = y
+    present = ~np.isnan(table)
+    n = present.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(present, table, 0.0).sum(axis=1) / n
+        if table.shape[1] > 1:  # sample sd; 0 where fewer than two seeds reached x
+            dev = np.where(present, table - mean[:, None], 0.0)
+            sd = np.where(n > 1, np.sqrt((dev ** 2).sum(axis=1) / (n - 1)), 0.0)
+        else:
+            sd = np.zeros(len(xs))
+        lo = np.where(n > 0, np.where(present, table, np.inf).min(axis=1), np.nan)
+        hi = np.where(n > 0, np.where(present, table, -np.inf).max(axis=1), np.nan)
+    return pd.DataFrame({"x": xs, "mean": mean, "sd": sd, "min": lo, "max": hi, "n": n})
 
 
 def mean_sd(values) -> tuple[float, float, int]:

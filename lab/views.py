@@ -2,6 +2,10 @@
 so a figure in a report is the figure on the screen."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -23,9 +27,71 @@ def curves(store: Store, runs: pd.DataFrame, x: str = "iterations", smoothing: f
     ancestors = _ancestors(store, runs) if join_parents and ids else pd.DataFrame()
     if not ancestors.empty:
         ids += ancestors["id"].tolist()
-    scalars = store.scalars(ids, names) if ids else pd.DataFrame()
+    scalars = cached_scalars(store, pd.concat([runs, ancestors], ignore_index=True), names) if ids else pd.DataFrame()
     return figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band,
                                    max_points=max_points, join_parents=join_parents, ancestors=ancestors)
+
+
+# Scalar series of runs that can no longer change, in process memory: a dashboard redraws the same finished
+# runs on every rerun and every live refresh, and reading them again is most of a big store's page time.
+# (store url, run id, name) -> (the run's version, steps, values); least recently used dropped past CACHE_ROWS.
+CACHE_ROWS = 20_000_000
+LIVE = ("queued", "running")  # statuses whose series may still grow (or be cut back by a resume)
+_cache: OrderedDict[tuple[str, str, str], tuple[tuple, np.ndarray, np.ndarray]] = OrderedDict()
+_cache_rows = 0
+_cache_lock = threading.Lock()  # Streamlit runs each session's script in a thread of its own
+
+
+def _version(run: dict) -> tuple | None:
+    """What identifies a run's series while it cannot change, or None while it can (queued or running): a
+    resume or a redo gives the run a new status, attempt and iteration, so its old entries are never used."""
+    if run.get("status") in LIVE or not run.get("status"):
+        return None
+    return tuple(None if pd.isna(v) else v for v in
+                 (run.get(k) for k in ("status", "attempt", "iteration", "finished_at", "total_iterations")))
+
+
+def cached_scalars(store: Store, runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """`store.scalars(runs' ids, names)` (the same rows in the same order), with the series of finished runs
+    kept in process memory after their first read; queued and running runs are always read from the store."""
+    global _cache_rows
+    versions = {r["id"]: _version(r) for r in runs.drop_duplicates("id").to_dict("records")}
+    ids = sorted(versions)
+    names = sorted(set(names))
+    found: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    with _cache_lock:
+        for rid in ids:
+            for name in names:
+                hit = _cache.get((store.url, rid, name))
+                if hit is not None and versions[rid] is not None and hit[0] == versions[rid]:
+                    _cache.move_to_end((store.url, rid, name))
+                    found[(rid, name)] = hit[1:]
+    missing = [rid for rid in ids if any((rid, name) not in found for name in names)]
+    if missing:
+        read = store.scalars(missing, names)
+        groups = {key: g for key, g in read.groupby(["run_id", "name"], sort=False)}
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        with _cache_lock:
+            for rid in missing:
+                for name in names:
+                    g = groups.get((rid, name))
+                    arrays = (g["step"].to_numpy(np.int64), g["value"].to_numpy(float)) if g is not None else empty
+                    found[(rid, name)] = arrays
+                    if versions[rid] is not None:
+                        old = _cache.pop((store.url, rid, name), None)
+                        _cache_rows -= len(old[1]) if old else 0
+                        _cache[(store.url, rid, name)] = (versions[rid], *arrays)
+                        _cache_rows += len(arrays[0])
+            while _cache_rows > CACHE_ROWS and _cache:
+                _cache_rows -= len(_cache.popitem(last=False)[1][1])
+    keys = [(rid, name) for rid in ids for name in names]
+    counts = [len(found[k][0]) for k in keys]
+    return pd.DataFrame({
+        "run_id": np.repeat(np.array([k[0] for k in keys], dtype=object), counts),
+        "name": np.repeat(np.array([k[1] for k in keys], dtype=object), counts),
+        "step": np.concatenate([found[k][0] for k in keys]) if keys else np.zeros(0, dtype=np.int64),
+        "value": np.concatenate([found[k][1] for k in keys]) if keys else np.zeros(0),
+    })
 
 
 def _ancestors(store: Store, runs: pd.DataFrame, limit: int = 16) -> pd.DataFrame:

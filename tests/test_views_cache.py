@@ -1,0 +1,72 @@
+"""The training-curves view reads finished runs' series once and keeps them in memory: what it draws must be
+what a full read of the store draws, live runs must stay live, and the fast seed aggregation must give the
+statistics of pandas' index alignment."""
+import numpy as np
+import pandas as pd
+
+from lab import figures, views
+from lab.fill import simulate_run
+from lab.series import aggregate_seeds
+
+NAMES = ["train_error", "test_error"]
+
+
+def _points(fig):
+    return [(t.name, np.asarray(t.x, float), np.asarray(t.y, float)) for t in fig.data]
+
+
+def _same(a, b):
+    assert [n for n, _, _ in a] == [n for n, _, _ in b]
+    for (name, ax, ay), (_, bx, by) in zip(a, b):
+        assert np.array_equal(ax, bx, equal_nan=True) and np.array_equal(ay, by, equal_nan=True), name
+
+
+def _full_read(store, runs, **kw):
+    return figures.training_curves(runs, store.scalars(runs["id"].tolist(), NAMES), max_points=60, **kw)
+
+
+def test_cached_curves_draw_the_points_of_a_full_read_and_live_runs_stay_live(store):
+    for seed in (0, 1):
+        simulate_run(store, "plain", 20, seed, iterations=3000, log_every=10, eval_every=500)
+    live = simulate_run(store, "plain", 20, 2, iterations=3000, log_every=10, eval_every=500, status="running",
+                        upto=0.5)
+    runs = store.runs()
+    # 300 points a run, drawn as at most about 60: the downsampled points are compared too
+    for _ in range(2):  # the first call reads the store, the second draws the finished runs from memory
+        before = _points(views.curves(store, runs, smoothing=0.6, max_points=60))
+        _same(before, _points(_full_read(store, runs, smoothing=0.6)))
+    store.log(live, scalars=[(1510, "train_error", 0.9), (1520, "train_error", 0.9)], iteration=1520)
+    runs = store.runs()
+    grown = _points(views.curves(store, runs, smoothing=0.6, max_points=60))
+    _same(grown, _points(_full_read(store, runs, smoothing=0.6)))
+    train = [(x, y) for name, x, y in grown if "train" in name]
+    old = [(x, y) for name, x, y in before if "train" in name]
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(train, old))  # the running run's new points count
+    # a finished run redone (new attempt, status, iteration) is read again, not drawn from memory
+    done = runs[runs["id"] != live]["id"].iloc[0]
+    store.update_run(done, status="running", attempt="redo", iteration=0)
+    store.truncate_after(done, 100)
+    store.update_run(done, status="done", iteration=100)
+    runs = store.runs()
+    _same(_points(views.curves(store, runs, smoothing=0.6, max_points=60)),
+          _points(_full_read(store, runs, smoothing=0.6)))
+
+
+def test_fast_seed_aggregation_matches_pandas_alignment():
+    rng = np.random.default_rng(3)
+    curves = []
+    for n in (5, 40, 33, 1):
+        x = np.sort(rng.choice(np.arange(1, 80), n, replace=False)).astype(float)
+        y = rng.random(n)
+        y[rng.random(n) < 0.2] = np.nan
+        curves.append((x, y))
+    table = pd.concat([pd.Series(y, index=x) for x, y in curves], axis=1).sort_index()
+    agg = aggregate_seeds(curves)
+    assert agg["x"].tolist() == table.index.tolist()
+    assert np.allclose(agg["mean"], table.mean(axis=1), equal_nan=True)
+    assert np.allclose(agg["sd"], table.std(axis=1, ddof=1).fillna(0))
+    assert np.allclose(agg["min"], table.min(axis=1), equal_nan=True)
+    assert np.allclose(agg["max"], table.max(axis=1), equal_nan=True)
+    assert agg["n"].tolist() == table.notna().sum(axis=1).tolist()
+    one = aggregate_seeds(curves[:1])
+    assert np.array_equal(one["mean"], curves[0][1], equal_nan=True) and not one["sd"].any()
