@@ -27,7 +27,8 @@ def curves(store: Store, runs: pd.DataFrame, x: str = "iterations", smoothing: f
     ancestors = _ancestors(store, runs) if join_parents and ids else pd.DataFrame()
     if not ancestors.empty:
         ids += ancestors["id"].tolist()
-    scalars = cached_scalars(store, pd.concat([runs, ancestors], ignore_index=True), names) if ids else pd.DataFrame()
+    known = pd.concat([runs, ancestors], ignore_index=True) if not ancestors.empty else runs
+    scalars = cached_scalars(store, known, names) if ids else pd.DataFrame()
     return figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band,
                                    max_points=max_points, join_parents=join_parents, ancestors=ancestors)
 
@@ -35,7 +36,7 @@ def curves(store: Store, runs: pd.DataFrame, x: str = "iterations", smoothing: f
 # Scalar series of runs that can no longer change, in process memory: a dashboard redraws the same finished
 # runs on every rerun and every live refresh, and reading them again is most of a big store's page time.
 # (store url, run id, name) -> (the run's version, steps, values); least recently used dropped past CACHE_ROWS.
-CACHE_ROWS = 20_000_000
+CACHE_ROWS = 5_000_000  # about 80 MB
 LIVE = ("queued", "running")  # statuses whose series may still grow (or be cut back by a resume)
 _cache: OrderedDict[tuple[str, str, str], tuple[tuple, np.ndarray, np.ndarray]] = OrderedDict()
 _cache_rows = 0
@@ -52,10 +53,12 @@ def _version(run: dict) -> tuple | None:
 
 
 def cached_scalars(store: Store, runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """`store.scalars(runs' ids, names)` (the same rows in the same order), with the series of finished runs
-    kept in process memory after their first read; queued and running runs are always read from the store."""
+    """The rows of `store.scalars(runs' ids, names)`, sorted by run, name and step (run_id and name as
+    categoricals), with the series of finished runs kept in process memory after their first read; queued and
+    running runs are always read from the store."""
     global _cache_rows
-    versions = {r["id"]: _version(r) for r in runs.drop_duplicates("id").to_dict("records")}
+    fields = [c for c in ("id", "status", "attempt", "iteration", "finished_at", "total_iterations") if c in runs.columns]
+    versions = {r["id"]: _version(r) for r in runs[fields].drop_duplicates("id").to_dict("records")}
     ids = sorted(versions)
     names = sorted(set(names))
     found: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -86,12 +89,41 @@ def cached_scalars(store: Store, runs: pd.DataFrame, names: list[str]) -> pd.Dat
                 _cache_rows -= len(_cache.popitem(last=False)[1][1])
     keys = [(rid, name) for rid in ids for name in names]
     counts = [len(found[k][0]) for k in keys]
+    # run ids and names as categoricals (sorted categories, so they sort as the strings do): a column of
+    # hundreds of thousands of repeated strings costs more to build than all the numbers
     return pd.DataFrame({
-        "run_id": np.repeat(np.array([k[0] for k in keys], dtype=object), counts),
-        "name": np.repeat(np.array([k[1] for k in keys], dtype=object), counts),
+        "run_id": pd.Categorical.from_codes(np.repeat(np.arange(len(ids)).repeat(len(names)), counts), ids),
+        "name": pd.Categorical.from_codes(np.repeat(np.tile(np.arange(len(names)), len(ids)), counts), names),
         "step": np.concatenate([found[k][0] for k in keys]) if keys else np.zeros(0, dtype=np.int64),
         "value": np.concatenate([found[k][1] for k in keys]) if keys else np.zeros(0),
     })
+
+
+LAYER_CACHE_ROWS = 1_000_000  # about 50 MB
+_layer_cache: OrderedDict[tuple, tuple[tuple, pd.DataFrame]] = OrderedDict()
+_layer_rows = 0
+
+
+def layer_series(store: Store, run: pd.Series | dict, metric: str, steps=None) -> pd.DataFrame:
+    """`store.layer_series(run id, metric, steps)`, kept in process memory (like `cached_scalars`) once the run
+    is finished: the gradient and response pages redraw every selected run's per-layer series on each rerun."""
+    global _layer_rows
+    version = _version(run)
+    key = (store.url, run["id"], metric, None if steps is None else tuple(steps))
+    with _cache_lock:
+        hit = _layer_cache.get(key)
+        if hit is not None and version is not None and hit[0] == version:
+            _layer_cache.move_to_end(key)
+            return hit[1].copy()
+    df = store.layer_series(run["id"], metric, steps=steps)
+    if version is not None:
+        with _cache_lock:
+            old = _layer_cache.pop(key, None)
+            _layer_rows += len(df) - (len(old[1]) if old else 0)
+            _layer_cache[key] = (version, df.copy())
+            while _layer_rows > LAYER_CACHE_ROWS and _layer_cache:
+                _layer_rows -= len(_layer_cache.popitem(last=False)[1][1])
+    return df
 
 
 def _ancestors(store: Store, runs: pd.DataFrame, limit: int = 16) -> pd.DataFrame:
@@ -131,7 +163,7 @@ def layer_profiles(store: Store, runs: pd.DataFrame, metric: str, at: float = 1.
             continue
         target = at * max(steps)
         step = min(steps, key=lambda s: (abs(s - target), -s))
-        df = store.layer_series(run["id"], metric, steps=[step])
+        df = layer_series(store, run, metric, steps=[step])
         out[run_label(run, with_seed=seeds.get(run["label"], 1) > 1)] = df
         used.add(step)
     note = "iteration " + ", ".join(str(s) for s in sorted(used)) if used else ""
@@ -180,19 +212,23 @@ def gradient_ratio(store: Store, runs: pd.DataFrame) -> go.Figure:
     series = {}
     seeds = runs.groupby("label")["seed"].nunique().to_dict() if not runs.empty else {}
     for _, run in runs.iterrows():
-        df = store.layer_series(run["id"], "grad_norm")
+        df = layer_series(store, run, "grad_norm")
+        if not df.empty and df["value"].notna().all():
+            # the ratio needs only the first and last layers: pivoting the rest is most of the figure's time
+            # (with a NaN, the pivot's dropped rows and columns depend on all layers, so it gets them all)
+            df = df[df["layer"].isin([df["layer"].min(), df["layer"].max()])]
         if not df.empty:
             series[run_label(run, with_seed=seeds.get(run["label"], 1) > 1)] = df
     return figures.gradient_ratio(series)
 
 
 def gradient_heatmap(store: Store, run: pd.Series | dict) -> go.Figure:
-    return figures.gradient_heatmap(store.layer_series(run["id"], "grad_norm"), run_label(run))
+    return figures.gradient_heatmap(layer_series(store, run, "grad_norm"), run_label(run))
 
 
 def response_evolution(store: Store, run: pd.Series | dict, metric: str = "response_std") -> go.Figure:
     what = LAYER_METRICS.get(metric, metric)
-    return figures.response_evolution(store.layer_series(run["id"], metric), run_label(run), what)
+    return figures.response_evolution(layer_series(store, run, metric), run_label(run), what)
 
 
 # name -> (builder over a set of runs, title for menus and file names)

@@ -52,6 +52,24 @@ def test_cached_curves_draw_the_points_of_a_full_read_and_live_runs_stay_live(st
           _points(_full_read(store, runs, smoothing=0.6)))
 
 
+def test_cached_layer_series_are_the_stored_ones_and_live_runs_stay_live(store):
+    done = simulate_run(store, "plain", 20, 0, iterations=400, log_every=100, eval_every=200)
+    live = simulate_run(store, "plain", 20, 1, iterations=400, log_every=100, eval_every=200, status="running",
+                        upto=0.5)
+    runs = store.runs().set_index("id", drop=False)
+    for _ in range(2):
+        for rid in (done, live):
+            pd.testing.assert_frame_equal(views.layer_series(store, runs.loc[rid], "grad_norm"),
+                                          store.layer_series(rid, "grad_norm"))
+    full = figures.gradient_ratio({views.run_label(runs.loc[rid]): store.layer_series(rid, "grad_norm")
+                                   for rid in runs["id"]})
+    _same(_points(views.gradient_ratio(store, runs)), _points(full))  # drawn from the first and last layers only
+    width = len(store.layer_series(live, "grad_norm")["layer"].unique())
+    store.log(live, layers=[(300, "grad_norm", [1.0] * width)], iteration=300)
+    runs = store.runs().set_index("id", drop=False)
+    assert views.layer_series(store, runs.loc[live], "grad_norm")["step"].max() == 300
+
+
 def test_fast_seed_aggregation_matches_pandas_alignment():
     rng = np.random.default_rng(3)
     curves = []
