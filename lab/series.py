@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 # The run fields that make two runs "the same experiment" apart from the seed.
 # the label tells apart what these fields do not: unit placement, scalings, a deepened run's parent depth
@@ -18,9 +19,13 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     if weight <= 0 or len(values) == 0:
         return values.copy()
-    # adjust=True divides by the sum of the weights so far: the debiasing that keeps early points honest
-    out = pd.Series(values).ewm(alpha=1 - weight, adjust=True, ignore_na=True).mean().to_numpy(copy=True)
-    out[np.isnan(values)] = np.nan
+    # dividing by the sum of the weights so far is the debiasing that keeps early points honest (pandas'
+    # ewm(adjust=True, ignore_na=True)); both sums are one linear recursion each over the values present
+    present = ~np.isnan(values)
+    sums = lfilter([1.0], [1.0, -weight], values[present])
+    norms = lfilter([1.0], [1.0, -weight], np.ones(int(present.sum())))
+    out = np.full(len(values), np.nan)
+    out[present] = sums / norms
     return out
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from lab import figures, views
 from lab.fill import simulate_run
-from lab.series import aggregate_seeds
+from lab.series import aggregate_seeds, ema
 
 NAMES = ["train_error", "test_error"]
 
@@ -88,3 +88,13 @@ def test_fast_seed_aggregation_matches_pandas_alignment():
     assert agg["n"].tolist() == table.notna().sum(axis=1).tolist()
     one = aggregate_seeds(curves[:1])
     assert np.array_equal(one["mean"], curves[0][1], equal_nan=True) and not one["sd"].any()
+
+
+def test_ema_is_pandas_debiased_ewm_skipping_nans():
+    rng = np.random.default_rng(5)
+    for weight in (0.3, 0.9, 0.99):
+        values = rng.random(300)
+        values[rng.random(300) < 0.1] = np.nan
+        expect = pd.Series(values).ewm(alpha=1 - weight, adjust=True, ignore_na=True).mean().to_numpy(copy=True)
+        expect[np.isnan(values)] = np.nan
+        assert np.allclose(ema(values, weight), expect, rtol=1e-12, atol=0, equal_nan=True)
