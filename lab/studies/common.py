@@ -55,6 +55,32 @@ def compare_speed_arms(data: StudyData, question: str, a: str, b: str) -> Findin
                          data.total_iterations(a))
 
 
+def beside_published(data: StudyData, entries, source: str, schedule_arm: str,
+                     detail: str = "") -> tuple[list[dict], bool, list[str]]:
+    """Each arm's final test error (mean, sd and seeds) beside its published number: (rows for the study's
+    numbers, whether the runs are comparable with the publication, the note to show).
+
+    `entries` are (row fields, label, arm, published text or None); the runs are comparable when they are CIFAR-10
+    at the paper's 64k iterations (as `schedule_arm` ran), else the note says they show scale, not agreement;
+    `detail` qualifies the published numbers (" (median of 5)")."""
+    comparable = data.plan.dataset_name() == "cifar10" and data.total_iterations(schedule_arm) >= 64000
+    rows, beside = [], []
+    for fields, label, arm, published in entries:
+        mean, sd, n = mean_sd([100 * v for v in data.finals(arm, "final_test_error")]) if data.has_arm(arm) \
+            else (None, None, 0)
+        rows.append(dict(fields, test_error_mean=mean, test_error_sd=sd, seeds=n, published=published))
+        if n and published:
+            beside.append(f"{label}: {mean:.2f} ± {sd:.2f}% here ({n} seed(s)) vs {published} published")
+    notes = []
+    if beside:
+        where = ("same data set and schedule as the paper" if comparable else
+                 f"the published numbers are CIFAR-10 at 64k iterations{detail}, these runs "
+                 f"{data.plan.dataset_name()} at {data.total_iterations(schedule_arm)} iterations, so they show "
+                 "scale, not agreement")
+        notes.append(f"Test error beside {source} (" + where + "): " + "; ".join(beside) + ".")
+    return rows, comparable, notes
+
+
 def arm_table(data: StudyData, speed: bool = False) -> pd.DataFrame:
     """One row per arm: seeds by state, final training and test error (% mean and sd over finished seeds),
     parameters, and (with `speed`) the mean iteration at which the target training error was first reached."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from ...figures import depth_summary
 from ...reference import cite
-from ...series import mean_sd
 from .. import common
 from ..figures import only_depths
 from ..findings import TEST_ERROR, Analysis
@@ -27,21 +26,9 @@ def analyse(data) -> Analysis:
         common.compare_arms(data, "Does the training error fall as the ResNet gets deeper?", net(high), net(low)),
     ]
     table = common.arm_table(data)
-    comparable = data.plan.dataset_name() == "cifar10" and data.total_iterations(net(low)) >= 64000
-    rows, beside = [], []
-    for d in depths:
-        mean, sd, n = mean_sd([100 * v for v in data.finals(net(d), "final_test_error")]) if data.has_arm(net(d)) else (None, None, 0)
-        key = PUBLISHED.get(d)
-        rows.append(dict(depth=d, test_error_mean=mean, test_error_sd=sd, seeds=n,
-                         published=cite(key) if key else None))
-        if n and key:
-            beside.append(f"{d} layers: {mean:.2f} ± {sd:.2f}% here ({n} seed(s)) vs {cite(key)} published")
-    notes = []
-    if beside:
-        where = ("same data set and schedule as the paper" if comparable else
-                 f"the published numbers are CIFAR-10 at 64k iterations, these runs {data.plan.dataset_name()} at "
-                 f"{data.total_iterations(net(low))} iterations, so they show scale, not agreement")
-        notes.append("Test error beside the paper's Table 6 (" + where + "): " + "; ".join(beside) + ".")
+    entries = [(dict(depth=d), f"{d} layers", net(d), cite(PUBLISHED[d]) if PUBLISHED.get(d) else None)
+               for d in depths]
+    rows, comparable, notes = common.beside_published(data, entries, "the paper's Table 6", net(low))
     numbers = {"arms": common.table_numbers(table), "published": rows, "comparable_with_published": comparable}
     return Analysis(findings, numbers, {"arms": table}, notes)
 

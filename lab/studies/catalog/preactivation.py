@@ -3,7 +3,6 @@ numbers beside the measured ones."""
 from __future__ import annotations
 
 from ...reference import cite
-from ...series import mean_sd
 from .. import common
 from ..findings import TEST_ERROR, Analysis
 from ..registry import Arm, Study, register
@@ -39,24 +38,10 @@ def analyse(data) -> Analysis:
     findings.append(common.compare_arms(data, f"Does the pre-activation net gain from depth ({low} to {high} layers)?",
                                         name(high, "preact"), name(low, "preact"), "final_test_error", TEST_ERROR))
     table = common.arm_table(data)
-    comparable = data.plan.dataset_name() == "cifar10" and data.total_iterations(name(low, "original")) >= 64000
-    rows, beside = [], []
-    for d, _ in nets:
-        for u in UNITS:
-            arm, key = name(d, u), PUBLISHED.get((d, u))
-            mean, sd, n = mean_sd([100 * v for v in data.finals(arm, "final_test_error")]) if data.has_arm(arm) \
-                else (None, None, 0)
-            rows.append(dict(arm=arm, test_error_mean=mean, test_error_sd=sd, seeds=n,
-                             published=cite(key) if key else None))
-            if n and key:
-                beside.append(f"{arm}: {mean:.2f} ± {sd:.2f}% here ({n} seed(s)) vs {cite(key)} published")
-    notes = []
-    if beside:
-        where = ("same data set and schedule as the paper" if comparable else
-                 f"the published numbers are CIFAR-10 at 64k iterations (median of 5), these runs "
-                 f"{data.plan.dataset_name()} at {data.total_iterations(name(low, 'original'))} iterations, so they "
-                 "show scale, not agreement")
-        notes.append("Test error beside He et al. 2016 (" + where + "): " + "; ".join(beside) + ".")
+    entries = [(dict(arm=name(d, u)), name(d, u), name(d, u),
+                cite(PUBLISHED[(d, u)]) if PUBLISHED.get((d, u)) else None) for d, _ in nets for u in UNITS]
+    rows, comparable, notes = common.beside_published(data, entries, "He et al. 2016", name(low, "original"),
+                                                      detail=" (median of 5)")
     numbers = {"arms": common.table_numbers(table), "published": rows, "comparable_with_published": comparable}
     return Analysis(findings, numbers, {"arms": table}, notes)
 
