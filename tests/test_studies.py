@@ -246,6 +246,20 @@ def test_the_cpu_schedule_lives_in_one_place(monkeypatch):
     assert plan.seeds == 3 and {c.iterations for c in plan.configs()} == {400}
 
 
+@pytest.mark.parametrize("budget", ["smoke", "cpu"])
+def test_net2net_trains_as_long_as_the_degradation_runs(budget):
+    """At the smoke and cpu budgets net2net's 2N arms are the degradation study's runs (reused, never trained
+    twice), so the study costs only its parent and deepened arms."""
+    def key(cfg):
+        return json.dumps(experiment_config(cfg), sort_keys=True)
+
+    degradation = {key(c) for c in make_plan(get("degradation"), budget).configs()}
+    twice = [c for c in make_plan(get("net2net"), budget).configs()
+             if c.iterations == 2 * budgets.iterations(budget, "net2net")]
+    assert len(twice) == 3 * budgets.BUDGETS[budget].seeds
+    assert all(key(c) in degradation for c in twice)
+
+
 # --- each study's analysis on stored results -------------------------------------------------------------------
 
 # (study, finding index, arm a, arm b, which final error the finding compares)
