@@ -382,6 +382,16 @@ def test_gradients_verdict_from_the_first_to_last_ratio(store, fast_estimates):
     assert {"ratio", "start", "end", "curves"} <= set(result.figures())
 
 
+def test_gradients_names_the_seeds_that_diverged(store, fast_estimates):
+    """An arm whose every seed diverged has no gradients to judge: the finding says so and where they diverged."""
+    status = lambda arm, seed: "diverged" if arm == "resnet-14 (no BN)" else "done"  # noqa: E731
+    fill(store, "gradients", layers=gradient_layers(lambda arm: 1.0), status=status)
+    by_q = {f.question: f for f in evaluate("gradients", store, "smoke").analysis.findings}
+    f = by_q["Do resnet-14 (no BN)'s gradients vanish toward the input?"]
+    assert f.outcome == "not enough seeds" and "0 finished (at least 2 needed); 2 diverged, at iterations" in f.text
+    assert len(f.numbers["diverged_at"]) == 2
+
+
 def test_gradients_no_clear_ratio(store, fast_estimates):
     def layers(arm, seed, names):  # ratio 1.2 and 0.8: geometric mean about 1, interval covers 1
         n = len(names["grad_norm"])
