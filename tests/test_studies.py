@@ -90,6 +90,8 @@ def test_no_clear_difference_and_not_enough_seeds():
 def test_speed_sentences():
     f = compare_speed("q", "a", "b", [100, 120], [300, 320], 0.2, 800)
     assert f.outcome == "effect" and f.text.startswith("a reaches 20% training error sooner than b: iteration 110 vs 310")
+    f = compare_speed("q", "a", "b", [300, 320], [100, 120], 0.2, 800)   # the names stay in the numbers' order
+    assert f.outcome == "effect" and f.text.startswith("a reaches 20% training error later than b: iteration 310 vs 110 (+200")
     f = compare_speed("q", "a", "b", [100, 120], [None, None], 0.2, 800)
     assert f.outcome == "effect" and "b never reached it within 800 iterations (0 of 2 seeds)" in f.text
     f = compare_speed("q", "a", "b", [100, 120], [200, None], 0.2, 800)

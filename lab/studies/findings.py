@@ -161,8 +161,9 @@ def compare_speed(question: str, a: str, b: str, iters_a: list[int | None], iter
         if not d.clear:
             return Finding(question, NO_CLEAR, f"No clear difference in how soon {a} and {b} reach {goal}: {detail}.",
                            numbers)
-        faster, slower = (a, b) if d.diff < 0 else (b, a)
-        return Finding(question, EFFECT, f"{faster} reaches {goal} sooner than {slower}: {detail}.", numbers)
+        # a first, as in the numbers that follow
+        return Finding(question, EFFECT, f"{a} reaches {goal} {'sooner' if d.diff < 0 else 'later'} than {b}: "
+                       f"{detail}.", numbers)
     if len(ra) == na and not rb:
         return Finding(question, EFFECT, f"{a} reaches {goal} and {b} does not: {when(a, ra, na)}; {when(b, rb, nb)}.",
                        numbers)
