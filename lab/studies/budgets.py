@@ -2,8 +2,10 @@
 
 - `smoke`: synthetic data and half-width nets, seconds per run: for tests and for checking that a study runs end
   to end.
-- `cpu`: Fashion-MNIST (Debian's /usr/share/datasets/fashion-mnist), sized for a 2-core CPU: each study in at most
-  about 30 minutes (the degradation study in about 15), with enough seeds for a verdict where the effect is large.
+- `cpu`: Fashion-MNIST (Debian's /usr/share/datasets/fashion-mnist), sized for a 2-core CPU, aiming at each
+  study in at most about 30 minutes (the degradation study in about 15) with enough seeds for a verdict where the
+  effect is large. Measured (README, "Studies"): the degradation study in 19.4 minutes with `--slots 2`;
+  bottleneck and shattering above 30 minutes from scratch.
 - `paper`: the paper's CIFAR-10 protocol (section 4.2), for a GPU.
 
 A run's configuration is: the budget's preset, then the budget's overrides (`BUDGETS`), then the study's tuning
