@@ -127,6 +127,16 @@ def test_study_run_reuses_stored_runs_and_resumes_stopped_ones(store):
     assert len(store.runs()) == 5 and other not in again.reused
 
 
+def test_a_study_queues_its_costliest_runs_first(store):
+    plan = make_plan(get("degradation"), "smoke")
+    created = queue_missing(store, plan).created
+    runs = store.runs().set_index("id").loc[created]
+    depths = runs["depth"].tolist()
+    assert depths == sorted(depths, reverse=True) and depths[0] > depths[-1]
+    claimed = store.claim_next("worker")   # the worker claims in the order they were queued
+    assert claimed is not None and claimed["id"] == created[0]
+
+
 def test_a_deepened_arm_is_queued_after_its_parent_and_grows_from_it(store, fast_estimates):
     plan = make_plan(get("net2net"), "smoke")
     parent, child = "plain-8 (12 it)", "plain-8 → 14 (12 + 12 it)"

@@ -26,7 +26,7 @@ class Estimate:
     basis: str
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=64)
 def run_macs(depth: int, block: str, width: float, span: int, channels: int, size: int) -> int:
     return forward_macs(build_net("residual", depth, block=block, width=width, span=span, in_channels=channels), size)
 
@@ -70,6 +70,22 @@ def past_gflops(store) -> tuple[float, int] | None:
         if isinstance(env, dict) and env.get("forward_macs") and r.get("images_per_s"):
             rates.append(r["images_per_s"] * 6 * env["forward_macs"] / 1e9)
     return (float(np.median(rates)), len(rates)) if rates else None
+
+
+def training_macs(cfg: RunConfig) -> float:
+    """Multiply-adds the run's training needs (forward and backward, about 3x the forward pass, per image): a
+    machine-independent measure of how long it takes, for ordering runs."""
+    info = dataset_info(cfg.dataset)
+    return 3.0 * cfg.iterations * cfg.batch_size * run_macs(cfg.depth, cfg.block, cfg.width, cfg.span, info.channels,
+                                                             info.size)
+
+
+def longest_first(configs: list[RunConfig]) -> list[int]:
+    """Indices of `configs`, the costliest training first (ties in their given order). Queued in this order, runs
+    that share a machine's slots end close together: the short ones fill the gaps at the end, instead of one long
+    run finishing alone while the other slots idle."""
+    cost = [training_macs(c) for c in configs]
+    return sorted(range(len(configs)), key=lambda i: -cost[i])
 
 
 def estimate_sweep(store, configs: list[RunConfig], slots: int = 1) -> Estimate:

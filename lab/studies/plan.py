@@ -435,7 +435,8 @@ class Queued:
 def queue_missing(store: Store, plan: Plan, runs: pd.DataFrame | None = None) -> Queued:
     """Queue the plan's runs that no stored run answers, and resume its resumable ones; returns what happened.
 
-    Training runs first (in one transaction), then deepened runs, each after its parent with `deepen_from` its
+    Training runs first (in one transaction, the costliest first, so that the slots of a worker finish together),
+    then deepened runs, each after its parent with `deepen_from` its
     parent's id, then analysis jobs of the study's runs (stored or just queued: a job waits for its run)."""
     if runs is None:
         runs = store.runs()
@@ -455,6 +456,9 @@ def queue_missing(store: Store, plan: Plan, runs: pd.DataFrame | None = None) ->
             new.append(s)
     sweep_id = new_id(f"study-{plan.study.id}")[:64]
     if new:
+        from ..runs.estimate import longest_first
+
+        new = [new[i] for i in longest_first([s.config for s in new])]
         created = store.create_runs([s.config for s in new], sweep_id=sweep_id)
         out.created += created
         run_of.update({(s.arm, s.config.seed): rid for s, rid in zip(new, created)})
