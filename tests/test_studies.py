@@ -272,6 +272,36 @@ def test_net2net_trains_as_long_as_the_degradation_runs(budget):
     assert all(key(c) in degradation for c in twice)
 
 
+def test_shattering_at_the_cpu_budget_trains_the_110_layer_nets_only_to_have_their_init():
+    """The 110-layer nets are measured at initialisation only at the cpu budget: their runs train one logging
+    window, and only the nets trained in full (the degradation study's) get a shatter job of the trained net."""
+    from lab.studies.catalog import shattering
+
+    plan = make_plan(get("shattering"), "cpu")
+    degradation = {json.dumps(experiment_config(c), sort_keys=True) for c in make_plan(get("degradation"), "cpu").configs()}
+    for arm in plan.arms:
+        if arm.arm.analysis:
+            continue
+        assert ("110" in arm.arm.name) == arm.arm.name.endswith("(init only)")
+        if "110" in arm.arm.name:
+            assert {c.iterations for c in arm.configs} == {shattering.INIT_ONLY_ITERATIONS}
+        else:   # the rest are the degradation study's runs
+            assert all(json.dumps(experiment_config(c), sort_keys=True) in degradation for c in arm.configs)
+    jobs = {a.arm.name: a.arm.of for a in plan.arms if a.arm.analysis}
+    assert jobs["shattering of plain-110 (at init)"] == "plain-110 (init only)"
+    assert "shattering of plain-110 (trained)" not in jobs and "shattering of resnet-56 (trained)" in jobs
+    assert "shattering of plain-110 (trained)" in {a.arm.name for a in make_plan(get("shattering"), "paper").arms}
+
+
+def test_bottleneck_pairs_have_the_same_units_per_stage():
+    from lab.studies.catalog.bottleneck import PAIRS
+
+    for budget, pairs in PAIRS.items():
+        for basic, bottleneck in pairs:
+            assert (basic - 2) % 6 == 0 and (bottleneck - 2) % 9 == 0
+            assert (basic - 2) // 6 == (bottleneck - 2) // 9, (budget, basic, bottleneck)
+
+
 # --- each study's analysis on stored results -------------------------------------------------------------------
 
 # (study, finding index, arm a, arm b, which final error the finding compares)
