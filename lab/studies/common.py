@@ -81,6 +81,19 @@ def beside_published(data: StudyData, entries, source: str, schedule_arm: str,
     return rows, comparable, notes
 
 
+def diverged_at(runs: pd.DataFrame) -> list[int]:
+    """The iterations at which these runs (StudyData.runs rows, seed order) diverged: the diverged ones' last
+    iteration (a diverged run is a result)."""
+    if runs.empty:
+        return []
+    return [int(i) for i in runs.loc[runs["status"] == "diverged", "iteration"].fillna(0)]
+
+
+def iterations_phrase(at: list[int]) -> str:
+    """'iteration 20' or 'iterations 20, 140' (the order given)."""
+    return "iteration" + ("s " if len(at) > 1 else " ") + ", ".join(map(str, at))
+
+
 def arm_table(data: StudyData, speed: bool = False) -> pd.DataFrame:
     """One row per arm: seeds by state, final training and test error (% mean and sd over finished seeds),
     parameters, and (with `speed`) the mean iteration at which the target training error was first reached."""

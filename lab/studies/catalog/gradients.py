@@ -91,10 +91,8 @@ def gradient_finding(data, arm: str) -> Finding:
         numbers["input_start"] = geometric([s.iloc[0] for s in inputs])
     err = summarise(data.finals(arm, "final_train_error"))
     if start["n"] < MIN_SEEDS:
-        diverged = data.runs(arm, ("diverged",))
-        at = sorted(int(i) for i in diverged["iteration"].fillna(0)) if not diverged.empty else []
-        gone = (f"; {len(at)} diverged, at iteration{'s' if len(at) > 1 else ''} {', '.join(map(str, at))}"
-                if at else "")
+        at = common.diverged_at(data.runs(arm, ("diverged",)))
+        gone = f"; {len(at)} diverged, at {common.iterations_phrase(at)}" if at else ""
         numbers["diverged_at"] = at
         return Finding(question, NOT_ENOUGH, f"Not enough seeds to tell whether {arm}'s gradients vanish: "
                        f"{start['n']} finished (at least {MIN_SEEDS} needed){gone}.", numbers)

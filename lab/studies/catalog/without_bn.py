@@ -46,7 +46,7 @@ def trains(data, arm: str) -> Finding:
     runs = data.runs(arm, ("done", "diverged"))
     done = runs[runs["status"] == "done"] if not runs.empty else runs
     diverged = runs[runs["status"] == "diverged"] if not runs.empty else runs
-    at = [int(i) for i in diverged["iteration"].fillna(0)] if not diverged.empty else []
+    at = common.diverged_at(runs)
     err, sd, _ = mean_sd([100 * v for v in data.finals(arm)])
     numbers = {"arm": arm, "done": len(done), "diverged": len(diverged), "diverged_at": at,
                "final_train_error_mean": err, "final_train_error_sd": sd}
@@ -54,7 +54,7 @@ def trains(data, arm: str) -> Finding:
     if n < MIN_SEEDS:
         return Finding(question, NOT_ENOUGH, f"Not enough seeds to tell whether {arm} trains: {n} finished (at least "
                        f"{MIN_SEEDS} needed).", numbers)
-    where = "iteration" + ("s " if len(at) > 1 else " ") + ", ".join(map(str, at))
+    where = common.iterations_phrase(at)
     if not len(done):
         return Finding(question, EFFECT, f"{arm} diverges: all {n} seeds diverged (at {where}).", numbers)
     trained = f"final training error {err:.1f}%" + (f" ± {sd:.1f}" if len(done) > 1 else "")
