@@ -137,6 +137,35 @@ def test_a_study_queues_its_costliest_runs_first(store):
     assert claimed is not None and claimed["id"] == created[0]
 
 
+def test_study_eta_counts_runs_in_parallel_and_learns_from_running_ones(store, monkeypatch):
+    """With runs training and none finished, the estimate rests on the running runs' throughput (a quick
+    measurement would see a busy machine), and the ETA counts as many runs at a time as are running."""
+    import os
+    import socket
+
+    from lab.runs import estimate
+    from lab.runs.monitor import overview
+    from lab.studies.plan import match, status
+
+    monkeypatch.setattr(estimate, "measured_gflops", lambda device="auto": 0.001)   # a busy machine: far too slow
+    plan = make_plan(get("depth"), "smoke")
+    created = queue_missing(store, plan).created
+    running = [r for r in created if store.get_run(r)["depth"] == 14]
+    assert len(running) == 2
+    for rid in running:
+        store.update_run(rid, status="running", host=socket.gethostname(), pid=os.getpid(),
+                         heartbeat_at=store.db_time(), images_per_s=1000.0, iteration=12, elapsed_s=20.0,
+                         env=json.dumps({"forward_macs": 1_000_000}))
+    slots, _ = match(plan, overview(store), store)
+    one = status(plan, slots, store)
+    assert "2 running run(s)" in one.basis
+    queued = estimate.estimate_sweep(store, [s.config for s in slots if s.state == "queued"]).seconds
+    left = sum(s.run["eta_s"] for s in slots if s.state == "running")
+    assert queued < 60 and left > 0
+    assert one.eta_s == pytest.approx((queued + left) / 2)     # two running at once
+    assert status(plan, slots, store, parallel=4).eta_s == pytest.approx((queued + left) / 4)
+
+
 def test_a_deepened_arm_is_queued_after_its_parent_and_grows_from_it(store, fast_estimates):
     plan = make_plan(get("net2net"), "smoke")
     parent, child = "plain-8 (12 it)", "plain-8 → 14 (12 + 12 it)"

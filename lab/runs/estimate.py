@@ -58,18 +58,24 @@ def measured_gflops(device: str = "auto") -> float:
     return ips * 6 * forward_macs(build_net("residual", 20)) / 1e9
 
 
-def past_gflops(store) -> tuple[float, int] | None:
-    """Median training GFLOP/s of finished runs on this host (from their images/s and model cost)."""
-    runs = store.runs(status=["done"])
-    if runs.empty:
-        return None
+def past_gflops(store) -> tuple[float, int, str] | None:
+    """Median training GFLOP/s of this host's finished runs (from their images/s and model cost), else of its
+    running ones (their latest logging window): (GFLOP/s, how many runs, 'finished' or 'running'). A quick
+    measurement while runs are training would see a busy machine and come out several times too slow."""
     host = socket.gethostname()
-    rates = []
-    for _, r in runs[runs["host"] == host].iterrows():
-        env = r.get("env") or {}
-        if isinstance(env, dict) and env.get("forward_macs") and r.get("images_per_s"):
-            rates.append(r["images_per_s"] * 6 * env["forward_macs"] / 1e9)
-    return (float(np.median(rates)), len(rates)) if rates else None
+    for status, word in (("done", "finished"), ("running", "running")):
+        runs = store.runs(status=[status])
+        if runs is None or runs.empty:
+            continue
+        rates = []
+        for _, r in runs[runs["host"] == host].iterrows():
+            env = r.get("env") or {}
+            ips = r.get("images_per_s")
+            if isinstance(env, dict) and env.get("forward_macs") and ips is not None and ips == ips and ips > 0:
+                rates.append(ips * 6 * env["forward_macs"] / 1e9)
+        if rates:
+            return float(np.median(rates)), len(rates), word
+    return None
 
 
 def training_macs(cfg: RunConfig) -> float:
@@ -92,7 +98,7 @@ def estimate_sweep(store, configs: list[RunConfig], slots: int = 1) -> Estimate:
     """Wall time of `configs` run `slots` at a time on this machine."""
     past = past_gflops(store) if store is not None else None
     if past:
-        gflops, basis = past[0], f"from {past[1]} finished run(s) on this machine"
+        gflops, basis = past[0], f"from {past[1]} {past[2]} run(s) on this machine"
     else:
         gflops, basis = measured_gflops(), "from a quick ResNet-20 measurement on this machine"
     total = 0.0

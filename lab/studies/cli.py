@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
         print(f"  not in this build: {arm}: {why}")
     slots = match(plan, overview(store), store)[0]
     if status(plan, slots, estimate=False).active:
-        st = status(plan, slots, store)
+        st = status(plan, slots, store, parallel=args.slots or 1)
         print(f"  estimated time until the study's runs are done: {format_duration(st.eta_s)} ({st.basis})")
         if st.queued and not args.no_worker:  # also for runs queued earlier with --no-worker
             pid = ensure_worker(store, slots=args.slots, data_dir=args.data)

@@ -334,7 +334,7 @@ class Status:
     resumable: int = 0          # cancelled, interrupted or failed: `study run` queues them to resume
     missing: int = 0
     unavailable: dict = field(default_factory=dict)   # arm -> why this build cannot run it
-    eta_s: float | None = None          # until the running and queued runs finish (one slot)
+    eta_s: float | None = None          # until the running and queued runs finish (as many at once as run now)
     to_queue_s: float | None = None     # the runs `study run` would queue now
     total_s: float | None = None        # every planned run, from scratch
     basis: str = ""                     # what the estimates rest on
@@ -388,9 +388,21 @@ class FinishedRunsOnce:
         return getattr(self._store, name)
 
 
-def status(plan: Plan, slots: list[Slot], store: Store | None = None, estimate: bool = True) -> Status:
+def _worker_slots(store) -> int:
+    """How many runs the live workers of this store run at once (0 without a store or a worker)."""
+    if store is None:
+        return 0
+    try:
+        return sum(int(w.get("slots") or 1) for w in store.live_workers())
+    except Exception:   # an estimate never stops a status
+        return 0
+
+
+def status(plan: Plan, slots: list[Slot], store: Store | None = None, estimate: bool = True,
+           parallel: int = 1) -> Status:
     """Counts of the planned runs by state, and (with `estimate`) times: until the queued and running runs are
-    done, for what is still to queue, and for the whole study from scratch (one run at a time)."""
+    done (`eta_s`: as many at a time as are running now, as the store's live workers have slots, or `parallel`,
+    e.g. the slots of a worker about to start, whichever is most), for what is still to queue, and for the whole study from scratch (one run at a time)."""
     st = Status(planned=len(slots), unavailable=plan.unavailable())
     for s in slots:
         state = s.state
@@ -418,7 +430,8 @@ def status(plan: Plan, slots: list[Slot], store: Store | None = None, estimate: 
                     done_part = (s.run.get("iteration") or 0) / max(1, s.config.iterations)
                     left = estimate_sweep(store, [s.config]).seconds * (1 - done_part)
                 eta += float(left)
-        st.eta_s = eta if (queued or st.running) else None
+        at_once = max(1, int(parallel), sum(s.state == "running" for s in slots), _worker_slots(store))
+        st.eta_s = eta / min(at_once, max(1, len(queued) + st.running)) if (queued or st.running) else None
     return st
 
 
