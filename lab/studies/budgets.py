@@ -4,8 +4,9 @@
   to end.
 - `cpu`: Fashion-MNIST (Debian's /usr/share/datasets/fashion-mnist), sized for a 2-core CPU, aiming at each
   study in at most about 30 minutes (the degradation study in about 15) with enough seeds for a verdict where the
-  effect is large. Measured (README, "Studies"): the degradation study in 19.4 minutes with `--slots 2`;
-  bottleneck and shattering above 30 minutes from scratch.
+  effect is large. Measured (README, "Studies"): the degradation study in 19.4 minutes with `--slots 2` (25.1 on a
+  slower machine of the same kind); the other measured studies in about 30 or less from scratch, where some
+  studies' grids are smaller at this budget than at `paper` (see each catalog module).
 - `paper`: the paper's CIFAR-10 protocol (section 4.2), for a GPU.
 
 A run's configuration is: the budget's preset, then the budget's overrides (`BUDGETS`), then the study's tuning
