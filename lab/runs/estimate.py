@@ -102,9 +102,7 @@ def estimate_sweep(store, configs: list[RunConfig], slots: int = 1) -> Estimate:
     else:
         gflops, basis = measured_gflops(), "from a quick ResNet-20 measurement on this machine"
     total = 0.0
-    for cfg in configs:
-        info = dataset_info(cfg.dataset)
-        macs = run_macs(cfg.depth, cfg.block, cfg.width, cfg.span, info.channels, info.size)
-        total += STARTUP_S + EVAL_OVERHEAD * cfg.iterations * cfg.batch_size * 6 * macs / (gflops * 1e9)
+    for cfg in configs:   # 2 FLOPs per multiply-add
+        total += STARTUP_S + EVAL_OVERHEAD * 2 * training_macs(cfg) / (gflops * 1e9)
     seconds = total / max(1, min(slots, len(configs))) if configs else 0.0
     return Estimate(seconds, format_duration(seconds), basis)

@@ -402,7 +402,8 @@ def status(plan: Plan, slots: list[Slot], store: Store | None = None, estimate: 
            parallel: int = 1) -> Status:
     """Counts of the planned runs by state, and (with `estimate`) times: until the queued and running runs are
     done (`eta_s`: as many at a time as are running now, as the store's live workers have slots, or `parallel`,
-    e.g. the slots of a worker about to start, whichever is most), for what is still to queue, and for the whole study from scratch (one run at a time)."""
+    e.g. the slots of a worker about to start, whichever is most), for what is still to queue, and for the whole
+    study from scratch (one run at a time)."""
     st = Status(planned=len(slots), unavailable=plan.unavailable())
     for s in slots:
         state = s.state
@@ -449,8 +450,8 @@ def queue_missing(store: Store, plan: Plan, runs: pd.DataFrame | None = None) ->
     """Queue the plan's runs that no stored run answers, and resume its resumable ones; returns what happened.
 
     Training runs first (in one transaction, the costliest first, so that the slots of a worker finish together),
-    then deepened runs, each after its parent with `deepen_from` its
-    parent's id, then analysis jobs of the study's runs (stored or just queued: a job waits for its run)."""
+    then deepened runs, each after its parent with `deepen_from` its parent's id, then analysis jobs of the
+    study's runs (stored or just queued: a job waits for its run)."""
     if runs is None:
         runs = store.runs()
     slots, _ = match(plan, runs, store)
