@@ -71,6 +71,8 @@ class RunConfig:
     lr: float = opt(0.1, "base learning rate")
     momentum: float = opt(0.9, "SGD momentum")
     weight_decay: float = opt(1e-4, "L2 weight decay on all parameters")
+    scalar_lr: float = opt(1.0, "learning rate of the scalar parameters (Fixup's biases and multipliers, a zero-init "
+                                "branch scalar) as a multiple of the schedule's; Zhang et al. train Fixup's at 0.1")
     milestones: tuple[float, ...] = opt((0.5, 0.75), "lr x lr_decay at these fractions of `iterations` (32k, 48k of 64k)")
     lr_decay: float = opt(0.1, "lr multiplier at each milestone")
     warmup: str = opt("auto", "lr warmup_lr until training error < warmup_error; auto: on for depth >= 110")
@@ -153,6 +155,8 @@ class RunConfig:
             extras.append(f"branch x{self.residual_scale:g}")
         if self.shortcut_scale != 1:
             extras.append(f"shortcut x{self.shortcut_scale:g}")
+        if self.scalar_lr != 1:
+            extras.append(f"scalars at lr x{self.scalar_lr:g}")
         if self.branch_init != "none":
             extras.append(f"{self.branch_init}-init branch scalar")
         if self.conv != "standard":
@@ -223,6 +227,7 @@ MAX_THREADS = 1024
 MAX_SEED = 2**63 - 1
 MAX_IMAGES = 100_000_000
 MAX_MILESTONES = 100
+MAX_SCALAR_LR = 100          # a multiple of the schedule's learning rate
 MAX_TAG = 200                 # characters
 # Characters refused in tags: control characters (Cc), and format characters that reorder or hide text in a
 # terminal or a page (bidirectional overrides and isolates, zero-width joiners at the start), line separators.
@@ -303,6 +308,7 @@ def field_problems(cfg: RunConfig) -> list[tuple[str, str]]:
     number("warmup_lr", 0, math.inf, lo_open=True, what="a positive number (finite)")
     number("momentum", 0, 1, hi_open=True)
     number("weight_decay", 0, math.inf, what="a number >= 0 (finite)")
+    number("scalar_lr", 0, MAX_SCALAR_LR, lo_open=True)
     number("lr_decay", 0, 1, lo_open=True)
     ms = cfg.milestones
     need("milestones",

@@ -183,10 +183,28 @@ def _sync(device: torch.device) -> None:
 
 
 def make_optimizer(net: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.SGD:
-    """The paper's SGD; on a GPU the fused implementation (one kernel for every parameter's update)."""
+    """The paper's SGD; on a GPU the fused implementation (one kernel for every parameter's update).
+
+    With `cfg.scalar_lr` other than 1 the scalar parameters (one number each: Fixup's biases and multipliers, a
+    zero-init branch scalar) are a second parameter group whose `lr_scale` the schedule multiplies its rate by
+    (`set_learning_rate`), as Zhang et al.'s Fixup code trains them at a tenth of the rate."""
     fused = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           **fused)
+    params = list(net.parameters())
+    scalars = [p for p in params if p.numel() == 1]
+    if cfg.scalar_lr == 1 or not scalars:
+        groups = [{"params": params, "lr_scale": 1.0}]
+    else:
+        others = [p for p in params if p.numel() != 1]
+        groups = [{"params": others, "lr_scale": 1.0}, {"params": scalars, "lr_scale": float(cfg.scalar_lr)}]
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
+    set_learning_rate(optimizer, cfg.lr)
+    return optimizer
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's rate `lr` on every parameter group, times the group's `lr_scale`."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def compile_model(net: torch.nn.Module, cfg: RunConfig, cache: Path) -> torch.nn.Module:
@@ -567,8 +585,7 @@ def _train(cfg: RunConfig, run_dir: Path, reporter: Reporter, device: torch.devi
             return "cancelled"
         x, y = batches.batch(state.step)
         lr = learning_rate(state.step, cfg, state.warming)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(optimizer, lr)
         train_step(x, y)
 
         if state.step % cfg.log_every == 0 or state.step % cfg.eval_every == 0 or state.step == cfg.iterations:

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 from conftest import ROOT
 from lab.config import make_config
 from lab.runs.execute import execute_run
-from lab.models import ConfigError
+from lab.models import CifarNet, ConfigError
 from lab.train import MemoryReporter, Reporter, learning_rate, train
 
 
@@ -153,3 +154,45 @@ def test_make_config_lists_every_problem():
         make_config("quick", learning_rate=0.1)
     with pytest.raises(ConfigError, match="unknown preset"):
         make_config("fast")
+
+
+def test_scalar_parameters_train_at_their_share_of_the_schedule(tmp_path):
+    # Zhang et al.'s Fixup code: scalar biases and multipliers at a tenth of whatever rate the schedule sets
+    from lab.checkpoint import load_checkpoint
+    from lab.train import make_optimizer, set_learning_rate
+
+    cfg = make_config("smoke", depth=14, norm="none", init="fixup", scalar_lr=0.1, precision="fp32")
+    net = CifarNet(cfg.net_spec())
+    opt = make_optimizer(net, cfg, torch.device("cpu"))
+    others, scalars = opt.param_groups
+    assert scalars["params"] and all(p.numel() == 1 for p in scalars["params"])
+    assert len(others["params"]) + len(scalars["params"]) == len(list(net.parameters()))
+    set_learning_rate(opt, 0.01)
+    assert (others["lr"], scalars["lr"]) == (0.01, pytest.approx(0.001))
+    assert len(make_optimizer(net, replace(cfg, scalar_lr=1.0), torch.device("cpu")).param_groups) == 1
+
+    # One step from the same start: the same update of every other parameter, a tenth of the scalars' (SGD's
+    # first step is lr x (gradient + weight decay)). Zero-init branch scalars, whose first gradients are not zero
+    # (Fixup's are: its branches and classifier start at zero).
+    moved = {}
+    cfg = make_config("smoke", depth=14, branch_init="zero", precision="fp32")
+    for share in (1.0, 0.1):
+        run_cfg = replace(cfg, scalar_lr=share, iterations=1, log_every=1, eval_every=1, checkpoint_every=1,
+                          probes=False, train_limit=256, eval_images=32)
+        assert train(run_cfg, tmp_path / str(share), MemoryReporter(), resume=False) == "done"
+        torch.manual_seed(run_cfg.seed)  # the net the trainer starts from
+        start = CifarNet(run_cfg.net_spec()).state_dict()
+        after = load_checkpoint(tmp_path / str(share) / "checkpoint.pt")["model"]
+        moved[share] = {k: (after[k] - start[k]).abs().sum().item() for k in start if start[k].is_floating_point()}
+    scalar_names = [k for k, v in CifarNet(cfg.net_spec()).named_parameters() if v.numel() == 1]
+    assert scalar_names and all(moved[1.0][k] > 0 for k in scalar_names)
+    for k in moved[1.0]:
+        expected = 0.1 * moved[1.0][k] if k in scalar_names else moved[1.0][k]
+        assert moved[0.1][k] == pytest.approx(expected, rel=1e-4, abs=1e-9), k
+
+
+def test_scalar_lr_is_validated_and_named():
+    with pytest.raises(ConfigError, match=r"scalar_lr must be a finite number in \(0, 100\]"):
+        make_config("smoke", scalar_lr=0)
+    assert make_config("smoke", norm="none", init="fixup", scalar_lr=0.1).label() == \
+        "resnet-20 (none, fixup, scalars at lr x0.1)"

@@ -2,7 +2,8 @@
 
 Plain and residual nets with BN, without BN, and without BN plus a scaling at initialisation: for residual nets
 a learnable scalar per branch starting at zero (`--branch-init zero`, ReZero / SkipInit) and Fixup
-(`--init fixup`); for plain nets the Dirac-parameterised conv of DiracNets (`--conv dirac`), the plain net's way
+(`--init fixup`, its scalar biases and multipliers trained at a tenth of the learning rate as in Zhang et al.'s
+code, `--scalar-lr 0.1`); for plain nets the Dirac-parameterised conv of DiracNets (`--conv dirac`), the plain net's way
 of starting near the identity. A diverged run (a NaN or infinite loss) is a result: it is counted and named,
 never averaged into a final error.
 """
@@ -24,7 +25,7 @@ VARIANTS = {   # variant -> (kinds it applies to, options on top of the net)
     "no BN": (("plain", "residual"), dict(norm="none")),
     "no BN, Dirac": (("plain",), dict(norm="none", conv="dirac")),
     "no BN, zero-init branch": (("residual",), dict(norm="none", branch_init="zero")),
-    "no BN, Fixup": (("residual",), dict(norm="none", init="fixup")),
+    "no BN, Fixup": (("residual",), dict(norm="none", init="fixup", scalar_lr=0.1)),
 }
 
 
