@@ -1,9 +1,11 @@
 """Launch: queue a sweep of plain and residual runs, validated as you type (each problem next to its field),
 with a time estimate."""
+from dataclasses import fields
+
 import streamlit as st
 
 from lab import models
-from lab.config import COMPILE_MODES, PRESETS, make_config
+from lab.config import COMPILE_MODES, PRESETS, RunConfig, make_config, parse_value
 from lab.data import DATASETS, find_local
 from lab.runs.estimate import estimate_sweep
 from lab.models import ConfigError
@@ -27,9 +29,45 @@ ONE_CLICK = {
 DEPTH_CHOICES = [8, 14, 20, 26, 32, 44, 56, 110, 164, 1202]
 
 
+# Every other RunConfig field, under "More options", each starting at the chosen preset's value. Not here: the
+# seed (the seeds control), threads (the worker splits the CPU between its slots), tag/preset/device/compile
+# (above).
+MORE = ("unit", "residual_scale", "shortcut_scale", "branch_init", "conv", "augment", "val_fraction", "train_limit",
+        "momentum", "weight_decay", "scalar_lr", "milestones", "lr_decay", "warmup", "warmup_lr", "warmup_error",
+        "log_every", "eval_every", "eval_images", "grad_every", "probes", "probe_batch", "checkpoint_every",
+        "channels_last", "deepen_from", "deepen_noise", "deepen_where")
+FIELDS = {f.name: f for f in fields(RunConfig)}
+
+
 def apply(values: dict) -> None:
     for k, v in {**DEFAULTS, **values}.items():
         st.session_state[f"launch_{k}"] = v
+    for k in [k for k in st.session_state if str(k).startswith("launch_more_")]:
+        del st.session_state[k]  # a one-click sweep starts from its preset's values
+
+
+def more_control(name: str, preset_value, preset: str):
+    """The control for one RunConfig field, keyed per preset (so switching presets shows that preset's values,
+    and the field is an override only where it differs from it). Returns (value, problem or None)."""
+    f = FIELDS[name]
+    key, label, help_text = f"launch_more_{preset}_{name}", name.replace("_", " ").capitalize(), f.metadata["help"]
+    choices = f.metadata.get("choices")
+    if choices:
+        return st.selectbox(label, list(choices), index=list(choices).index(preset_value), key=key,
+                            help=help_text), None
+    if isinstance(preset_value, bool):
+        return st.checkbox(label, value=preset_value, key=key, help=help_text), None
+    if isinstance(preset_value, int):
+        return int(st.number_input(label, value=preset_value, step=1, key=key, help=help_text)), None
+    if isinstance(preset_value, float):
+        return float(st.number_input(label, value=preset_value, format="%g", step=None, key=key, help=help_text)), None
+    if isinstance(preset_value, tuple):
+        text = st.text_input(label, value=", ".join(f"{v:g}" for v in preset_value), key=key, help=help_text)
+        try:
+            return parse_value(name, text), None
+        except ConfigError as exc:
+            return preset_value, str(exc)
+    return st.text_input(label, value=preset_value, key=key, help=help_text), None
 
 
 def as_depth(value):
@@ -99,7 +137,7 @@ with right:
         block = st.selectbox("Block", list(models.BLOCKS), key="launch_block")
         note("block")
     with c1:
-        span = st.selectbox("Shortcut span", [0, 1, 2, 3], key="launch_span",
+        span = st.selectbox("Shortcut span", [0, 1, 2, 3, 4, 6, 8, 12], key="launch_span",
                             format_func=lambda s: "paper's (2, or 3 bottleneck)" if s == 0 else f"{s} layer(s)")
         note("span")
     with c2:
@@ -144,8 +182,24 @@ with right:
                                            "compile). Compiled code is cached in the results folder")
         note("compile", "compile_mode")
 
+more, more_problems = {}, []
+with st.expander("More options (each starts at the preset's value)"):
+    st.caption("The unit and branch variants, the optimiser and learning-rate schedule, the probes and logging, "
+               "and deepening a stored run. Only the options changed from the preset's values are sent.")
+    base = make_config(preset)
+    cols = st.columns(3)
+    for i, name in enumerate(MORE):
+        with cols[i % 3]:
+            value, problem = more_control(name, getattr(base, name), preset)
+            note(name)
+        if problem:
+            more_problems.append((name, problem))
+        elif value != getattr(base, name):
+            more[name] = value
+
 overrides = dict(shortcut=shortcut, block=block, span=span, init=init, norm=norm, width=float(width),
                  precision=precision, device=device)
+overrides |= more
 if compile_choice != "off":
     overrides |= dict(compile=True, compile_mode=compile_choice)
 if iterations:
@@ -161,6 +215,7 @@ try:
 except (TypeError, ValueError):
     depth_values = []
     problems = [("depth", f"depths must be whole numbers, got {', '.join(repr(str(d)) for d in depths)}")]
+problems += more_problems
 if not problems:
     try:
         configs = expand(SweepSpec(kinds=kinds, depths=depth_values, seeds=list(range(int(seeds))), preset=preset,

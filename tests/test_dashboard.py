@@ -81,6 +81,35 @@ def test_launch_validates_inline_and_queues(store, monkeypatch):
     assert started and "Queued 2 run(s)" in at.success[0].value
 
 
+def test_more_options_reach_the_runs_and_answer_bad_input_next_to_their_field(store, monkeypatch):
+    from dataclasses import fields
+
+    from lab.config import RunConfig
+
+    monkeypatch.setattr("lab.runs.worker.ensure_worker", lambda *a, **k: 4242)
+    at = page("launch")
+    shown = {str(w.key)[len("launch_more_quick_"):] for kind in ("selectbox", "checkbox", "number_input", "text_input")
+             for w in getattr(at, kind) if str(w.key).startswith("launch_more_quick_")}
+    above = {"kind", "depth", "seed", "dataset", "preset", "tag", "shortcut", "block", "span", "init", "norm", "width",
+             "iterations", "lr", "batch_size", "precision", "device", "compile", "compile_mode", "threads"}
+    assert shown == {f.name for f in fields(RunConfig)} - above  # every option has a control
+    assert at.number_input(key="launch_more_quick_eval_every").value == 200  # the preset's value
+    at.multiselect(key="launch_depths").set_value([20]).run()
+    at.multiselect(key="launch_kinds").set_value(["residual"]).run()
+    at.selectbox(key="launch_dataset").set_value("synthetic").run()
+    at.text_input(key="launch_more_quick_milestones").set_value("0.6, x").run()
+    assert "milestones" in at.error[0].value and "comma-separated numbers" in at.error[0].value
+    assert next(b for b in at.button if b.label == "Queue runs").disabled
+    at.text_input(key="launch_more_quick_milestones").set_value("0.6, 0.9").run()
+    at.number_input(key="launch_more_quick_scalar_lr").set_value(0.1).run()
+    at.selectbox(key="launch_more_quick_unit").set_value("preact").run()
+    next(b for b in at.button if b.label == "Queue runs").click().run()
+    assert not at.exception
+    (cfg,) = store.runs()["config"]
+    assert cfg["milestones"] == [0.6, 0.9] and cfg["scalar_lr"] == 0.1 and cfg["unit"] == "preact"
+    assert cfg["eval_every"] == 200 and cfg["momentum"] == 0.9  # untouched: the preset's
+
+
 def test_one_click_presets_fill_the_form(store):
     at = page("launch")
     next(b for b in at.button if b.label == "Figure 6 (paper schedule)").click().run()
