@@ -29,7 +29,7 @@ STUDIES = ["degradation", "depth", "responses", "span", "identity-init", "gradie
 @pytest.fixture
 def fast_estimates(monkeypatch):
     """Time estimates without the one-second throughput measurement (not what these tests are about)."""
-    monkeypatch.setattr("lab.runs.estimate.measured_gflops", lambda device="auto": 50.0)
+    monkeypatch.setattr("lab.runs.estimate.measured_gflops", lambda *a, **k: 50.0)
 
 
 # --- statistics ------------------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_study_eta_counts_runs_in_parallel_and_learns_from_running_ones(store, m
     from lab.runs.monitor import overview
     from lab.studies.plan import match, status
 
-    monkeypatch.setattr(estimate, "measured_gflops", lambda device="auto": 0.001)   # a busy machine: far too slow
+    monkeypatch.setattr(estimate, "measured_gflops", lambda *a, **k: 0.001)   # a busy machine: far too slow
     plan = make_plan(get("depth"), "smoke")
     created = queue_missing(store, plan).created
     running = [r for r in created if store.get_run(r)["depth"] == 14]
@@ -164,6 +164,39 @@ def test_study_eta_counts_runs_in_parallel_and_learns_from_running_ones(store, m
     assert queued < 60 and left > 0
     assert one.eta_s == pytest.approx((queued + left) / 2)     # two running at once
     assert status(plan, slots, store, parallel=4).eta_s == pytest.approx((queued + left) / 4)
+
+
+def test_estimates_take_the_rate_of_runs_of_the_same_width(store, monkeypatch):
+    """A narrow net runs at a fraction of a wide one's rate: an estimate takes past runs of the run's width, else
+    other widths' scaled by the measured ratio, else a measurement at its width on the threads a slot gets."""
+    import os
+    import socket
+
+    from lab.runs import estimate
+
+    asked = []
+    monkeypatch.setattr(estimate, "measured_gflops",
+                        lambda device="auto", width=1.0, threads=0: asked.append((width, threads)) or 100.0 * width)
+    half = make_config("smoke", width=0.5, iterations=1000)
+    cost = estimate.EVAL_OVERHEAD * 2 * estimate.training_macs(half) / 1e9   # seconds at 1 GFLOP/s
+    fresh = estimate.estimate_sweep(store, [half, half], slots=2)
+    assert asked == [(0.5, max(1, (os.cpu_count() or 1) // 2))]
+    assert fresh.seconds == pytest.approx(estimate.STARTUP_S + cost / 50.0) and "quick" in fresh.basis
+
+    def finished(width, gflops):
+        (rid,) = store.create_runs([make_config("smoke", width=width)])
+        macs = 1_000_000
+        store.update_run(rid, status="done", host=socket.gethostname(), images_per_s=gflops * 1e9 / (6 * macs),
+                         env=json.dumps({"forward_macs": macs}))
+
+    finished(1.0, 40.0)
+    finished(1.0, 60.0)
+    wide_only = estimate.estimate_sweep(store, [half])
+    assert wide_only.seconds == pytest.approx(estimate.STARTUP_S + cost / (50.0 * 50.0 / 100.0))
+    assert "2 finished run(s) on this machine of width 1, scaled to 0.5" in wide_only.basis
+    finished(0.5, 10.0)
+    same = estimate.estimate_sweep(store, [half])
+    assert same.seconds == pytest.approx(estimate.STARTUP_S + cost / 10.0) and "scaled" not in same.basis
 
 
 def test_a_deepened_arm_is_queued_after_its_parent_and_grows_from_it(store, fast_estimates):

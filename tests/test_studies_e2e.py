@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
     # one thread: these nets are tiny, and on a busy 2-core machine a second thread mostly waits for the first
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("lab.runs.estimate.measured_gflops", lambda device="auto": 50.0)
+        mp.setattr("lab.runs.estimate.measured_gflops", lambda *a, **k: 50.0)
         for study in STUDIES:
             assert main(["study", "run", study, "--budget", "smoke", "--no-worker", "--results", str(root)]) == 0
         store = Store(root)
@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def fast_estimates(monkeypatch):
-    monkeypatch.setattr("lab.runs.estimate.measured_gflops", lambda device="auto": 50.0)
+    monkeypatch.setattr("lab.runs.estimate.measured_gflops", lambda *a, **k: 50.0)
 
 
 def show(store, study, capsys) -> dict:

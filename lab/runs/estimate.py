@@ -1,6 +1,7 @@
 """How long a sweep will take here: from the throughput of past runs on this host, else a quick measurement."""
 from __future__ import annotations
 
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -31,50 +32,68 @@ def run_macs(depth: int, block: str, width: float, span: int, channels: int, siz
     return forward_macs(build_net("residual", depth, block=block, width=width, span=span, in_channels=channels), size)
 
 
-@lru_cache(maxsize=2)
-def measured_gflops(device: str = "auto") -> float:
-    """Training GFLOP/s of ResNet-20 here (a few iterations, about a second), with the lab's defaults."""
+@lru_cache(maxsize=16)
+def measured_gflops(device: str = "auto", width: float = 1.0, threads: int = 0) -> float:
+    """Training GFLOP/s here of ResNet-20 at `width` (a few iterations of 64, about a second), with the lab's
+    defaults and `threads` CPU threads (0: torch's). Narrow nets and few threads run at a small fraction of a
+    full-width net's rate on all threads (half width on one of two cores: about a ninth), so the measurement is
+    taken at the width and threads the runs get."""
     dev = resolve_device(device)
     precision = resolve_precision("auto", dev)
-    model = build_net("residual", 20).to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.randn(64, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (64,), device=dev)
+    previous = torch.get_num_threads()
+    if threads and dev.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        net = build_net("residual", 20, width=width)
+        model = net.to(dev).to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        x = torch.randn(64, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (64,), device=dev)
 
-    def step():
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
+        def step():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
 
-    step().item()
-    t = time.perf_counter()
-    for _ in range(3):
-        loss = step()
-    loss.item()
-    ips = 3 * 64 / (time.perf_counter() - t)
-    return ips * 6 * forward_macs(build_net("residual", 20)) / 1e9
+        step().item()
+        t = time.perf_counter()
+        for _ in range(3):
+            loss = step()
+        loss.item()
+        ips = 3 * 64 / (time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(previous)
+    return ips * 6 * forward_macs(build_net("residual", 20, width=width)) / 1e9
 
 
-def past_gflops(store) -> tuple[float, int, str] | None:
+def past_gflops(store, width: float | None = None) -> tuple[float, int, str, float] | None:
     """Median training GFLOP/s of this host's finished runs (from their images/s and model cost), else of its
-    running ones (their latest logging window): (GFLOP/s, how many runs, 'finished' or 'running'). A quick
-    measurement while runs are training would see a busy machine and come out several times too slow."""
+    running ones (their latest logging window): (GFLOP/s, how many runs, 'finished' or 'running', their width).
+    With `width`, of the runs of that width when there are any (narrow nets run at a lower rate); otherwise of
+    all, with their median width. A quick measurement while runs are training would see a busy machine and come
+    out several times too slow."""
     host = socket.gethostname()
     for status, word in (("done", "finished"), ("running", "running")):
         runs = store.runs(status=[status])
         if runs is None or runs.empty:
             continue
-        rates = []
+        rates, widths = [], []
         for _, r in runs[runs["host"] == host].iterrows():
             env = r.get("env") or {}
             ips = r.get("images_per_s")
             if isinstance(env, dict) and env.get("forward_macs") and ips is not None and ips == ips and ips > 0:
                 rates.append(ips * 6 * env["forward_macs"] / 1e9)
-        if rates:
-            return float(np.median(rates)), len(rates), word
+                config = r.get("config")
+                widths.append(float(config.get("width", 1.0)) if isinstance(config, dict) else 1.0)
+        if not rates:
+            continue
+        same = [g for g, w in zip(rates, widths) if w == width]
+        if same:
+            return float(np.median(same)), len(same), word, float(width)
+        return float(np.median(rates)), len(rates), word, float(np.median(widths))
     return None
 
 
@@ -95,14 +114,27 @@ def longest_first(configs: list[RunConfig]) -> list[int]:
 
 
 def estimate_sweep(store, configs: list[RunConfig], slots: int = 1) -> Estimate:
-    """Wall time of `configs` run `slots` at a time on this machine."""
-    past = past_gflops(store) if store is not None else None
-    if past:
-        gflops, basis = past[0], f"from {past[1]} {past[2]} run(s) on this machine"
-    else:
-        gflops, basis = measured_gflops(), "from a quick ResNet-20 measurement on this machine"
+    """Wall time of `configs` run `slots` at a time on this machine: each run at the rate of this host's past runs
+    of its width (`past_gflops`), else at a quick measurement of its width on the threads a slot gets."""
+    rates, bases = {}, set()
+    threads = max(1, (os.cpu_count() or 1) // max(1, slots))
     total = 0.0
-    for cfg in configs:   # 2 FLOPs per multiply-add
-        total += STARTUP_S + EVAL_OVERHEAD * 2 * training_macs(cfg) / (gflops * 1e9)
+    for cfg in configs:
+        if cfg.width not in rates:
+            past = past_gflops(store, cfg.width) if store is not None else None
+            if past:
+                rate, n, word, of_width = past
+                if of_width != cfg.width:  # runs of other widths, scaled by the measured rates' ratio
+                    rate *= (measured_gflops(width=cfg.width, threads=threads)
+                             / measured_gflops(width=of_width, threads=threads))
+                rates[cfg.width] = rate
+                bases.add(f"from {n} {word} run(s) on this machine"
+                          + ("" if of_width == cfg.width else f" of width {of_width:g}, scaled to {cfg.width:g}"))
+            else:
+                rates[cfg.width] = measured_gflops(width=cfg.width, threads=threads)
+                bases.add("from a quick ResNet-20 measurement on this machine")
+        # 2 FLOPs per multiply-add
+        total += STARTUP_S + EVAL_OVERHEAD * 2 * training_macs(cfg) / (rates[cfg.width] * 1e9)
+    basis = "; ".join(sorted(bases)) or "from a quick ResNet-20 measurement on this machine"
     seconds = total / max(1, min(slots, len(configs))) if configs else 0.0
     return Estimate(seconds, format_duration(seconds), basis)
