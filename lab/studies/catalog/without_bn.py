@@ -95,8 +95,9 @@ register(Study(
              "initialisation (zero-init branches, Fixup, Dirac convs) bring them back to their BN twins?",
     literature=(
         "Fixup (Zhang et al. 2019): the last layer of each residual branch and the classifier start at zero, the "
-        "other branch layers He-initialised and scaled by L^(-1/(2m-2)), with scalar biases and a multiplier; it "
-        "trains 10,000-layer residual nets without normalisation. SkipInit (De & Smith 2020) and ReZero "
+        "other branch layers He-initialised and scaled by L^(-1/(2m-2)), with scalar biases and a multiplier (trained at a "
+        "tenth of the learning rate in their code, as here); it trains 10,000-layer residual nets without "
+        "normalisation. SkipInit (De & Smith 2020) and ReZero "
         "(Bachlechner et al. 2020): a learnable scalar at the end of each branch, starting at zero; ReZero reports "
         + cite("rezero-resnet56-speed") + " faster convergence for ResNet-56 on CIFAR-10. DiracNets (Zagoruyko & "
         "Komodakis 2017): plain nets whose convs are alpha·identity + beta·W/‖W‖ train deep without shortcuts. "
