@@ -355,6 +355,15 @@ def test_shattering_at_the_cpu_budget_trains_the_110_layer_nets_only_to_have_the
     assert "shattering of plain-110 (trained)" in {a.arm.name for a in make_plan(get("shattering"), "paper").arms}
 
 
+def test_shortcuts_at_the_cpu_budget_compares_the_options_at_56_layers_reusing_degradations_option_a():
+    plan = make_plan(get("shortcuts"), "cpu")
+    assert [a.arm.name for a in plan.arms] == ["resnet-56 (A)", "resnet-56 (B)", "resnet-56 (C)"]
+    degradation = {json.dumps(experiment_config(c), sort_keys=True) for c in make_plan(get("degradation"), "cpu").configs()}
+    assert all(json.dumps(experiment_config(c), sort_keys=True) in degradation for c in plan.arm("resnet-56 (A)").configs)
+    assert [a.arm.name for a in make_plan(get("shortcuts"), "paper").arms][:4] == [
+        "plain-20", "resnet-20 (A)", "resnet-20 (B)", "resnet-20 (C)"]
+
+
 def test_bottleneck_pairs_have_the_same_units_per_stage():
     from lab.studies.catalog.bottleneck import PAIRS
 
