@@ -5,8 +5,8 @@ Pairs with the same number of units per stage: basic 6n+2 against bottleneck 9n+
 multiply-adds per 32x32 image at 20 vs 29 layers).
 
 At the cpu budget the deeper pair is 32 vs 47 (n = 5) rather than 56 vs 83: ResNet-83 with bottleneck units trains
-at about 150 images/s on 2 cores, 11 minutes a run, which put the study at about 38 minutes from scratch; ResNet-32
-is one of the depth study's runs.
+at about 150 images/s on 2 cores, 11 minutes a run, which put the study at about 38 minutes from scratch; with 32 vs
+47 it took 2,940 s of training, about 25 minutes (README, "Studies"). ResNet-32 is one of the depth study's runs.
 """
 from __future__ import annotations
 

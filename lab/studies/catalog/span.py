@@ -8,7 +8,7 @@ from ..registry import Arm, Study, register
 # depth 38 has 12 convolutions per stage: spans 1, 2, 3, 4, 6 and 12 (one shortcut per stage) divide it;
 # depth 26 (cpu) has 8: spans 1, 2, 4 and 8; depth 14 (smoke) has 4: spans 1, 2 and 4. At the cpu budget depth 38's
 # 21 runs would take an estimated 34 minutes from scratch on 2 cores (from the degradation study's measured speed),
-# over the budget's 30; depth 26's 15 about 17.
+# over the budget's 30; depth 26's 15 took 3,123 s of training (README, "Studies"), about 27 minutes.
 DEPTH = {"smoke": 14, "cpu": 26, "paper": 38}
 SPANS = {"smoke": (1, 2, 4), "cpu": (1, 2, 4, 8), "paper": (1, 2, 3, 4, 6, 12)}
 PAPER_SPAN = 2
