@@ -554,6 +554,23 @@ def test_without_bn_names_what_diverges(store, fast_estimates):
     assert result.status.state == "done" and result.status.diverged == 3 and result.verdict
 
 
+def test_without_bn_tells_seeds_at_chance_from_seeds_that_train(store, fast_estimates):
+    """A finished seed at chance (90% training error on 10 classes) did not train: it is named, not averaged."""
+    def train(arm, seed):
+        if arm == "resnet-14 (no BN)":
+            return 0.9
+        return 0.91 if arm == "resnet-14 (no BN, Fixup)" and seed == 1 else 0.2 + noise(arm, seed)
+    fill(store, "without-bn", train=train)
+    by_q = {f.question: f for f in evaluate("without-bn", store, "smoke").analysis.findings}
+    f = by_q["Does resnet-14 (no BN, Fixup) train or diverge?"]
+    assert f.outcome == "no clear difference" and f.numbers["at_chance"] == 1
+    assert f.text.startswith("resnet-14 (no BN, Fixup) trains in 1 of 2 seeds, final training error 1")
+    assert "1 of 2 ended at chance (91.0% training error)" in f.text
+    f = by_q["Does resnet-14 (no BN) train or diverge?"]
+    assert f.outcome == "effect" and f.text == ("resnet-14 (no BN) does not train: 2 of 2 ended at chance (90.0%, "
+                                                 "90.0% training error).")
+
+
 def test_preactivation_shows_the_published_numbers_beside(store, fast_estimates):
     fill(store, "preactivation", budget="paper", arms=["resnet-110", "resnet-110 (pre-activation)"])
     result = evaluate("preactivation", store, "paper")

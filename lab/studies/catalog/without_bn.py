@@ -9,6 +9,7 @@ never averaged into a final error.
 """
 from __future__ import annotations
 
+from ...data import dataset_info
 from ...reference import cite
 from ...series import mean_sd
 from .. import common
@@ -44,28 +45,52 @@ def grid(budget: str) -> list[Arm]:
     return [Arm(arm, dict(kind=k, depth=d, **VARIANTS[v][1])) for d in DEPTHS[budget] for arm, k, v in arms_at(d)]
 
 
+# A finished seed whose final training error is within this of chance (90% for 10 classes) did not learn.
+CHANCE_MARGIN = 0.05
+
+
+def chance_error(data, arm: str) -> float:
+    """Training error of guessing (1 - 1/classes) on the arm's data set."""
+    configs = data.plan.arm(arm).configs
+    return 1.0 - 1.0 / dataset_info(configs[0].dataset).classes if configs else 0.9
+
+
 def trains(data, arm: str) -> Finding:
-    """Did the arm's runs train or diverge? Diverged seeds are results (with the iteration they diverged at)."""
+    """Did the arm's runs train, stay at chance, or diverge? Diverged seeds are results (with the iteration they
+    diverged at), and so are seeds that finished at chance: neither is averaged into a training error."""
     question = f"Does {arm} train or diverge?"
     runs = data.runs(arm, ("done", "diverged"))
     done = runs[runs["status"] == "done"] if not runs.empty else runs
     diverged = runs[runs["status"] == "diverged"] if not runs.empty else runs
     at = common.diverged_at(runs)
-    err, sd, _ = mean_sd([100 * v for v in data.finals(arm)])
-    numbers = {"arm": arm, "done": len(done), "diverged": len(diverged), "diverged_at": at,
+    finals = data.finals(arm)
+    chance = chance_error(data, arm)
+    learned = [100 * v for v in finals if v < chance - CHANCE_MARGIN]
+    stuck = [100 * v for v in finals if v >= chance - CHANCE_MARGIN]
+    err, sd, _ = mean_sd(learned)
+    numbers = {"arm": arm, "done": len(done), "diverged": len(diverged), "diverged_at": at, "at_chance": len(stuck),
                "final_train_error_mean": err, "final_train_error_sd": sd}
     n = len(done) + len(diverged)
     if n < MIN_SEEDS:
         return Finding(question, NOT_ENOUGH, f"Not enough seeds to tell whether {arm} trains: {n} finished (at least "
                        f"{MIN_SEEDS} needed).", numbers)
     where = common.iterations_phrase(at)
-    if not len(done):
-        return Finding(question, EFFECT, f"{arm} diverges: all {n} seeds diverged (at {where}).", numbers)
-    trained = f"final training error {err:.1f}%" + (f" ± {sd:.1f}" if len(done) > 1 else "")
-    if not len(diverged):
+    trained = f"final training error {err:.1f}%" + (f" ± {sd:.1f}" if len(learned) > 1 else "")
+    at_chance = (f"{len(stuck)} of {n} ended at chance ({', '.join(f'{v:.1f}%' for v in stuck)} training error)"
+                 if stuck else "")
+    went = f"{len(diverged)} of {n} diverged (at {where})" if len(diverged) else ""
+    if not learned:
+        if not stuck:
+            return Finding(question, EFFECT, f"{arm} diverges: all {n} seeds diverged (at {where}).", numbers)
+        return Finding(question, EFFECT, f"{arm} does not train: {'; '.join(filter(None, [at_chance, went]))}.",
+                       numbers)
+    if len(learned) == n:
         return Finding(question, EFFECT, f"{arm} trains: {n} of {n} seeds finished, {trained}.", numbers)
-    return Finding(question, NO_CLEAR, f"{arm} sometimes diverges: {len(diverged)} of {n} seeds diverged (at "
-                   f"{where}); the others finished with {trained}.", numbers)
+    if not stuck:
+        return Finding(question, NO_CLEAR, f"{arm} sometimes diverges: {len(diverged)} of {n} seeds diverged (at "
+                       f"{where}); the others finished with {trained}.", numbers)
+    return Finding(question, NO_CLEAR, f"{arm} trains in {len(learned)} of {n} seeds, {trained}; "
+                   f"{'; '.join(filter(None, [at_chance, went]))}.", numbers)
 
 
 def analyse(data) -> Analysis:
