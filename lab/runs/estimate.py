@@ -35,9 +35,9 @@ def run_macs(depth: int, block: str, width: float, span: int, channels: int, siz
 @lru_cache(maxsize=16)
 def measured_gflops(device: str = "auto", width: float = 1.0, threads: int = 0) -> float:
     """Training GFLOP/s here of ResNet-20 at `width` (a few iterations of 64, about a second), with the lab's
-    defaults and `threads` CPU threads (0: torch's). Narrow nets and few threads run at a small fraction of a
-    full-width net's rate on all threads (half width on one of two cores: about a ninth), so the measurement is
-    taken at the width and threads the runs get."""
+    defaults and `threads` CPU threads (0: torch's). Narrow nets on few threads run at a fraction of a full-width
+    net's rate on all threads (half width on one of two cores: about a third), so the measurement is taken at the
+    width and threads the runs get."""
     dev = resolve_device(device)
     precision = resolve_precision("auto", dev)
     previous = torch.get_num_threads()
