@@ -29,14 +29,12 @@ ONE_CLICK = {
 DEPTH_CHOICES = [8, 14, 20, 26, 32, 44, 56, 110, 164, 1202]
 
 
-# Every other RunConfig field, under "More options", each starting at the chosen preset's value. Not here: the
-# seed (the seeds control), threads (the worker splits the CPU between its slots), tag/preset/device/compile
-# (above).
-MORE = ("unit", "residual_scale", "shortcut_scale", "branch_init", "conv", "augment", "val_fraction", "train_limit",
-        "momentum", "weight_decay", "scalar_lr", "milestones", "lr_decay", "warmup", "warmup_lr", "warmup_error",
-        "log_every", "eval_every", "eval_images", "grad_every", "probes", "probe_batch", "checkpoint_every",
-        "channels_last", "deepen_from", "deepen_noise", "deepen_where")
+# The RunConfig fields with controls of their own above (the seed: the seeds control; threads: the worker splits
+# the CPU between its slots). Every other field is under "More options", each starting at the preset's value.
+ABOVE = {"kind", "depth", "seed", "dataset", "preset", "tag", "shortcut", "block", "span", "init", "norm", "width",
+         "iterations", "lr", "batch_size", "precision", "device", "compile", "compile_mode", "threads"}
 FIELDS = {f.name: f for f in fields(RunConfig)}
+MORE = tuple(name for name in FIELDS if name not in ABOVE)
 
 
 def apply(values: dict) -> None:

@@ -45,6 +45,7 @@ def measured_gflops(device: str = "auto", width: float = 1.0, threads: int = 0) 
         torch.set_num_threads(threads)
     try:
         net = build_net("residual", 20, width=width)
+        macs = forward_macs(net)
         model = net.to(dev).to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         x = torch.randn(64, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
@@ -66,7 +67,7 @@ def measured_gflops(device: str = "auto", width: float = 1.0, threads: int = 0) 
         ips = 3 * 64 / (time.perf_counter() - t)
     finally:
         torch.set_num_threads(previous)
-    return ips * 6 * forward_macs(build_net("residual", 20, width=width)) / 1e9
+    return ips * 6 * macs / 1e9
 
 
 def past_gflops(store, width: float | None = None) -> tuple[float, int, str, float] | None:
