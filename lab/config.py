@@ -75,7 +75,8 @@ class RunConfig:
                                 "branch scalar) as a multiple of the schedule's; Zhang et al. train Fixup's at 0.1")
     milestones: tuple[float, ...] = opt((0.5, 0.75), "lr x lr_decay at these fractions of `iterations` (32k, 48k of 64k)")
     lr_decay: float = opt(0.1, "lr multiplier at each milestone")
-    warmup: str = opt("auto", "lr warmup_lr until training error < warmup_error; auto: on for depth >= 110")
+    warmup: str = opt("auto", "lr warmup_lr until training error < warmup_error; auto: on for depth >= 110",
+                      choices=WARMUPS)
     warmup_lr: float = opt(0.01, "learning rate during warm-up")
     warmup_error: float = opt(0.8, "fraction of the training window misclassified")
     # --- probes and logging (every N iterations) ---
@@ -89,7 +90,8 @@ class RunConfig:
     checkpoint_every: int = opt(2000, "iterations between checkpoints (and one at the end)")
     # --- runtime ---
     device: str = opt("auto", "'auto', 'cpu', 'cuda', 'cuda:N'")
-    precision: str = opt("auto", "'fp32', 'bf16' (autocast) or 'auto' (bf16 where the hardware has it)")
+    precision: str = opt("auto", "'fp32', 'bf16' (autocast) or 'auto' (bf16 where the hardware has it)",
+                         choices=PRECISIONS)
     channels_last: bool = opt(True, "NHWC memory layout (faster for convs on CPU and GPU)")
     compile: bool = opt(False, "torch.compile the model")
     compile_mode: str = opt("default", "with compile: 'default' (fused kernels), 'reduce-overhead' (plus CUDA "

@@ -94,6 +94,7 @@ def test_more_options_reach_the_runs_and_answer_bad_input_next_to_their_field(st
              "iterations", "lr", "batch_size", "precision", "device", "compile", "compile_mode", "threads"}
     assert shown == {f.name for f in fields(RunConfig)} - above  # every option has a control
     assert at.number_input(key="launch_more_quick_eval_every").value == 200  # the preset's value
+    assert at.selectbox(key="launch_more_quick_warmup").options == ["auto", "on", "off"]  # a closed set: a menu
     at.multiselect(key="launch_depths").set_value([20]).run()
     at.multiselect(key="launch_kinds").set_value(["residual"]).run()
     at.selectbox(key="launch_dataset").set_value("synthetic").run()

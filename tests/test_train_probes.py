@@ -120,6 +120,7 @@ def test_every_new_field_has_help_and_choices_where_closed():
     assert meta["block"]["choices"] == ("basic", "bottleneck", "inception")
     assert meta["deepen_where"]["choices"] == ("spread", "end")
     assert meta["branch_init"]["choices"] == ("none", "zero")
+    assert meta["warmup"]["choices"] == ("auto", "on", "off") and meta["precision"]["choices"] == ("auto", "fp32", "bf16")
 
 
 def _simulated_child(store, parent_id, parent_iteration, iterations=1000, seed=0):
