@@ -50,6 +50,9 @@ DATASETS = {
 # this size by `load_raw`.
 TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "mnist": 60000, "fashion-mnist": 60000, "synthetic": 10000}
 SYNTHETIC_TEST_IMAGES = 2000
+# Images in each test set (what a run's evaluations cost: `lab.runs.estimate.evaluation_macs`).
+TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000, "mnist": 10000, "fashion-mnist": 10000,
+               "synthetic": SYNTHETIC_TEST_IMAGES}
 
 
 def dataset_info(name: str) -> DatasetInfo:

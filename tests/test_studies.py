@@ -178,7 +178,7 @@ def test_estimates_take_the_rate_of_runs_of_the_same_width(store, monkeypatch):
     monkeypatch.setattr(estimate, "measured_gflops",
                         lambda device="auto", width=1.0, threads=0: asked.append((width, threads)) or 100.0 * width)
     half = make_config("smoke", width=0.5, iterations=1000)
-    cost = estimate.EVAL_OVERHEAD * 2 * estimate.training_macs(half) / 1e9   # seconds at 1 GFLOP/s
+    cost = 2 * (estimate.training_macs(half) + estimate.evaluation_macs(half)) / 1e9   # seconds at 1 GFLOP/s
     fresh = estimate.estimate_sweep(store, [half, half], slots=2)
     assert asked == [(0.5, max(1, (os.cpu_count() or 1) // 2))]
     assert fresh.seconds == pytest.approx(estimate.STARTUP_S + cost / 50.0) and "quick" in fresh.basis
@@ -197,6 +197,33 @@ def test_estimates_take_the_rate_of_runs_of_the_same_width(store, monkeypatch):
     finished(0.5, 10.0)
     same = estimate.estimate_sweep(store, [half])
     assert same.seconds == pytest.approx(estimate.STARTUP_S + cost / 10.0) and "scaled" not in same.basis
+
+
+@pytest.mark.parametrize("options", [dict(iterations=10, eval_every=4, eval_images=300, probes=True),
+                                     dict(iterations=8, eval_every=4, eval_images=0, probes=False)])
+def test_estimates_count_the_images_a_run_evaluates(options, tmp_path, monkeypatch):
+    """An estimate times a run's evaluations (periodic ones on eval_images, the final one on every validation and
+    test image, the response probe's batch) from the images the trainer actually passes forward."""
+    import lab.train
+    from lab.data import dataset_info
+    from lab.runs import estimate
+
+    cfg = make_config("smoke", width=0.5, depth=8, log_every=2, grad_every=2, **options)
+    seen = []
+
+    def counting(name, f, images=lambda *a, **k: 0):
+        def wrapped(*args, **kwargs):
+            seen.append(images(*args, **kwargs))
+            return f(*args, **kwargs)
+        monkeypatch.setattr(lab.train, name, wrapped)
+
+    counting("evaluate", lab.train.evaluate, lambda net, loader, autocast, limit=0: min(limit or len(loader), len(loader)))
+    counting("responses", lab.train.responses, lambda net, images, *a: len(images))
+    counting("initial_gradients", lab.train.initial_gradients, lambda net, images, *a: 3 * len(images))
+    assert lab.train.train(cfg, tmp_path / "run", lab.train.MemoryReporter(), resume=False) == "done"
+    info = dataset_info(cfg.dataset)
+    per_image = estimate.run_macs(cfg.depth, cfg.block, cfg.width, cfg.span, info.channels, info.size)
+    assert sum(seen) > 0 and estimate.evaluation_macs(cfg) == sum(seen) * per_image
 
 
 def test_a_deepened_arm_is_queued_after_its_parent_and_grows_from_it(store, fast_estimates):
