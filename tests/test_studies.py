@@ -338,7 +338,7 @@ def test_another_package_registers_a_study_with_an_analysis_arm(store, fast_esti
 
 
 def test_the_cpu_schedule_lives_in_one_place(monkeypatch):
-    cfg = make_plan(get("degradation"), "cpu").configs()[0]
+    cfg = make_plan(get("responses"), "cpu").configs()[0]
     assert cfg.dataset == "fashion-mnist" and cfg.iterations == budgets.BUDGETS["cpu"].overrides["iterations"]
     monkeypatch.setitem(budgets.TUNING["cpu"], "gradients", dict(iterations=400, seeds=3))
     preset, overrides, seeds = budgets.schedule("cpu", "gradients")
@@ -347,46 +347,65 @@ def test_the_cpu_schedule_lives_in_one_place(monkeypatch):
     assert plan.seeds == 3 and {c.iterations for c in plan.configs()} == {400}
 
 
-@pytest.mark.parametrize("budget", ["smoke", "cpu"])
-def test_net2net_trains_as_long_as_the_degradation_runs(budget):
-    """At the smoke and cpu budgets net2net's 2N arms are the degradation study's runs (reused, never trained
-    twice), so the study costs only its parent and deepened arms."""
-    def key(cfg):
-        return json.dumps(experiment_config(cfg), sort_keys=True)
+def key(cfg) -> str:
+    return json.dumps(experiment_config(cfg), sort_keys=True)
 
-    degradation = {key(c) for c in make_plan(get("degradation"), budget).configs()}
+
+@pytest.mark.parametrize("budget", ["smoke", "cpu"])
+def test_net2net_trains_as_long_as_the_budgets_runs_of_the_same_nets(budget):
+    """At the smoke and cpu budgets net2net's 2N arms are the budget's runs of plain-20, plain-56 and ResNet-56
+    (the responses study's; at smoke the degradation study's too), reused, never trained twice, so the study
+    costs only its parent and deepened arms."""
     twice = [c for c in make_plan(get("net2net"), budget).configs()
              if c.iterations == 2 * budgets.iterations(budget, "net2net")]
     assert len(twice) == 3 * budgets.BUDGETS[budget].seeds
-    assert all(key(c) in degradation for c in twice)
+    assert all(key(c) in {key(c) for c in make_plan(get("responses"), budget).configs()} for c in twice)
+    if budget == "smoke":
+        assert all(key(c) in {key(c) for c in make_plan(get("degradation"), budget).configs()} for c in twice)
+
+
+def test_degradation_at_the_cpu_budget_trains_a_shorter_schedule_of_its_own():
+    """Tuned to at most 15 minutes on 2 cores: batches of 32 for fewer iterations, periodic evaluations on fewer
+    images, so its runs are its own while the studies that compare the same nets share the budget's schedule."""
+    mine = make_plan(get("degradation"), "cpu").configs()
+    assert {(c.batch_size, c.iterations) for c in mine} == {(32, budgets.DEGRADATION_CPU_ITERATIONS)}
+    assert {c.eval_images for c in mine} == {1000} and {c.eval_every for c in mine} == {200}
+    assert {c.dataset for c in mine} == {"fashion-mnist"} and len(mine) == 12
+    shared = {key(c) for c in make_plan(get("responses"), "cpu").configs()}
+    assert len(shared) == 12 and not shared & {key(c) for c in mine}
+    assert {c.batch_size for c in make_plan(get("responses"), "cpu").configs()} == {64}
+    # the smoke budget is not tuned: there the two studies share their runs
+    assert {key(c) for c in make_plan(get("responses"), "smoke").configs()} == {
+        key(c) for c in make_plan(get("degradation"), "smoke").configs()}
 
 
 def test_shattering_at_the_cpu_budget_trains_the_110_layer_nets_only_to_have_their_init():
     """The 110-layer nets are measured at initialisation only at the cpu budget: their runs train one logging
-    window, and only the nets trained in full (the degradation study's) get a shatter job of the trained net."""
+    window, and only the nets trained in full (the budget's runs, the responses study's) get a shatter job of the
+    trained net."""
     from lab.studies.catalog import shattering
 
     plan = make_plan(get("shattering"), "cpu")
-    degradation = {json.dumps(experiment_config(c), sort_keys=True) for c in make_plan(get("degradation"), "cpu").configs()}
+    shared = {key(c) for c in make_plan(get("responses"), "cpu").configs()}
     for arm in plan.arms:
         if arm.arm.analysis:
             continue
         assert ("110" in arm.arm.name) == arm.arm.name.endswith("(init only)")
         if "110" in arm.arm.name:
             assert {c.iterations for c in arm.configs} == {shattering.INIT_ONLY_ITERATIONS}
-        else:   # the rest are the degradation study's runs
-            assert all(json.dumps(experiment_config(c), sort_keys=True) in degradation for c in arm.configs)
+        else:   # the rest are the budget's runs of those nets
+            assert all(key(c) in shared for c in arm.configs)
     jobs = {a.arm.name: a.arm.of for a in plan.arms if a.arm.analysis}
     assert jobs["shattering of plain-110 (at init)"] == "plain-110 (init only)"
     assert "shattering of plain-110 (trained)" not in jobs and "shattering of resnet-56 (trained)" in jobs
     assert "shattering of plain-110 (trained)" in {a.arm.name for a in make_plan(get("shattering"), "paper").arms}
 
 
-def test_shortcuts_at_the_cpu_budget_compares_the_options_at_56_layers_reusing_degradations_option_a():
+def test_shortcuts_at_the_cpu_budget_compares_the_options_at_56_layers_reusing_the_budgets_option_a():
     plan = make_plan(get("shortcuts"), "cpu")
     assert [a.arm.name for a in plan.arms] == ["resnet-56 (A)", "resnet-56 (B)", "resnet-56 (C)"]
-    degradation = {json.dumps(experiment_config(c), sort_keys=True) for c in make_plan(get("degradation"), "cpu").configs()}
-    assert all(json.dumps(experiment_config(c), sort_keys=True) in degradation for c in plan.arm("resnet-56 (A)").configs)
+    shared = {key(c) for c in make_plan(get("responses"), "cpu").configs()}
+    assert all(key(c) in shared for c in plan.arm("resnet-56 (A)").configs)
     assert [a.arm.name for a in make_plan(get("shortcuts"), "paper").arms][:4] == [
         "plain-20", "resnet-20 (A)", "resnet-20 (B)", "resnet-20 (C)"]
 

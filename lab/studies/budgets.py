@@ -3,10 +3,10 @@
 - `smoke`: synthetic data and half-width nets, seconds per run: for tests and for checking that a study runs end
   to end.
 - `cpu`: Fashion-MNIST (Debian's /usr/share/datasets/fashion-mnist), sized for a 2-core CPU, aiming at each
-  study in at most about 30 minutes (the degradation study in about 15) with enough seeds for a verdict where the
-  effect is large. Measured (README, "Studies"): the degradation study in 19.4 minutes with `--slots 2` (25.1 on a
-  slower machine of the same kind); the other measured studies in about 30 or less from scratch, where some
-  studies' grids are smaller at this budget than at `paper` (see each catalog module).
+  study in at most about 30 minutes (the degradation study in at most 15) with enough seeds for a verdict where the
+  effect is large. The degradation study trains a shorter schedule of its own (`TUNING`, below); the other
+  measured studies take about 30 minutes or less from scratch, where some studies' grids are smaller at this
+  budget than at `paper` (see each catalog module). Measured times and verdicts: README, "Studies".
 - `paper`: the paper's CIFAR-10 protocol (section 4.2), for a GPU.
 
 A run's configuration is: the budget's preset, then the budget's overrides (`BUDGETS`), then the study's tuning
@@ -55,18 +55,31 @@ BUDGETS: dict[str, Budget] = {
 assert tuple(BUDGETS) == BUDGET_NAMES
 
 # Per-study changes to a budget's schedule: study id -> RunConfig overrides (and "seeds"), per budget. Studies
-# that share a schedule share runs (the degradation study's runs serve five others at the cpu budget), so tune a
-# study here only when it must differ.
+# that share a schedule share runs (at the cpu budget plain and ResNet-20 and -56 at the budget's schedule serve
+# depth, responses, gradients, identity-init, preactivation, net2net, shattering, shortcuts, ensembles and
+# landscape), so tune a study here only when it must differ.
 # At the smoke budget net2net trains N = 12 iterations, so its 2N arms (24 iterations) are the degradation study's
 # smoke runs.
-# At the cpu budget N = 800, so its 2N arms (1,600 iterations) are the degradation study's cpu runs too.
+# At the cpu budget N = 800, so its 2N arms (1,600 iterations) are the budget's plain-20 and -56 and ResNet-56 runs
+# (the responses and gradients studies' too).
+# At the cpu budget the degradation study trains batches of 32 for DEGRADATION_CPU_ITERATIONS (a third of the
+# images of the budget's schedule) with its periodic evaluations on 1,000 images, for the whole Fig. 6 pattern in
+# at most 15 minutes on 2 cores. Measured (README "Studies", 2-core AMD EPYC): at the budget's schedule it took 19.4
+# to 25 minutes; batches of 32 for 1,200 iterations 15.9 (evaluations a quarter of a run); this schedule 13.7,
+# showing the whole pattern: plain-56 45.1% vs plain-20 20.0% training error (+25.1 points, 95% interval +1.4 to
+# +48.8), ResNet-56 18.1% vs ResNet-20 17.1% (no clear difference, -4.2 to +6.2). Its runs are then its own: the
+# other studies share the budget's.
 # At the cpu budget without-bn trains at lr 0.05, the paper's 0.1 for batches of 128 scaled to the budget's 64. At 0.1
 # (measured, README "Studies") 12 of its 15 runs without BN diverged, Fixup and zero-init branches included (all 3
 # seeds each), every one within 60 iterations of the warm-up handing over to lr 0.1; the other 3 ended at chance:
 # that says more about the learning rate than about normalisation.
-TUNING: dict[str, dict[str, dict]] = {"smoke": {"net2net": dict(iterations=12)},
-                                      "cpu": {"net2net": dict(iterations=800), "without-bn": dict(lr=0.05)},
-                                      "paper": {}}
+DEGRADATION_CPU_ITERATIONS = 1000
+TUNING: dict[str, dict[str, dict]] = {
+    "smoke": {"net2net": dict(iterations=12)},
+    "cpu": {"net2net": dict(iterations=800), "without-bn": dict(lr=0.05),
+            "degradation": dict(batch_size=32, iterations=DEGRADATION_CPU_ITERATIONS, eval_images=1000)},
+    "paper": {},
+}
 
 
 def budget(name: str) -> Budget:

@@ -1,9 +1,9 @@
 """Net2Net deepening: a trained plain net deepened by identity units (Net2DeeperNet) and trained on, against the
 shallow net trained as long and the deep nets trained from scratch as long.
 
-N is the budget's number of iterations. The parent arm (the shallow plain net, N iterations) is the same
-experiment as the degradation study's shallow plain net, so it is shared. The deepened arm's runs start from the
-parent arm's run of the same seed and train N more on a fresh schedule of their own (lr from step 0, the
+N is the study's number of iterations (`lab.studies.budgets`: half the budget's, so the comparison arms trained
+2N are the budget's runs of those nets, shared with the responses and gradients studies). The deepened arm's runs
+start from the parent arm's run of the same seed and train N more on a fresh schedule of their own (lr from step 0, the
 milestones at fractions of their own N); the comparison arms train 2N from scratch (their milestones at fractions
 of 2N). Every final number is therefore after 2N iterations in total.
 """
