@@ -166,6 +166,26 @@ def test_study_eta_counts_runs_in_parallel_and_learns_from_running_ones(store, m
     assert status(plan, slots, store, parallel=4).eta_s == pytest.approx((queued + left) / 4)
 
 
+def test_a_finished_studys_estimates_name_the_finished_runs_they_rest_on(store, monkeypatch):
+    """With every run done and none queued, the basis shown beside the study's estimates names the finished runs
+    whose rate they use, not a quick measurement that was never taken."""
+    import socket
+
+    from lab.runs import estimate
+    from lab.runs.monitor import overview
+    from lab.studies.plan import match, status
+
+    monkeypatch.setattr(estimate, "measured_gflops", lambda *a, **k: 50.0)
+    ids = fill(store, "degradation", budget="cpu", seeds=2)   # smoke runs are too short to time (left out)
+    for rid in (r for runs in ids.values() for r in runs):
+        store.update_run(rid, host=socket.gethostname(), images_per_s=1000.0,
+                         env=json.dumps({"forward_macs": 1_000_000}))
+    plan = make_plan(get("degradation"), "cpu", 2)
+    st = status(plan, match(plan, overview(store), store)[0], store)
+    assert st.done == st.planned == 8 and st.eta_s is None and st.to_queue_s == 0.0 and st.total_s > 0
+    assert "8 finished run(s) on this machine" in st.basis and "quick" not in st.basis
+
+
 def test_estimates_take_the_rate_of_runs_of_the_same_width(store, monkeypatch):
     """A narrow net runs at a fraction of a wide one's rate: an estimate takes past runs of the run's width, else
     other widths' scaled by the measured ratio, else a measurement at its width on the threads a slot gets."""

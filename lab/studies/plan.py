@@ -419,11 +419,13 @@ def status(plan: Plan, slots: list[Slot], store: Store | None = None, estimate: 
             store = FinishedRunsOnce(store)
         todo = [s.config for s in slots if s.state not in ANSWERED]
         queued = [s.config for s in slots if s.state == "queued"]
-        st.total_s = estimate_sweep(store, [s.config for s in slots]).seconds
+        total = estimate_sweep(store, [s.config for s in slots])
+        st.total_s = total.seconds
         st.to_queue_s = estimate_sweep(store, todo).seconds if todo else 0.0
-        full = estimate_sweep(store, queued)
-        st.basis = full.basis + ("; analysis jobs not included" if st.planned > len(slots) else "")
-        eta = full.seconds if queued else 0.0
+        # every estimate here rests on the rates of the whole study's widths: the total's basis names them (an
+        # estimate of no runs, when nothing is queued, has no basis of its own)
+        st.basis = total.basis + ("; analysis jobs not included" if st.planned > len(slots) else "")
+        eta = estimate_sweep(store, queued).seconds if queued else 0.0
         for s in slots:
             if s.state == "running":
                 left = s.run.get("eta_s")
