@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 
-from .data import DATASETS, TRAIN_IMAGES
+from .data import DATASETS, TRAIN_IMAGES, held_out
 from .models import (
     BLOCKS, BRANCH_INITS, CONVS, DEEPEN_WHERE, INITS, KINDS, NORMS, SHORTCUTS, UNITS, ConfigError, NetSpec,
     deepen_problems, spec_problems,
@@ -251,7 +251,7 @@ def train_images(cfg: "RunConfig") -> int | None:
     total = TRAIN_IMAGES.get(cfg.dataset)
     if total is None or not _is_number(cfg.val_fraction) or not 0 < cfg.val_fraction < 1:
         return None
-    n = total - int(round(total * cfg.val_fraction))
+    n = total - held_out(total, cfg.val_fraction)
     if _is_int(cfg.train_limit) and cfg.train_limit > 0:
         n = min(n, cfg.train_limit)
     return n

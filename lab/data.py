@@ -55,6 +55,11 @@ TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000, "mnist": 10000, "fashion-mni
                "synthetic": SYNTHETIC_TEST_IMAGES}
 
 
+def held_out(total: int, val_fraction: float) -> int:
+    """Validation images held out of a training set of `total` (`make_splits`, and what a run's cost counts)."""
+    return int(round(total * val_fraction))
+
+
 def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ConfigError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
@@ -290,7 +295,7 @@ def make_splits(
     info = dataset_info(name)
     train_full, test = load_raw(name, data_dir, download)
     perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(split_seed))
-    n_val = int(round(len(train_full) * val_fraction))
+    n_val = held_out(len(train_full), val_fraction)
     val, train = train_full.subset(perm[:n_val]), train_full.subset(perm[n_val:])
     if limit:
         train = train.subset(torch.arange(min(limit, len(train))))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..data import TEST_IMAGES, TRAIN_IMAGES, dataset_info
+from ..data import TEST_IMAGES, TRAIN_IMAGES, dataset_info, held_out
 from ..models import build_net, forward_macs
 from ..runtime import resolve_device, resolve_precision
 from .monitor import format_duration
@@ -113,7 +113,7 @@ def evaluation_macs(cfg: RunConfig) -> float:
     time, as one forward pass against training's three (forward and backward) says, so both are timed at one
     rate. At batches of 32 with 2,000-image evaluations every 200 iterations they were a quarter of a run."""
     info = dataset_info(cfg.dataset)
-    val = int(round(TRAIN_IMAGES[info.name] * cfg.val_fraction))
+    val = held_out(TRAIN_IMAGES[info.name], cfg.val_fraction)
     test = TEST_IMAGES[info.name]
     periodic = max(0, cfg.iterations - 1) // max(1, cfg.eval_every)   # the evaluations before the final one
     each = min(cfg.eval_images or val, val) + min(cfg.eval_images or test, test)
