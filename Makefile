@@ -10,13 +10,15 @@ help:
 	@echo "make test        install (first time) and run the test suite"
 	@echo "make bench       print the training-speed benchmark"
 
-$(VENV)/.app: requirements.txt
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+$(VENV)/.app: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP) -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.app requirements-dev.txt requirements-cluster.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PIP) -e '.[cluster,dev]'
 	touch $@
 
 system:

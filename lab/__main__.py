@@ -15,6 +15,7 @@ from .analysis.cli import AnalysisError, add_commands as add_analysis_commands
 from .runs.monitor import printable
 from .runs.store import Store, StoreError
 from .studies.cli import add_commands as add_study_commands
+from .errors import UsageError  # noqa: F401 (re-exported)
 
 EXPLICIT = {"kind", "depth", "dataset", "preset", "seed"}
 
@@ -49,8 +50,6 @@ def _overrides(args: argparse.Namespace, exclude=EXPLICIT) -> dict:
     return out
 
 
-class UsageError(Exception):
-    """A command line argparse cannot parse; main() prints it as one line."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -524,5 +523,10 @@ def _error(text: str) -> int:
     return 2
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `lab` console command (pyproject.toml): the same as `python -m lab`."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

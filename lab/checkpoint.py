@@ -13,14 +13,13 @@ import pickle
 from pathlib import Path
 
 import torch
+from .errors import CheckpointError  # noqa: F401 (re-exported)
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 2          # 2: with the logging window's accumulators; 1 (no "format" key): without
 REQUIRED = ("model", "optimizer", "step", "schedule", "elapsed_s", "rng")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written or read; the message names the file and the cause, in one line."""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,12 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from .models import ConfigError
+from .errors import DataError  # noqa: F401 (re-exported)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-class DataError(RuntimeError):
-    """A data set that cannot be found or read; the message says where the lab looked and what to do."""
 
 
 @dataclass(frozen=True)

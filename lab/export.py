@@ -24,6 +24,7 @@ import plotly.io as pio
 from . import figures as figs
 from . import views
 from .runs.store import Store
+from .errors import ExportError  # noqa: F401 (re-exported)
 
 IMAGE_FORMATS = ("png", "svg", "pdf")
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "csv": "text/csv",
@@ -34,8 +35,6 @@ INSTALL_HINT = ("PNG, SVG and PDF export needs Chromium (plotly's kaleido drives
                 "CSV and HTML export work without it.")
 
 
-class ExportError(RuntimeError):
-    """An export that cannot be made here; the message says what is missing and how to fix it."""
 
 
 def find_chromium() -> str | None:

@@ -134,7 +134,7 @@ def act(what: str) -> None:
             scratch = st.session_state.get("runs_scratch", False)
             archive = store.requeue(run_id, from_scratch=scratch, checkpoint_problem=checkpoint_problem)
             ensure_worker(store)
-            done = (f"queued to train again from iteration 0" + (f"; its earlier metrics are in run {archive}"
+            done = ("queued to train again from iteration 0" + (f"; its earlier metrics are in run {archive}"
                                                                    if archive else "")) if scratch else \
                 "queued to resume from its last checkpoint"
             st.session_state["runs_msg"] = ("success", f"{run_id}: {done}")

@@ -18,7 +18,7 @@ from lab.config import make_config
 from lab.fill import simulate_run
 from lab.models import build_net
 from lab.runs.execute import execute_run
-from lab.runs.store import Store, StoreError
+from lab.runs.store import StoreError
 from lab.train import MemoryReporter, train
 
 

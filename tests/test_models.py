@@ -312,7 +312,7 @@ def test_inception_unit_shapes_and_downsampling():
     first_of_stage2 = net.units[1]
     assert [b[-1].conv.out_channels for b in first_of_stage2.branches] == [16, 16, 16]  # 32 / 2 each
     assert first_of_stage2.project.conv.in_channels == 48 and first_of_stage2.project.conv.out_channels == 32
-    strides = [[l.conv.stride[0] for l in b] for b in first_of_stage2.branches]
+    strides = [[layer.conv.stride[0] for layer in b] for b in first_of_stage2.branches]
     assert strides == [[2], [1, 2], [1, 2, 1]]
     out = net.units[:2](torch.randn(1, 16, 32, 32))
     assert out.shape == (1, 32, 16, 16)

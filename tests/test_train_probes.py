@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from lab.config import make_config
 from lab.models import ConfigError

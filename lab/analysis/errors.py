@@ -1,9 +1,7 @@
 """The analyses' exceptions, in a module of their own: the CLI imports them at start-up, before any analysis."""
 
 
-class AnalysisError(RuntimeError):
-    """An analysis that cannot be done as asked (no checkpoint yet, an unreadable checkpoint, a bad option);
-    the message says why and what is possible."""
+from ..errors import AnalysisError  # noqa: F401 (re-exported)
 
 
 class Cancelled(Exception):

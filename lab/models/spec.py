@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from ..errors import ConfigError  # noqa: F401 (re-exported)
 
 KINDS = ("plain", "residual")
 BLOCKS = ("basic", "bottleneck", "inception")
@@ -34,8 +35,6 @@ SCALE_RANGE = (0.0, 10.0)   # residual_scale and shortcut_scale: (exclusive, inc
 MAX_DEPTH = 10_000
 
 
-class ConfigError(ValueError):
-    """A model, data or run option that cannot be honoured; the message says what is allowed."""
 
 
 def default_span(block: str) -> int:

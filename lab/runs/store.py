@@ -41,6 +41,7 @@ from typing import Iterable, Iterator
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
+from ..errors import StoreError, LostRun  # noqa: F401 (re-exported)
 
 SCHEMA_VERSION = 2
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")
@@ -153,13 +154,6 @@ artifacts_table = sa.Table(
 V2_COLUMNS = ("attempt", "job", "parent_id", "log_tail", "executor", "executor_ref")
 
 
-class StoreError(RuntimeError):
-    """The store cannot do what was asked (unknown run, wrong state, schema mismatch, unreadable database);
-    the message says why, in one line."""
-
-
-class LostRun(StoreError):
-    """This process's attempt no longer owns its run (it was marked interrupted, resumed or deleted elsewhere)."""
 
 
 def default_results_dir() -> Path:

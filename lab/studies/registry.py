@@ -25,7 +25,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from ..models import ConfigError
+from ..errors import StudyError  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -39,8 +39,6 @@ BUDGET_NAMES = ("smoke", "cpu", "paper")
 STUDY_MODULES: list[str] = []
 
 
-class StudyError(ConfigError):
-    """A study request that cannot be honoured (unknown study or budget, bad seeds); the message says why."""
 
 
 @dataclass(frozen=True, eq=False)

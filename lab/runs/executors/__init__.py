@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from ...errors import ExecutorError  # noqa: F401 (re-exported)
 
 EXECUTORS = ("local", "ray")
 
 
-class ExecutorError(RuntimeError):
-    """An executor cannot start or reach what it runs on (no Ray installed, no cluster at the address)."""
 
 
 @dataclass
