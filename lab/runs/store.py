@@ -47,6 +47,7 @@ SCHEMA_VERSION = 2
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "diverged")
 RESUMABLE = ("cancelled", "interrupted", "failed")
+IN_FLIGHT = ("queued", "running")
 JOBS_DEFAULT = "train"
 
 # A run on another host whose heartbeat (written every few seconds) is older than this is dead: seconds of
@@ -55,6 +56,8 @@ FOREIGN_GRACE_S = 30.0
 # A running run on this host with no live process is dead once its heartbeat is older than this: the time a
 # claimed run has to get its process going (the worker records the pid right after spawning it).
 LOCAL_GRACE_S = 15.0
+# Ids per IN (...) list: SQLite refuses more than 32,766 bound values in one statement.
+IN_CHUNK = 500
 # How many runs one prefix lists when it is ambiguous.
 AMBIGUOUS_LISTED = 10
 # How long a store on a database server (not SQLite) that has worked waits for the server to come back (a
@@ -431,7 +434,7 @@ class Store:
                 out.append(ids[0])
         return list(dict.fromkeys(out))
 
-    def _unique_ids(self, conn: sa.Connection, prefixes: list[str]) -> list[str]:
+    def unique_ids(self, conn: sa.Connection, prefixes: list[str]) -> list[str]:
         """Fresh ids for new rows: none repeats another in the batch or one already stored."""
         ids = [new_id(p) for p in prefixes]
         for _ in range(100):
@@ -449,6 +452,67 @@ class Store:
             for i in clash:
                 ids[i] = new_id(prefixes[i])
         raise StoreError("could not draw unused run ids (is the random source broken?)")
+
+    _unique_ids = unique_ids  # the private name some callers still use
+
+    # --- jobs (rows whose `job` is not JOBS_DEFAULT: work on a parent run, e.g. an analysis) ---------------
+    def create_job(self, kind: str, parent_id: str, options: dict, label: str | None = None,
+                   dataset: str | None = None) -> str:
+        """Queue a job of `kind` on run `parent_id` with `options` (a JSON object); returns its id.
+
+        A job of the same kind, parent and options that is queued or running is returned instead of a new one
+        (the look and the insert share one write transaction, so two callers cannot both insert)."""
+        if not isinstance(kind, str) or not kind or kind == JOBS_DEFAULT or len(kind) > 16:
+            raise StoreError(f"job kind {_show(kind)} must be 1 to 16 characters and not {JOBS_DEFAULT!r}")
+        try:
+            text = json.dumps(options, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"job options are not plain JSON: {exc}") from None
+        with self.write() as conn:
+            rows = conn.execute(sa.select(runs_table.c.id, runs_table.c.config).where(
+                runs_table.c.job == kind, runs_table.c.parent_id == parent_id, runs_table.c.status.in_(IN_FLIGHT),
+            ).order_by(runs_table.c.created_at)).all()
+            for job_id, config in rows:
+                if _json_object(config) == json.loads(text):
+                    return job_id
+            (job_id,) = self.unique_ids(conn, [kind])
+            conn.execute(runs_table.insert().values(
+                id=job_id, label=label, status="queued", dataset=dataset, config=text, job=kind,
+                parent_id=parent_id, created_at=time.time(), iteration=0, total_iterations=0, cancel_requested=0,
+            ))
+        return job_id
+
+    def jobs(self, parent_id: str | None = None, kinds: Iterable[str] | None = None) -> list[dict]:
+        """Job rows as stored (`config` is the options' JSON text), newest first: all, those of one parent run,
+        or those of some kinds."""
+        q = sa.select(runs_table).where(runs_table.c.job != JOBS_DEFAULT)
+        if parent_id is not None:
+            q = q.where(runs_table.c.parent_id == parent_id)
+        if kinds is not None:
+            q = q.where(runs_table.c.job.in_([kinds] if isinstance(kinds, str) else list(kinds)))
+        with self.read() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(runs_table.c.created_at.desc(), runs_table.c.id)).mappings()]
+
+    def run_summaries(self, run_ids: Iterable[str]) -> dict[str, dict]:
+        """{id: {id, label, seed, status, job}} of the runs among `run_ids` that exist (any number of ids)."""
+        ids = sorted({r for r in run_ids if r})
+        out: dict[str, dict] = {}
+        cols = (runs_table.c.id, runs_table.c.label, runs_table.c.seed, runs_table.c.status, runs_table.c.job)
+        with self.read() as conn:
+            for i in range(0, len(ids), IN_CHUNK):
+                out.update({r["id"]: dict(r) for r in conn.execute(
+                    sa.select(*cols).where(runs_table.c.id.in_(ids[i : i + IN_CHUNK]))).mappings()})
+        return out
+
+    def requeue_job(self, ref: str) -> str:
+        """Resume a job: queue the same row again (a job keeps nothing until it is done, so it runs from the
+        start). Refused (StoreError) for a training run or a job that is not cancelled, interrupted or failed.
+        Returns the job's id."""
+        run = self.get_run(ref)
+        if not is_job(run):
+            raise StoreError(f"{run['id']} is a training run, not a job; resume it as a run")
+        self.requeue_many([run["id"]])
+        return run["id"]
 
     # --- runs -----------------------------------------------------------------------------------------
     def create_runs(self, configs: Iterable, sweep_id: str | None = None, status: str = "queued",
@@ -479,7 +543,7 @@ class Store:
                 except StoreError:
                     parents[ref] = None
         with self.write() as conn:
-            ids = self._unique_ids(conn, [f"{cfg.kind[:5]}{cfg.depth}" for cfg in configs])
+            ids = self.unique_ids(conn, [f"{cfg.kind[:5]}{cfg.depth}" for cfg in configs])
             owner = {}
             if status == "running":
                 owner = dict(host=socket.gethostname(), pid=os.getpid(), heartbeat_at=self.db_time(conn),
@@ -552,12 +616,13 @@ class Store:
         n = self._transact(lambda conn: conn.execute(
             self._owned(runs_table.update(), run_id, attempt).values(**values)).rowcount)
         if n != 1:
-            raise self._lost(run_id, attempt)
+            raise self.lost_run(run_id, attempt)
 
     def _owned(self, q, run_id: str, attempt: str):
         return q.where(runs_table.c.id == run_id, runs_table.c.attempt == attempt, runs_table.c.status == "running")
 
-    def _lost(self, run_id: str, attempt: str) -> LostRun:
+    def lost_run(self, run_id: str, attempt: str) -> LostRun:
+        """The LostRun an attempt that no longer owns `run_id` raises: its message says what became of the run."""
         try:
             with self.read() as conn:
                 row = conn.execute(sa.select(runs_table.c.status, runs_table.c.attempt)
@@ -571,6 +636,8 @@ class Store:
         else:
             why = f"it is {row[0]}"
         return LostRun(f"run {run_id}: this process no longer owns the run ({why})")
+
+    _lost = lost_run  # the private name some callers still use
 
     def owns(self, run_id: str, attempt: str) -> bool:
         """True while attempt `attempt` owns `run_id` (the run is running under that token)."""
@@ -685,7 +752,7 @@ class Store:
         checkpoint file's contents (the trainer's loader: the store does not read checkpoints itself)."""
         if run["status"] not in RESUMABLE:
             return f"run {run['id']} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed"
-        if from_scratch or _is_job(run):  # an analysis job keeps nothing until it is done: it simply runs again
+        if from_scratch or is_job(run):  # an analysis job keeps nothing until it is done: it simply runs again
             return None
         ckpt = self.run_dir(run["id"]) / "checkpoint.pt"
         metrics = self.metric_count(run["id"])
@@ -717,7 +784,7 @@ class Store:
                 raise StoreError(problem)
         out = []
         for run in runs:
-            job = _is_job(run)
+            job = is_job(run)
             archive = self._archive(run) if from_scratch and not job and self._has_progress(run) else None
             values = dict(cancel_requested=0, finished_at=None, pid=None, attempt=None)
             if job:
@@ -739,7 +806,7 @@ class Store:
         they were); returns its id. The folder moves first and moves back if the database refuses."""
         src = self.run_dir(run["id"])
         with self.write() as conn:
-            (aid,) = self._unique_ids(conn, [run["id"].split("-", 1)[0]])
+            (aid,) = self.unique_ids(conn, [run["id"].split("-", 1)[0]])
         dst = self.run_dir(aid)
         moved = False
         if src.exists():
@@ -797,7 +864,7 @@ class Store:
 
         n, row = self._transact(beat)
         if attempt is not None and n != 1:
-            raise self._lost(run_id, attempt)
+            raise self.lost_run(run_id, attempt)
         return bool(row and row[0])
 
     def stale_runs(self, grace_s: float = LOCAL_GRACE_S, foreign_grace_s: float = FOREIGN_GRACE_S) -> list[dict]:
@@ -880,7 +947,7 @@ class Store:
         try:
             self._transact(write)
         except _Rollback:
-            raise self._lost(run_id, attempt) from None
+            raise self.lost_run(run_id, attempt) from None
 
     def truncate_after(self, run_id: str, step: int, attempt: str | None = None) -> None:
         """Drop metrics logged after `step` (a resumed run redoes those iterations)."""
@@ -893,7 +960,7 @@ class Store:
         try:
             self._transact(drop)
         except _Rollback:
-            raise self._lost(run_id, attempt) from None
+            raise self.lost_run(run_id, attempt) from None
 
     def scalars(self, run_ids: str | Iterable[str], names: Iterable[str] | None = None) -> pd.DataFrame:
         """Scalar metrics as a long DataFrame: run_id, name, step, value (sorted by run, name, step)."""
@@ -962,7 +1029,7 @@ class Store:
         try:
             self._transact(put)
         except _Rollback:
-            raise self._lost(run_id, attempt) from None
+            raise self.lost_run(run_id, attempt) from None
 
     def artifact(self, run_id: str, name: str) -> dict | None:
         """A run's named result, or None when it has none by that name."""
@@ -1017,7 +1084,7 @@ class _Rollback(LostRun):
         super().__init__("this process no longer owns the run")
 
 
-def _is_job(run: dict) -> bool:
+def is_job(run: dict) -> bool:
     """True for an analysis job's row (its `job` names the analysis), False for a training run."""
     return (run.get("job") or JOBS_DEFAULT) != JOBS_DEFAULT
 
@@ -1118,6 +1185,15 @@ def _safe_url(url: str) -> str:
 def _show(text) -> str:
     """User text quoted for a one-line message (control characters escaped)."""
     return repr(str(text))
+
+
+def _json_object(text) -> dict | None:
+    """`text` decoded when it is a JSON object, else None."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _finite_or_none(v) -> float | None:
