@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 
-from .data import DATASETS, TRAIN_IMAGES, held_out
+from .data import DATASETS, NORMALIZATIONS, TRAIN_IMAGES, held_out
 from .models import (
     BLOCKS, BRANCH_INITS, CONVS, DEEPEN_WHERE, INITS, KINDS, NORMS, SHORTCUTS, UNITS, ConfigError, NetSpec,
     deepen_problems, spec_problems,
@@ -39,9 +39,12 @@ class RunConfig:
                         choices=SHORTCUTS)
     span: int = opt(0, "3x3 convs a shortcut skips: any divisor of the 3x3 convs per stage, (depth-2)/3 "
                        "(depth 38: 1, 2, 3, 4, 6, 12); 0: the block's own (2 basic, 3 bottleneck, 4 inception)")
-    width: float = opt(1.0, "multiplier on 16/32/64 filters")
+    width: float = opt(1.0, "multiplier on 16/32/64 filters (the paper: 1; the quick preset and the cpu study "
+                            "budget: 0.5, half-width nets, a deviation that keeps CPU runs short)")
     norm: str = opt("bn", "'bn' (BatchNorm after every conv) or 'none' (biased convs)", choices=NORMS)
-    init: str = opt("he", "'he', 'xavier', 'identity' (Dirac 3x3) or 'fixup' (residual, norm none: last layer "
+    init: str = opt("he", "'he' (Kaiming normal, fan-in, for the convs and also the classifier: the paper "
+                          "says only that it initialises as He et al. 2015, so the classifier's init is the lab's "
+                          "choice), 'xavier', 'identity' (Dirac 3x3) or 'fixup' (residual, norm none: last layer "
                           "of each branch and the classifier at zero, scalar biases and multipliers)", choices=INITS)
     unit: str = opt("original", "where BN and ReLU sit around the addition (He et al. 2016): original, preact "
                                 "(full pre-activation), bn-after-add, relu-before-add, relu-preact; residual nets",
@@ -62,7 +65,8 @@ class RunConfig:
                                       "stage, or at each stage's 'end'", choices=DEEPEN_WHERE)
     # --- data ---
     dataset: str = opt("cifar10", "cifar10, cifar100, mnist, fashion-mnist, synthetic")
-    augment: bool = opt(True, "pad 4 + random crop + horizontal flip (no flip for digits)")
+    augment: bool = opt(True, "pad 4 + random crop + horizontal flip (no flip for digits), as the paper; the cpu "
+                              "study budget trains without it, so training error measures optimisation alone")
     val_fraction: float = opt(0.1, "held out of the training set (the paper's 45k/5k)")
     train_limit: int = opt(0, "keep only this many training images (0: all)")
     # --- schedule (units: iterations = optimizer steps of one batch) ---
@@ -103,6 +107,11 @@ class RunConfig:
     # --- bookkeeping ---
     preset: str = opt("paper", "the preset the run started from")
     tag: str = opt("", "free text to group and filter runs (at most 200 characters, no control characters)")
+    # --- data: input normalisation (lab.data.NORMALIZATIONS) ---
+    normalize: str = opt("channel", "'channel': subtract the training set's per-channel mean and divide by its "
+                                    "per-channel std (the lab's default, a deviation from the paper); 'pixel-mean': "
+                                    "subtract the training set's mean image pixel by pixel, no rescaling (the "
+                                    "paper's, section 4.2; the paper preset uses it)", choices=NORMALIZATIONS)
 
     def net_spec(self, in_channels: int = 3, num_classes: int = 10) -> NetSpec:
         return NetSpec(
@@ -190,8 +199,8 @@ def experiment_config(cfg: RunConfig) -> dict:
 
 
 PRESETS: dict[str, dict] = {
-    # The paper's CIFAR-10 schedule (section 4.2).
-    "paper": {},
+    # The paper's CIFAR-10 protocol (section 4.2): its schedule, and its per-pixel mean subtraction.
+    "paper": dict(normalize="pixel-mean"),
     # A CPU demo of degradation in minutes: plain/residual 20 and 56 on Fashion-MNIST, about 2 epochs.
     "quick": dict(
         dataset="fashion-mnist", iterations=800, log_every=20, eval_every=200, eval_images=2000,
@@ -324,6 +333,8 @@ def field_problems(cfg: RunConfig) -> list[tuple[str, str]]:
         problems.append(("val_fraction", f"val_fraction {cfg.val_fraction!r} holds out no validation image of "
                                          f"{cfg.dataset}'s {total:,}; use at least {1 / total:.2g}"))
     number("warmup_error", 0, 1, lo_open=True)
+    need("normalize", cfg.normalize in NORMALIZATIONS,
+         f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {cfg.normalize!r}")
     need("warmup", cfg.warmup in WARMUPS, f"warmup must be one of {', '.join(WARMUPS)}, got {cfg.warmup!r}")
     need("compile_mode", cfg.compile_mode in COMPILE_MODES,
          f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile_mode!r}")

@@ -79,14 +79,28 @@ class ImageSet:
         return ImageSet(self.images[index], self.labels[index])
 
 
+# How inputs are normalised (RunConfig.normalize): "channel" subtracts the training split's per-channel mean and
+# divides by its per-channel std (the common practice); "pixel-mean" subtracts the training split's mean image,
+# pixel by pixel and channel by channel, and does not rescale (He et al. 2015, section 4.2: "the per-pixel mean
+# subtracted"), in [0, 1] units.
+NORMALIZATIONS = ("channel", "pixel-mean")
+
+
 @dataclass
 class Splits:
     train: ImageSet
     val: ImageSet
     test: ImageSet
-    mean: torch.Tensor   # per channel, in [0, 1] units, from the training split
-    std: torch.Tensor
+    mean: torch.Tensor   # in [0, 1] units, from the training split: per channel (C,), or the mean image (C, H, W)
+    std: torch.Tensor    # per channel (C,); ones for "pixel-mean"
     info: DatasetInfo
+    normalize: str = "channel"
+
+    def normalisation(self) -> dict:
+        """A compact record of the normalisation (a run's environment): the kind, and the per-channel mean
+        (of the mean image, for "pixel-mean") and std."""
+        mean = self.mean if self.mean.dim() == 1 else self.mean.mean(dim=(1, 2))
+        return {"kind": self.normalize, "mean": mean.tolist(), "std": self.std.tolist()}
 
 
 def default_data_dir() -> Path:
@@ -110,6 +124,46 @@ def _download(name: str, root: Path) -> None:
         cls(str(root), train=train, download=True)
 
 
+def _numpy_reconstructors() -> dict[tuple[str, str], object]:
+    """The callables a CIFAR batch's pickle may name: numpy's array and scalar rebuilders, under the module
+    names numpy 1 and 2 pickle them with (the official files are Python 2 pickles of numpy 1 arrays)."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray, numeric
+
+    def latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+        # Python 3 pickles bytes for protocol 2 as _codecs.encode(text, "latin1"): admit that and nothing else
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise pickle.UnpicklingError("_codecs.encode with other arguments than a string and latin1")
+        return text.encode("latin1")
+
+    named = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar,
+             "_frombuffer": getattr(numeric, "_frombuffer", None)}
+    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                              ("_codecs", "encode"): latin1_encode}
+    for prefix in ("numpy.core", "numpy._core"):
+        allowed[(f"{prefix}.multiarray", "_reconstruct")] = named["_reconstruct"]
+        allowed[(f"{prefix}.multiarray", "scalar")] = named["scalar"]
+        if named["_frombuffer"] is not None:
+            allowed[(f"{prefix}.numeric", "_frombuffer")] = named["_frombuffer"]
+    return allowed
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, numbers, strings, bytes, lists and dicts only.
+
+    A data folder may be shared: a planted batch file whose pickle names any other callable (os.system, a
+    class with a __reduce__) is refused before anything is called, so reading it runs no code.
+    """
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 (pickle's signature)
+        found = _numpy_reconstructors().get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+        return found
+
+
 def read_cifar(folder: Path, name: str) -> tuple[ImageSet, ImageSet] | None:
     """Read torchvision's on-disk CIFAR layout (python pickles of uint8 rows); None when it is not there."""
     if name == "cifar10":
@@ -126,7 +180,7 @@ def read_cifar(folder: Path, name: str) -> tuple[ImageSet, ImageSet] | None:
             with open(f, "rb") as fh:
                 try:
                     # the official files are Python 2 pickles: latin1 turns their keys into str, as torchvision does
-                    entry = pickle.load(fh, encoding="latin1")
+                    entry = _DataOnlyUnpickler(fh, encoding="latin1").load()
                     entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
                     data, lab = entry["data"], entry[key]
                 except Exception as exc:
@@ -284,13 +338,16 @@ def make_splits(
     download: bool = True,
     split_seed: int = 0,
     limit: int = 0,
+    normalize: str = "channel",
 ) -> Splits:
     """Training / validation / test splits (the paper's 45k/5k CIFAR split is val_fraction=0.1).
 
     The validation images are a fixed random tenth of the official training set (fixed by `split_seed`, the
     same for every run so runs are comparable); `limit` > 0 keeps only that many training images (tests).
-    Mean and std are per channel over the training split, in [0, 1] units.
+    Mean and std come from the training split, in [0, 1] units, as `normalize` says (see NORMALIZATIONS).
     """
+    if normalize not in NORMALIZATIONS:
+        raise ConfigError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
     info = dataset_info(name)
     train_full, test = load_raw(name, data_dir, download)
     perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(split_seed))
@@ -299,9 +356,11 @@ def make_splits(
     if limit:
         train = train.subset(torch.arange(min(limit, len(train))))
     x = train.images.float().div_(255)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return Splits(train, val, test, mean, std, info)
+    if normalize == "pixel-mean":
+        mean, std = x.mean(dim=0), torch.ones(x.shape[1])
+    else:
+        mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return Splits(train, val, test, mean, std, info, normalize)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -309,7 +368,7 @@ def make_splits(
 
 
 class DeviceLoader:
-    """Batches of normalised float images cut from a uint8 set held on `device`.
+    """Batches of normalised float images cut from a uint8 set held on `device` ((x - mean) / std in [0, 1] units).
 
     `batch(index)` returns (x, y) for the images at `index` (a device tensor); with
     `augment` each batch is padded by `pad`, cropped back at random offsets and (if `flip`) flipped at random.
@@ -330,7 +389,8 @@ class DeviceLoader:
     ) -> None:
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
-        self.mean = mean.to(device).view(1, -1, 1, 1) * 255
+        # a per-channel mean (C,) or a mean image (C, H, W) ("pixel-mean"); std per channel
+        self.mean = (mean.to(device).view(1, -1, 1, 1) if mean.dim() == 1 else mean.to(device).unsqueeze(0)) * 255
         self.inv_std = 1 / (std.to(device).view(1, -1, 1, 1) * 255)
         self.device, self.batch_size = device, batch_size
         self.augment, self.flip, self.pad = augment, flip, pad

@@ -428,7 +428,7 @@ def _train(cfg: RunConfig, run_dir: Path, reporter: Reporter, device: torch.devi
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
     torch.manual_seed(cfg.seed)
 
-    splits = make_splits(cfg.dataset, data_dir, cfg.val_fraction, limit=cfg.train_limit)
+    splits = make_splits(cfg.dataset, data_dir, cfg.val_fraction, limit=cfg.train_limit, normalize=cfg.normalize)
     info = splits.info
     memfmt = dict(channels_last=cfg.channels_last)
     train_loader = DeviceLoader(
@@ -476,7 +476,7 @@ def _train(cfg: RunConfig, run_dir: Path, reporter: Reporter, device: torch.devi
         "cudnn_benchmark": device.type == "cuda", "fused_sgd": device.type == "cuda",
         "milestones": cfg.milestone_iterations(), "warmup": cfg.uses_warmup(), "forward_macs": macs,
         "train_images": len(splits.train), "val_images": len(splits.val), "test_images": len(splits.test),
-        "normalisation": {"mean": splits.mean.tolist(), "std": splits.std.tolist()},
+        "normalisation": splits.normalisation(),
     }
     env["background_log"] = isinstance(reporter, BackgroundLog)
     if parent_record:
