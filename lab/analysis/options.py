@@ -29,8 +29,21 @@ class Option:
     rule: str = ""            # what `check` allows, for the message
 
 
-def _int(lo: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+def _int(lo: int, hi: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+
+
+# Upper bounds on what an analysis may be asked to compute, so one option cannot tie up a worker for days or
+# exhaust its memory. Lesions: `draws` evaluations per k (k = 1..deletable units) and per swap count. Landscape:
+# `points` evaluations on a 1-D slice, points^2 on a 2-D grid (Li et al. use 51 per axis). Shattering: a batch
+# of `points` inputs in one backward pass and a points x points correlation matrix (Balduzzi et al. use 256).
+MAX_DRAWS = 100
+MAX_SWAPS = 10_000
+MAX_LANDSCAPE_POINTS = 1001
+MAX_LANDSCAPE_POINTS_2D = 101
+MAX_SHATTER_POINTS = 1024
+MAX_SPAN = 100.0
+MAX_SEED = 2**63 - 1  # as a run's seed (RunConfig)
 
 
 def _target(v) -> bool:
@@ -54,24 +67,30 @@ class Analysis:
 
 ANALYSES: dict[str, Analysis] = {
     "lesion": Analysis("lesion", "Lesions: test error with units deleted (Veit et al.)", {
-        "draws": Option(5, "random sets of k units per k (and orders per swap count)", _int(1), "an integer >= 1"),
+        "draws": Option(5, "random sets of k units per k (and orders per swap count)", _int(1, MAX_DRAWS),
+                        f"an integer from 1 to {MAX_DRAWS}"),
         "reorder": Option(False, "also measure reordered units", lambda v: isinstance(v, bool), "true or false"),
-        "max_swaps": Option(0, "reordering: 1..max_swaps swaps (0: one per swappable unit)", _int(0), "an integer >= 0"),
+        "max_swaps": Option(0, "reordering: 1..max_swaps swaps (0: one per swappable unit)", _int(0, MAX_SWAPS),
+                            f"an integer from 0 to {MAX_SWAPS:,}"),
         "images": Option(0, "first M test images (0: the whole test set)", _int(0), "an integer >= 0"),
-        "seed": Option(0, "seed of the random choices", _int(0), "an integer >= 0"),
+        "seed": Option(0, "seed of the random choices", _int(0, MAX_SEED), f"an integer from 0 to {MAX_SEED}"),
         "at": AT,
     }),
     "landscape": Analysis("landscape", "Loss landscape along filter-normalised directions (Li et al.)", {
-        "points": Option(21, "points per axis over [-span, span]", _int(2), "an integer >= 2"),
+        "points": Option(21, f"points per axis over [-span, span] (at most {MAX_LANDSCAPE_POINTS}; "
+                         f"{MAX_LANDSCAPE_POINTS_2D} with two_d)", _int(2, MAX_LANDSCAPE_POINTS),
+                         f"an integer from 2 to {MAX_LANDSCAPE_POINTS}"),
         "span": Option(1.0, "half-width of the slice in filter-norm units",
-                       lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
+                       lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_SPAN,
+                       f"a number in (0, {MAX_SPAN:g}]"),
         "two_d": Option(False, "a 2-D grid over two directions", lambda v: isinstance(v, bool), "true or false"),
         "images": Option(2000, "first M training images", _int(1), "an integer >= 1"),
-        "seed": Option(0, "seed of the random directions", _int(0), "an integer >= 0"),
+        "seed": Option(0, "seed of the random directions", _int(0, MAX_SEED), f"an integer from 0 to {MAX_SEED}"),
         "at": AT,
     }),
     "shatter": Analysis("shatter", "Shattered gradients: input-gradient correlation vs distance (Balduzzi et al.)", {
-        "points": Option(256, "inputs on the line", _int(3), "an integer >= 3"),
+        "points": Option(256, f"inputs on the line (at most {MAX_SHATTER_POINTS}: one batch, an N x N matrix)",
+                         _int(3, MAX_SHATTER_POINTS), f"an integer from 3 to {MAX_SHATTER_POINTS}"),
         "target": Option("loss", "'loss' (cross-entropy against x0's label) or a logit index", _target,
                          "'loss' or a class index"),
         "image": Option(0, "x0: this validation image", _int(0), "an integer >= 0"),
@@ -81,7 +100,7 @@ ANALYSES: dict[str, Analysis] = {
                        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "a number >= 0"),
         "summary_distance": Option(1 / 255, "distance along the line (fraction) of the summary correlation",
                                    lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
-        "seed": Option(0, "seed of a random direction", _int(0), "an integer >= 0"),
+        "seed": Option(0, "seed of a random direction", _int(0, MAX_SEED), f"an integer from 0 to {MAX_SEED}"),
         "at": AT,
     }),
 }
@@ -98,6 +117,10 @@ def resolve_options(name: str, options: dict | None = None) -> dict:
     if "at" in values:
         values["at"] = parse_at(values["at"])
     problems += [f"{k} must be {spec[k].rule}, got {v!r}" for k, v in values.items() if not spec[k].check(v)]
+    if name == "landscape" and values["two_d"] is True and _int(2, MAX_LANDSCAPE_POINTS)(values["points"]) \
+            and values["points"] > MAX_LANDSCAPE_POINTS_2D:
+        problems.append(f"points must be an integer from 2 to {MAX_LANDSCAPE_POINTS_2D} with two_d (a points x "
+                        f"points grid: at most {MAX_LANDSCAPE_POINTS_2D ** 2:,} evaluations), got {values['points']}")
     if problems:
         raise AnalysisError(f"{name}: " + "; ".join(problems))
     return values
