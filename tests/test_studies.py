@@ -53,10 +53,43 @@ def test_bootstrap_with_many_seeds_and_not_enough_with_one():
 
 def test_no_spread_and_summaries():
     d = difference([0.5, 0.5], [0.2, 0.2])
-    assert d.method == "no spread" and d.low == d.high == pytest.approx(0.3) and d.clear
+    # no seed-to-seed variation: nothing to judge the difference by, so it is never clear
+    assert d.method == "no spread" and d.diff == pytest.approx(0.3) and math.isnan(d.low) and not d.clear
     s = summarise([1.0, 2.0, 3.0, None, float("nan")])
     half = stats.t.ppf(0.975, 2) / math.sqrt(3)
     assert (s.n, s.mean, s.sd) == (3, 2.0, 1.0) and s.low == pytest.approx(2 - half) and s.high == pytest.approx(2 + half)
+
+
+def test_matched_seeds_give_a_paired_interval():
+    a, b = {0: 0.30, 1: 0.40, 2: 0.35}, {0: 0.28, 1: 0.375, 2: 0.328}
+    d = difference(a, b)
+    ci = stats.ttest_rel(list(a.values()), list(b.values())).confidence_interval(0.95)
+    assert d.method == "paired t" and d.pairs == 3 and d.interval == "paired t over matched seeds"
+    assert (d.low, d.high) == (pytest.approx(ci.low), pytest.approx(ci.high)) and d.clear
+    # the same numbers unpaired: Welch's interval covers zero (the seeds' spread hides the consistent gap)
+    w = difference(list(a.values()), list(b.values()))
+    assert w.method == "welch" and w.pairs == 0 and not w.clear
+    # seeds that differ between the arms (one diverged): no pairing
+    assert difference(a, {0: 0.28, 1: 0.37}).method == "welch"
+    assert difference(a, b, paired=False).method == "welch"
+    many = difference({i: 1.0 + 0.1 * i for i in range(8)}, {i: 0.1 * i + 0.01 * (i % 3) for i in range(8)})
+    assert many.method == "paired bootstrap" and 0.98 < many.low < many.diff < many.high < 1.0 and many.clear
+
+
+def test_paired_verdicts_say_which_interval():
+    f = compare("q", "a", "b", {0: 0.30, 1: 0.40, 2: 0.35}, {0: 0.28, 1: 0.375, 2: 0.328}, TRAIN_ERROR)
+    assert f.outcome == "effect" and ", paired t over matched seeds; 3 seeds each" in f.text, f.text
+    assert f.numbers["method"] == "paired t" and f.numbers["seeds_a"] == [0, 1, 2]
+    assert f.numbers["values_a"] == pytest.approx([30.0, 40.0, 35.0])
+
+
+def test_no_spread_is_never_an_effect():
+    f = compare("q", "plain-56", "plain-20", [0.5, 0.5, 0.5], [0.2, 0.2, 0.2], TRAIN_ERROR)
+    assert f.outcome == "no clear difference" and f.text.startswith("No spread to judge by between plain-56 and "
+                                                                    "plain-20: every seed of each gave the same"), f.text
+    assert "+30.0 points" in f.text and "interval" not in f.text
+    f = compare_speed("q", "a", "b", [100, 100], [300, 300], 0.2, 800)
+    assert f.outcome == "no clear difference" and f.text.startswith("No spread to judge by"), f.text
 
 
 def test_iterations_to_target_uses_the_smoothed_error():
@@ -74,7 +107,7 @@ def test_a_clear_difference_reads_like_the_issue_example():
     f = compare("q", "plain-56", "plain-20", [0.30, 0.29, 0.30], [0.15, 0.14, 0.16], TRAIN_ERROR)
     assert f.outcome == "effect"
     assert re.fullmatch(r"plain-56 trains worse than plain-20: final training error 29\.7% vs 15\.0% \(\+14\.7 points, "
-                        r"95% interval \+1\d\.\d to \+1\d\.\d; 3 seeds each\)\.", f.text), f.text
+                        r"95% interval \+1\d\.\d to \+1\d\.\d, Welch's t; 3 seeds each\)\.", f.text), f.text
     assert f.numbers["difference"] == pytest.approx(14.667, abs=1e-3) and f.numbers["n_a"] == 3
 
 
@@ -235,11 +268,11 @@ def test_estimates_count_the_images_a_run_evaluates(options, tmp_path, monkeypat
         def wrapped(*args, **kwargs):
             seen.append(images(*args, **kwargs))
             return f(*args, **kwargs)
-        monkeypatch.setattr(lab.train, name, wrapped)
+        monkeypatch.setattr(lab.train.trainer, name, wrapped)
 
-    counting("evaluate", lab.train.evaluate, lambda net, loader, autocast, limit=0: min(limit or len(loader), len(loader)))
-    counting("responses", lab.train.responses, lambda net, images, *a: len(images))
-    counting("initial_gradients", lab.train.initial_gradients, lambda net, images, *a: 3 * len(images))
+    counting("evaluate", lab.train.trainer.evaluate, lambda net, loader, autocast, limit=0: min(limit or len(loader), len(loader)))
+    counting("responses", lab.train.trainer.responses, lambda net, images, *a: len(images))
+    counting("initial_gradients", lab.train.trainer.initial_gradients, lambda net, images, *a: 3 * len(images))
     assert lab.train.train(cfg, tmp_path / "run", lab.train.MemoryReporter(), resume=False) == "done"
     info = dataset_info(cfg.dataset)
     per_image = estimate.run_macs(cfg.depth, cfg.block, cfg.width, cfg.span, info.channels, info.size)

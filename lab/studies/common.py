@@ -29,12 +29,13 @@ def missing_arm(data: StudyData, question: str, *arms: str) -> Finding | None:
 
 def compare_arms(data: StudyData, question: str, a: str, b: str, column: str = "final_train_error",
                  metric: Metric | None = None) -> Finding:
-    """Arm a against arm b on a final value of their finished runs (see findings.compare)."""
+    """Arm a against arm b on a final value of their finished runs, paired by seed where both arms finished the
+    same seeds (see findings.compare)."""
     gone = missing_arm(data, question, a, b)
     if gone:
         return gone
-    return compare(question, a, b, data.finals(a, column), data.finals(b, column), metric or COLUMNS[column],
-                   unfinished=data.unfinished(a, b))
+    return compare(question, a, b, data.finals_by_seed(a, column), data.finals_by_seed(b, column),
+                   metric or COLUMNS[column], unfinished=data.unfinished(a, b))
 
 
 def speeds(data: StudyData, arm: str) -> list[int | None]:
@@ -221,6 +222,17 @@ def missing_results(data: StudyData, question: str, *arms: str) -> Finding | Non
     return None
 
 
+def by_seed(results: list[dict], value) -> dict[int, float] | list[float]:
+    """`value(result)` per analysed seed ({seed: value}, so two arms pair seed by seed; None values left out); a
+    list where the results do not name distinct seeds."""
+    pairs = [(r.get("run", {}).get("seed"), value(r)) for r in results]
+    pairs = [(s, v) for s, v in pairs if v is not None]
+    seeds = [s for s, _ in pairs]
+    if None in seeds or len(set(seeds)) != len(seeds):
+        return [v for _, v in pairs]
+    return {int(s): v for s, v in pairs}
+
+
 def compare_results(data: StudyData, question: str, a: str, b: str, value, metric: Metric,
                     names: tuple[str, str] | None = None) -> Finding:
     """Analysis arm a against analysis arm b on `value(result)` per analysed seed (None values left out); the
@@ -228,7 +240,7 @@ def compare_results(data: StudyData, question: str, a: str, b: str, value, metri
     gone = missing_results(data, question, a, b)
     if gone:
         return gone
-    values = {arm: [v for v in map(value, analysis_results(data, arm)) if v is not None] for arm in (a, b)}
+    values = {arm: by_seed(analysis_results(data, arm), value) for arm in (a, b)}
     of = {arm: data.plan.arm(arm).arm.of for arm in (a, b)}
     name_a, name_b = names or (of[a], of[b])
     return compare(question, name_a, name_b, values[a], values[b], metric, unfinished=data.unfinished(of[a], of[b]))

@@ -51,6 +51,14 @@ class StudyData:
             return []
         return [float(v) for v in runs[column] if v is not None and v == v]
 
+    def finals_by_seed(self, arm: str, column: str = "final_train_error") -> dict[int, float]:
+        """{seed: final value of `column`} over the arm's finished (done) seeds, so that two arms' values can be
+        paired seed by seed (stats.difference)."""
+        runs = self.runs(arm)
+        if runs.empty:
+            return {}
+        return {int(s): float(v) for s, v in zip(runs["_seed"], runs[column]) if v is not None and v == v}
+
     def counts(self, arm: str) -> dict[str, int]:
         m = self.members
         if m.empty:

@@ -2,7 +2,9 @@
 
 A finding answers one sub-question of a study ("does plain get worse with depth?") with one sentence that says
 no more than its numbers: an effect only when the 95% interval excludes zero, "no clear difference" when it
-covers zero, "not enough seeds to tell" when an arm has fewer than two finished seeds. Its `numbers` are what
+covers zero or when every seed of each arm gave the same value (no spread to judge a difference by), "not enough
+seeds to tell" when an arm has fewer than two finished seeds. The sentence names the interval (paired over
+matched seeds, or Welch's); see `stats`. Its `numbers` are what
 the sentence was made from (for `study show --json` and exports).
 """
 from __future__ import annotations
@@ -99,10 +101,12 @@ def _extra(notes: dict[str, str]) -> str:
 
 def compare(question: str, a: str, b: str, values_a, values_b, metric: Metric,
             unfinished: dict[str, str] | None = None) -> Finding:
-    """Arm `a` against arm `b` on `metric` (values are per seed, in the metric's raw units).
+    """Arm `a` against arm `b` on `metric` (values per seed in the metric's raw units: lists, or {seed: value}
+    dicts, which pair the interval where both arms have the same seeds).
 
     E.g. "plain-56 trains worse than plain-20: final training error 29.6% vs 14.9% (+14.7 points, 95% interval
-    +11.0 to +18.4; 3 seeds each)." `unfinished` adds remarks such as {"plain-56": "1 diverged"}."""
+    +11.0 to +18.4, paired t over matched seeds; 3 seeds each)." `unfinished` adds remarks such as
+    {"plain-56": "1 diverged"}."""
     d = difference(values_a, values_b)
     numbers = numbers_of(d, a, b, metric, values_a, values_b)
     extra = _extra(unfinished or {})
@@ -110,9 +114,12 @@ def compare(question: str, a: str, b: str, values_a, values_b, metric: Metric,
         text = (f"Not enough seeds to tell {a} from {b} on {metric.name}: {d.n_a} and {d.n_b} finished "
                 f"(at least {MIN_SEEDS} each needed){extra}.")
         return Finding(question, NOT_ENOUGH, text, numbers)
-    interval = f"95% interval {metric.bound(d.low)} to {metric.bound(d.high)}"
     if d.method == "no spread":
-        interval = "every seed gave the same value"
+        return Finding(question, NO_CLEAR, f"No spread to judge by between {a} and {b}: every seed of each gave the "
+                       f"same {metric.name}, {metric.value(d.mean_a)} vs {metric.value(d.mean_b)} "
+                       f"({metric.delta(d.diff)}; {seeds_phrase(d.n_a, d.n_b)}){extra}, so the difference cannot be "
+                       "told from seed-to-seed variation.", numbers)
+    interval = f"95% interval {metric.bound(d.low)} to {metric.bound(d.high)}, {d.interval}"
     detail = (f"{metric.name} {metric.value(d.mean_a)} vs {metric.value(d.mean_b)} ({metric.delta(d.diff)}, "
               f"{interval}; {seeds_phrase(d.n_a, d.n_b)}){extra}")
     if not d.clear:
@@ -127,9 +134,16 @@ def numbers_of(d: Difference, a: str, b: str, metric: Metric, values_a, values_b
         "a": a, "b": b, "metric": metric.name, "unit": "%" if metric.percent else "",
         "mean_a": s(d.mean_a), "sd_a": s(d.sd_a), "n_a": d.n_a, "mean_b": s(d.mean_b), "sd_b": s(d.sd_b),
         "n_b": d.n_b, "difference": s(d.diff), "low": s(d.low), "high": s(d.high), "method": d.method,
-        "confidence": d.confidence, "values_a": [s(v) for v in finite(values_a)],
-        "values_b": [s(v) for v in finite(values_b)],
+        "interval": d.interval, "pairs": d.pairs, "confidence": d.confidence,
+        "values_a": [s(v) for v in finite(_listed(values_a))], "values_b": [s(v) for v in finite(_listed(values_b))],
+        **({"seeds_a": sorted(values_a), "seeds_b": sorted(values_b)}
+           if isinstance(values_a, dict) and isinstance(values_b, dict) else {}),
     }
+
+
+def _listed(values) -> list:
+    """Per-seed values in seed order, from a list or a {seed: value} dict."""
+    return [values[k] for k in sorted(values)] if isinstance(values, dict) else list(values)
 
 
 def compare_speed(question: str, a: str, b: str, iters_a: list[int | None], iters_b: list[int | None],
@@ -153,11 +167,13 @@ def compare_speed(question: str, a: str, b: str, iters_a: list[int | None], iter
 
     if len(ra) == na and len(rb) == nb:
         d = difference(ra, rb)
-        numbers.update(difference=d.diff, low=d.low, high=d.high, method=d.method)
+        numbers.update(difference=d.diff, low=d.low, high=d.high, method=d.method, interval=d.interval)
         detail = (f"iteration {d.mean_a:.0f} vs {d.mean_b:.0f} ({d.diff:+.0f}, 95% interval {d.low:+.0f} to "
-                  f"{d.high:+.0f}; {seeds_phrase(na, nb)})")
+                  f"{d.high:+.0f}, {d.interval}; {seeds_phrase(na, nb)})")
         if d.method == "no spread":
-            detail = f"iteration {d.mean_a:.0f} vs {d.mean_b:.0f} (every seed the same; {seeds_phrase(na, nb)})"
+            return Finding(question, NO_CLEAR, f"No spread to judge by in how soon {a} and {b} reach {goal}: every "
+                           f"seed of each reached it at the same iteration, {d.mean_a:.0f} vs {d.mean_b:.0f} "
+                           f"({seeds_phrase(na, nb)}).", numbers)
         if not d.clear:
             return Finding(question, NO_CLEAR, f"No clear difference in how soon {a} and {b} reach {goal}: {detail}.",
                            numbers)
