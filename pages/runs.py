@@ -5,7 +5,7 @@ import time
 import streamlit as st
 
 from lab.analysis import AnalysisError
-from lab.analysis.queue import analysis_jobs, describe, queue_analysis
+from lab.analysis.queue import analysis_jobs, describe
 from lab.checkpoint import checkpoint_problem
 from lab.config import RunConfig
 from lab.models import ConfigError, valid_depths
@@ -126,10 +126,10 @@ def act(what: str) -> None:
     try:
         if what == "cancel":
             st.session_state["runs_msg"] = ("success", f"{run_id}: {store.request_cancel(run_id)}")
-        elif what == "resume" and is_job:  # a job starts again from nothing: queue the same analysis again
-            again = queue_analysis(store, run["parent_id"], run["job"], run["options"])
+        elif what == "resume" and is_job:  # the same row runs again from the start (as `lab resume JOB`)
+            store.requeue_job(run_id)
             ensure_worker(store)
-            st.session_state["runs_msg"] = ("success", f"{run_id}: queued again as job {again}")
+            st.session_state["runs_msg"] = ("success", f"{run_id}: queued again")
         elif what == "resume":
             scratch = st.session_state.get("runs_scratch", False)
             archive = store.requeue(run_id, from_scratch=scratch, checkpoint_problem=checkpoint_problem)

@@ -160,7 +160,7 @@ def run_while_its_run_trains(store, rid, job_id, meanwhile) -> str:
 
 def test_a_job_waits_while_its_run_trains(trained, monkeypatch):
     store, rid, _ = trained
-    monkeypatch.setattr("lab.runs.execute.PARENT_POLL_S", 0.05)
+    monkeypatch.setattr("lab.analysis.background.PARENT_POLL_S", 0.05)
     job_id = queue_analysis(store, rid, "lesion", {"images": 50})
     assert run_while_its_run_trains(store, rid, job_id, lambda: store.request_cancel(job_id)) == "cancelled"
     assert store.get_run(job_id)["message"] == f"stopped while waiting for run {rid} to finish training; no result saved"
@@ -180,7 +180,7 @@ def test_bad_jobs_are_refused_before_anything_is_stored(trained):
         queue_analysis(store, "nope", "lesion")
     with pytest.raises(AnalysisError, match="unknown analysis 'dissect'"):
         queue_analysis(store, rid, "dissect")
-    with pytest.raises(AnalysisError, match="points must be an integer >= 2"):
+    with pytest.raises(AnalysisError, match="points must be an integer from 2"):
         queue_analysis(store, rid, "landscape", {"points": 1})
     with pytest.raises(AnalysisError, match="unknown result"):
         queue_result(store, rid, "lesion-3d")
@@ -323,9 +323,11 @@ def test_runs_page_lists_jobs_with_what_they_analyse_and_cancels_one(with_jobs, 
     at.selectbox(key="runs_pick").set_value(queued).run()
     next(b for b in at.button if b.label == "Cancel").click().run()
     assert not at.exception and store.get_run(queued)["status"] == "cancelled"
+    jobs_before = len(analysis_jobs(store))
     next(b for b in at.button if b.label == "Queue again").click().run()
-    again = store.get_run(analysis_jobs(store)["id"].iloc[0])
-    assert again["status"] == "queued" and again["config"] == store.get_run(queued)["config"]
+    # resuming a job queues the same row again (as `lab resume JOB` does), no new job
+    assert not at.exception and store.get_run(queued)["status"] == "queued"
+    assert len(analysis_jobs(store)) == jobs_before and f"{queued}: queued again" in at.success[0].value
 
 
 def test_inside_page_queues_a_missing_result_and_follows_its_job(with_jobs, monkeypatch):

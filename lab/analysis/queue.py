@@ -1,9 +1,12 @@
 """Analyses as background jobs: rows of the runs table that the worker claims and executes like training runs.
 
 A job is a row with `job` = the analysis ('lesion', 'landscape', 'shatter'), `parent_id` = the run it analyses
-and `config` = the analysis's resolved options as JSON. The worker claims it like any queued run and its child
-(`python -m lab _execute JOB --attempt TOKEN`) runs `jobs.run_analysis` under the same ownership rules as
-training: heartbeat, cancel, progress in `iteration` / `total_iterations` (the analysis's units of work, known
+and `config` = the analysis's resolved options as JSON, created and listed through the store's jobs API
+(`Store.create_job`, `Store.jobs`; resuming a job is `Store.requeue_job`: the same row runs again). Importing
+this module registers each analysis as a job kind with the runs layer (`lab.runs.kinds`), whose `execute` is
+`background.execute_job` (loaded when a job runs) and whose `check` is `check_job`. The worker claims a job like
+any queued run and its child (`python -m lab _execute JOB --attempt TOKEN`) runs `jobs.run_analysis` under the
+same ownership rules as training: heartbeat, cancel, progress in `iteration` / `total_iterations` (the analysis's units of work, known
 once it starts: 0 until then), a final status with a one-line message. The result is saved for the analysed
 run under `result_name(name, options)`, where `results.load_results` finds it; a cancelled or failed job
 writes no result.
@@ -13,20 +16,13 @@ Light (no torch): the CLI and the dashboard queue jobs without loading the analy
 from __future__ import annotations
 
 import json
-import time
 
 import pandas as pd
-import sqlalchemy as sa
 
-from ..runs.store import JOBS_DEFAULT, Store, runs_table
+from ..runs.kinds import register_kind
+from ..runs.store import IN_FLIGHT, JOBS_DEFAULT, Store
 from .errors import AnalysisError
 from .options import ANALYSES, RESULTS, resolve_options, result_name
-
-IN_FLIGHT = ("queued", "running")
-
-
-def _options_json(options: dict) -> str:
-    return json.dumps(options, sort_keys=True)
 
 
 def queue_analysis(store: Store, run_ref: str, name: str, options: dict | None = None) -> str:
@@ -40,21 +36,8 @@ def queue_analysis(store: Store, run_ref: str, name: str, options: dict | None =
     run = store.get_run(run_ref)
     if (run.get("job") or JOBS_DEFAULT) != JOBS_DEFAULT:
         raise AnalysisError(f"{run['id']} is a {run['job']} job, not a training run: analyses take a training run")
-    text = _options_json(opts)
     label = f"{result_name(name, opts)} of {run.get('label') or run['id']}"
-    with store.write() as conn:  # look and insert in one write transaction: two callers cannot both insert
-        rows = conn.execute(sa.select(runs_table.c.id, runs_table.c.config).where(
-            runs_table.c.job == name, runs_table.c.parent_id == run["id"], runs_table.c.status.in_(IN_FLIGHT),
-        ).order_by(runs_table.c.created_at)).all()
-        for job_id, config in rows:
-            if _decoded(config) == opts:
-                return job_id
-        (job_id,) = store._unique_ids(conn, [name])
-        conn.execute(runs_table.insert().values(
-            id=job_id, label=label, status="queued", dataset=run.get("dataset"), config=text, job=name,
-            parent_id=run["id"], created_at=time.time(), iteration=0, total_iterations=0, cancel_requested=0,
-        ))
-    return job_id
+    return store.create_job(name, run["id"], opts, label=label, dataset=run.get("dataset"))
 
 
 def queue_result(store: Store, run_ref: str, result: str) -> str:
@@ -83,18 +66,8 @@ def analysis_jobs(store: Store, run_id: str | None = None) -> pd.DataFrame:
     """The analysis job rows, newest first (all, or those of one analysed run), with `options` (a dict),
     `result` (the result name it saves), `run_label` / `run_seed` / `run_status` of the analysed run (None
     when that run was deleted), `progress` (0..1) and `eta_s` (seconds while running; NaN when unknown)."""
-    q = sa.select(runs_table).where(runs_table.c.job != JOBS_DEFAULT)
-    if run_id is not None:
-        q = q.where(runs_table.c.parent_id == run_id)
-    q = q.order_by(runs_table.c.created_at.desc(), runs_table.c.id)
-    with store.read() as conn:
-        rows = [dict(r) for r in conn.execute(q).mappings()]
-        parents = {}
-        ids = sorted({r["parent_id"] for r in rows if r["parent_id"]})
-        for i in range(0, len(ids), 500):
-            parents.update({p["id"]: dict(p) for p in conn.execute(
-                sa.select(runs_table.c.id, runs_table.c.label, runs_table.c.seed, runs_table.c.status)
-                .where(runs_table.c.id.in_(ids[i : i + 500]))).mappings()})
+    rows = store.jobs(parent_id=run_id)
+    parents = store.run_summaries(r["parent_id"] for r in rows)
     for r in rows:
         r["options"] = _decoded(r["config"]) or {}
         r["config"] = r["options"]
@@ -162,3 +135,13 @@ def check_job(job: dict) -> tuple[str, str, dict]:
         raise AnalysisError(f"job {job.get('id')}'s options are not a JSON object")
     return parent, name, resolve_options(name, options)
 
+
+
+def _execute_job(context) -> str:
+    from .background import execute_job  # the analyses load only in processes that run a job
+
+    return execute_job(context)
+
+
+for _name in ANALYSES:
+    register_kind(_name, _execute_job, check_job)

@@ -8,9 +8,9 @@ resumed elsewhere, deleted) stops at once, says so in its log, writes nothing mo
 heartbeat thread writes the run's heartbeat every few seconds and picks up cancel requests; SIGTERM and Ctrl-C
 stop the run at the next iteration with a checkpoint, leaving it `interrupted`.
 
-A row whose `job` is an analysis ('lesion', 'landscape', 'shatter'; see `lab.analysis.queue`) is executed the
-same way, by the analysis instead of the trainer: same token, heartbeat and stops, its progress (units of work)
-in `iteration` / `total_iterations`, its result saved for the run it analyses, none when it is stopped.
+Which code a row runs depends on its `job` column, through the kinds registered in `lab.runs.kinds`: `train`
+(this module's, the trainer) and whatever the layers above register (the analyses, by `lab.analysis.queue`).
+Every kind runs under the same token, heartbeat and stops; `JobContext` is what a kind's `execute` gets.
 """
 from __future__ import annotations
 
@@ -19,20 +19,19 @@ import os
 import signal
 import socket
 import threading
-import time
 import traceback
 from collections import deque
 
-from ..analysis.errors import AnalysisError, Cancelled
-from ..checkpoint import CheckpointError
+from dataclasses import dataclass
+from typing import Callable
+
 from ..config import RunConfig
-from ..data import DataError
-from ..models import ConfigError
+from ..errors import LabError
 from ..train import CHECKPOINT, Reporter, train
+from .kinds import job_kind, register_kind
 from .store import JOBS_DEFAULT, LostRun, Store, StoreError
 
 HEARTBEAT_S = 3.0
-PARENT_POLL_S = 2.0   # how often a job waiting for its run to finish training looks again
 LOG_TAIL_LINES = 40   # log lines kept in the store (runs.log_tail), for runs whose log file is on another host
 
 
@@ -58,7 +57,8 @@ class StoreReporter(Reporter):
         self.tail.append(text)
         self._print(text)
 
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
+        """The attempt's last log lines, as stored in the run's `log_tail`."""
         return "\n".join(self.tail)
 
     def _beat(self, every: float) -> None:
@@ -67,17 +67,19 @@ class StoreReporter(Reporter):
                 if self.store.heartbeat(self.run_id, self.attempt) and self.stop_reason is None:
                     self.request_stop("cancel")
             except LostRun as exc:
-                self._lose(exc)
+                self.lose(exc)
                 return
             except Exception as exc:  # a transient store error must not kill the run; the next beat retries
                 print(f"heartbeat failed: {exc}", flush=True)
 
-    def _lose(self, exc: LostRun) -> LostRun:
+    def lose(self, exc: LostRun) -> LostRun:
+        """Note that the attempt lost its run (stopping it); returns the LostRun to raise."""
         self.lost = self.lost or exc
         self.request_stop("lost")
         return self.lost
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """LostRun once the attempt has lost its run: nothing more may be written."""
         if self.lost is not None:
             raise self.lost
 
@@ -105,13 +107,13 @@ class StoreReporter(Reporter):
             )
             self.store.heartbeat(self.run_id, self.attempt)
         except LostRun as exc:
-            raise self._lose(exc) from None
+            raise self.lose(exc) from None
         self.echo(f"run {self.run_id}: {env['device']} ({env['device_name']}), {env['precision']}, "
                   f"{params:,} parameters, starting at iteration {resumed_from}")
 
     def log(self, step, scalars, layers, progress):
-        self._check()
-        values = {"iteration": step, "log_tail": self._log_tail()}
+        self.check()
+        values = {"iteration": step, "log_tail": self.log_tail()}
         if "images_per_s" in progress:
             values["images_per_s"] = progress["images_per_s"]
         if "elapsed_s" in progress:
@@ -120,23 +122,23 @@ class StoreReporter(Reporter):
             self.store.log(self.run_id, scalars=[(step, k, v) for k, v in scalars.items()],
                            layers=[(step, k, v) for k, v in layers.items()], attempt=self.attempt, **values)
         except LostRun as exc:
-            raise self._lose(exc) from None
+            raise self.lose(exc) from None
         if "train_error" in scalars:
             extra = f" test error {scalars['test_error']:.4f}" if "test_error" in scalars else ""
             self.echo(f"iteration {step}/{self.total}: train loss {scalars['train_loss']:.4f} "
                       f"train error {scalars['train_error']:.4f}{extra} ({scalars['images_per_s']:.0f} images/s)")
 
     def should_stop(self):
-        self._check()
+        self.check()
         return self._stop.is_set()
 
     def before_checkpoint(self, step):
-        self._check()
+        self.check()
         if not self.store.owns(self.run_id, self.attempt):
-            raise self._lose(self.store._lost(self.run_id, self.attempt))
+            raise self.lose(self.store.lost_run(self.run_id, self.attempt))
 
     def finish(self, status, summary, message):
-        self._check()
+        self.check()
         if status == "cancelled" and self.stop_reason == "signal":
             status, message = "interrupted", f"stopped by a signal at iteration {summary.get('iteration')}; resume to continue"
         values = {k: summary[k] for k in ("final_train_error", "final_val_error", "final_test_error") if summary.get(k) is not None}
@@ -144,10 +146,22 @@ class StoreReporter(Reporter):
         self.tail.append(line)
         if not self.store.set_status(self.run_id, status, expect=["running"], attempt=self.attempt, message=message,
                                      iteration=summary.get("iteration"), cancel_requested=0,
-                                     log_tail=self._log_tail(), **values):
-            raise self._lose(self.store._lost(self.run_id, self.attempt))
+                                     log_tail=self.log_tail(), **values):
+            raise self.lose(self.store.lost_run(self.run_id, self.attempt))
         self.status = status
         self._print(line)
+
+    def end(self, status: str, message: str, **values) -> str:
+        """Record how a job's attempt ended (only while it owns the job: else LostRun); returns the status."""
+        self.check()
+        line = f"job {self.run_id}: {status} ({message})"
+        self.tail.append(line)
+        if not self.store.set_status(self.run_id, status, expect=["running"], attempt=self.attempt,
+                                     message=message, cancel_requested=0, log_tail=self.log_tail(), **values):
+            raise self.lose(self.store.lost_run(self.run_id, self.attempt))
+        self.status = status
+        self._print(line)
+        return status
 
     def fail(self, message: str) -> str:
         """End the attempt as failed with `message`; returns the status recorded ('failed', or 'lost' when
@@ -155,7 +169,7 @@ class StoreReporter(Reporter):
         line = f"run {self.run_id}: failed ({message})"
         self.tail.append(line)
         if self.store.set_status(self.run_id, "failed", expect=["running"], attempt=self.attempt, message=message,
-                                 log_tail=self._log_tail()):
+                                 log_tail=self.log_tail()):
             self.status = "failed"
             return "failed"
         return "lost"
@@ -167,11 +181,24 @@ def placed_device(configured: str, slot_device: str | None) -> str:
     return slot_device if slot_device and configured != "cpu" else configured
 
 
+@dataclass
+class JobContext:
+    """What a kind's `execute` gets: the store, the claimed row (`row`, decoded), the attempt's reporter (its
+    ownership, log and stop requests), and where and with what the row runs."""
+    store: Store
+    row: dict
+    reporter: StoreReporter
+    data_dir: str | None = None
+    device: str | None = None          # the executor's slot device ('cuda:0' in a child that sees one GPU)
+    progress: Callable | None = None   # progress(done, total), for a foreground bar
+
+
 def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_signals: bool = True,
                 echo=None, attempt: str | None = None, device: str | None = None) -> str:
-    """Train a stored run (status must already be running), or run a stored analysis job, and record how it
-    ended; returns the status this attempt recorded ('done', 'failed', 'diverged', 'cancelled', 'interrupted'),
-    or 'lost' when the attempt lost its run and stopped without recording anything.
+    """Execute a stored row (status must already be running) by its kind (`lab.runs.kinds`: a training run, an
+    analysis job) and record how it ended; returns the status this attempt recorded ('done', 'failed',
+    'diverged', 'cancelled', 'interrupted'), or 'lost' when the attempt lost its run and stopped without
+    recording anything.
 
     `attempt`: the token of the attempt this process executes (given by whoever claimed the run); without
     one, the process takes ownership of a running run no attempt owns yet. `device`: where the executor placed
@@ -186,22 +213,15 @@ def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: reporter.request_stop("signal"))
     try:
-        if (run.get("job") or JOBS_DEFAULT) != JOBS_DEFAULT:
-            return _analyse(store, run, reporter, data_dir=data_dir, device=device, progress=progress)
-        cfg = RunConfig.from_dict(run["config"])
-        if placed_device(cfg.device, device) != cfg.device:
-            cfg = dataclasses.replace(cfg, device=placed_device(cfg.device, device))
-        parent = None
-        if cfg.deepen_from:  # a deepened run starts from its parent's checkpoint (the trainer refuses a missing one)
-            parent_id = store.get_run(cfg.deepen_from)["id"]
-            store.update_attempt(run["id"], attempt, parent_id=parent_id)
-            parent = store.run_dir(parent_id) / CHECKPOINT
-        train(cfg, store.run_dir(run["id"]), reporter, data_dir=data_dir, progress=progress, parent_checkpoint=parent)
-        return reporter.status or "lost"
+        kind = job_kind(run.get("job") or JOBS_DEFAULT)
+        if kind.check is not None:
+            kind.check(run)
+        context = JobContext(store, run, reporter, data_dir=data_dir, device=device, progress=progress)
+        return kind.execute(context)
     except LostRun as exc:
         echo(f"{exc}; this attempt stopped without writing anything more (the run's state is the new owner's)")
         return "lost"
-    except (ConfigError, DataError, CheckpointError, StoreError, AnalysisError) as exc:
+    except LabError as exc:
         return _fail(reporter, str(exc), echo)
     except Exception as exc:
         traceback.print_exc()
@@ -210,6 +230,38 @@ def execute_run(store: Store, run_id: str, data_dir=None, progress=None, handle_
         reporter.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _train(context: JobContext) -> str:
+    """The `train` kind: train the row's RunConfig, deepened from its stored parent's checkpoint if it has one."""
+    store, run, reporter = context.store, context.row, context.reporter
+    cfg = RunConfig.from_dict(run["config"])
+    if placed_device(cfg.device, context.device) != cfg.device:
+        cfg = dataclasses.replace(cfg, device=placed_device(cfg.device, context.device))
+    parent = None
+    if cfg.deepen_from:  # a deepened run starts from its parent's checkpoint (the trainer refuses a missing one)
+        parent = store.run_dir(deepened_parent(store, run)) / CHECKPOINT
+    train(cfg, store.run_dir(run["id"]), reporter, data_dir=context.data_dir, progress=context.progress,
+          parent_checkpoint=parent)
+    return reporter.status or "lost"
+
+
+def deepened_parent(store: Store, run: dict) -> str:
+    """The id of the run a deepened run starts from: the parent stored when it was queued (its `deepen_from`
+    resolved then), never that prefix resolved again, which may name another run by now. StoreError when it
+    has none or that run was deleted."""
+    parent_id = run.get("parent_id")
+    if not parent_id:
+        raise StoreError(f"run {run['id']} deepens {run['config'].get('deepen_from')!r}, which named no stored run "
+                         f"when it was queued; queue it again naming its parent's full id")
+    try:
+        return store.get_run(parent_id)["id"]  # a full id: it names that run or none (ids never prefix each other)
+    except StoreError:
+        raise StoreError(f"run {run['id']} deepens run {parent_id}, which is not in the store any more "
+                         f"(deleted)") from None
+
+
+register_kind(JOBS_DEFAULT, _train)
 
 
 def _fail(reporter: StoreReporter, message: str, echo) -> str:
@@ -221,104 +273,3 @@ def _fail(reporter: StoreReporter, message: str, echo) -> str:
     if status == "lost":
         echo(f"run {reporter.run_id}: this process no longer owns the run; its failure ({message}) is not recorded")
     return status
-
-
-def _analyse(store: Store, job: dict, reporter: StoreReporter, data_dir=None, device: str | None = None,
-             progress=None) -> str:
-    """Execute analysis job `job` under the reporter's attempt: wait while the run it analyses still trains,
-    run the analysis with progress and cancel, save its result for that run, record the job's end."""
-    from ..analysis.jobs import run_analysis  # the analyses load only in processes that run one
-    from ..analysis.queue import check_job
-    from ..analysis.results import save_result
-    from ..runtime import resolve_device
-
-    job_id, attempt = job["id"], reporter.attempt
-    parent_id, name, options = check_job(job)
-    where = str(resolve_device(placed_device("auto", device)))
-    try:
-        store.update_attempt(job_id, attempt, pid=os.getpid(), host=socket.gethostname(), device=where, iteration=0)
-    except LostRun as exc:
-        raise reporter._lose(exc) from None
-    started = time.perf_counter()
-
-    def should_stop() -> bool:
-        # asked at every unit of work (an evaluation: seconds), so a cancel lands at the next one
-        reporter._check()
-        if store.heartbeat(job_id, attempt) and reporter.stop_reason is None:
-            reporter.request_stop("cancel")
-        return reporter.should_stop()
-
-    def on_progress(done: int, total: int) -> None:
-        reporter._check()
-        try:
-            store.log(job_id, attempt=attempt, iteration=done, total_iterations=total,
-                      elapsed_s=time.perf_counter() - started, log_tail=reporter._log_tail())
-        except LostRun as exc:
-            raise reporter._lose(exc) from None
-        if done == 0 or done == total or done % max(1, total // 10) == 0:
-            reporter.echo(f"job {job_id}: {done}/{total}")
-        if progress is not None:
-            progress(done, total)
-
-    def note(text: str) -> None:  # a state worth showing before any progress: the log tail and the run's note
-        reporter.echo(text)
-        try:
-            store.update_attempt(job_id, attempt, message=text, log_tail=reporter._log_tail())
-        except LostRun as exc:
-            raise reporter._lose(exc) from None
-
-    try:
-        _wait_for_training(store, parent_id, options, should_stop, note)
-        run = store.get_run(parent_id)
-        reporter.echo(f"job {job_id}: {name} of run {parent_id} ({run.get('label')}, {run['status']}) on {where}, "
-                      f"options {_options_line(options)}")
-        result_key, result = run_analysis(store, parent_id, name, options, data_dir=data_dir, device=where,
-                                          progress=on_progress, should_stop=should_stop)
-    except Cancelled as exc:
-        signal_stop = reporter.stop_reason == "signal"
-        status = "interrupted" if signal_stop else "cancelled"
-        message = f"{exc} by a signal; queue it again to redo it" if signal_stop else f"{exc}; no result saved"
-        return _end(reporter, status, message)
-    if not store.owns(job_id, attempt):  # nothing is written by an attempt that lost its job
-        raise reporter._lose(store._lost(job_id, attempt))
-    save_result(store, parent_id, result_key, result)
-    total = store.get_run(job_id)["total_iterations"]
-    return _end(reporter, "done", f"saved result {result_key!r} of run {parent_id} ({result['elapsed_s']:.1f} s)",
-                iteration=total, elapsed_s=time.perf_counter() - started)
-
-
-def _wait_for_training(store: Store, parent_id: str, options: dict, should_stop, note) -> None:
-    """Weights that are still training are not the run's result: wait while the analysed run is running (the
-    store's queue holds a job back while its run is queued or running; a run resumed meanwhile is waited for)."""
-    try:
-        store.get_run(parent_id)
-    except StoreError:
-        raise AnalysisError(f"run {parent_id}, which this job analyses, is not in the store any more (deleted)") from None
-    if options.get("at") == "init":
-        return
-    said = False
-    while store.get_run(parent_id)["status"] == "running":
-        if not said:
-            note(f"waiting for run {parent_id} to finish training")
-            said = True
-        if should_stop():
-            raise Cancelled(f"stopped while waiting for run {parent_id} to finish training")
-        time.sleep(PARENT_POLL_S)
-    if said:
-        note(f"run {parent_id} finished training ({store.get_run(parent_id)['status']}); analysing it")
-
-
-def _end(reporter: StoreReporter, status: str, message: str, **values) -> str:
-    """Record how a job's attempt ended (only while it owns the job: else LostRun); returns the status."""
-    line = f"job {reporter.run_id}: {status} ({message})"
-    reporter.tail.append(line)
-    if not reporter.store.set_status(reporter.run_id, status, expect=["running"], attempt=reporter.attempt,
-                                     message=message, cancel_requested=0, log_tail=reporter._log_tail(), **values):
-        raise reporter._lose(reporter.store._lost(reporter.run_id, reporter.attempt))
-    reporter.status = status
-    reporter._print(line)
-    return status
-
-
-def _options_line(options: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(options.items()))

@@ -1,6 +1,7 @@
 """What the CLI's `ls`/`show` and the dashboard's Runs page show about runs: progress, ETA, log tails."""
 from __future__ import annotations
 
+import json
 import re
 from typing import Iterable
 
@@ -28,12 +29,7 @@ def overview(store: Store, reap: bool = True, jobs: Iterable[str] | None = (JOBS
     wanted = None if jobs is None else set(jobs)
     df = training_runs(store.runs()) if wanted is None or JOBS_DEFAULT in wanted else None
     if wanted is None or wanted - {JOBS_DEFAULT}:
-        from ..analysis.queue import analysis_jobs  # light: no analysis is loaded
-
-        extra = analysis_jobs(store)
-        if wanted is not None:
-            extra = extra[extra["job"].isin(wanted)]
-        extra = extra.drop(columns=["progress", "eta_s", "options"])
+        extra = job_rows(store, None if wanted is None else wanted - {JOBS_DEFAULT})
         parts = [p for p in (df, extra) if p is not None and not p.empty]
         df = (pd.concat(parts, ignore_index=True).sort_values(["created_at", "id"], ascending=[False, True])
               if parts else (df if df is not None else extra))
@@ -46,6 +42,19 @@ def overview(store: Store, reap: bool = True, jobs: Iterable[str] | None = (JOBS
     eta = (total - it) * per_it
     df["eta_s"] = eta.where(df["status"] == "running")
     return df.reset_index(drop=True)
+
+
+def job_rows(store: Store, kinds: Iterable[str] | None = None) -> pd.DataFrame:
+    """Job rows (any kind but training, or those `kinds`), newest first, with the runs table's columns and
+    `config` decoded (the job's options: a dict)."""
+    rows = store.jobs(kinds=None if kinds is None else list(kinds))
+    for r in rows:
+        try:
+            options = json.loads(r["config"]) if isinstance(r["config"], str) else r["config"]
+        except ValueError:
+            options = None
+        r["config"] = options if isinstance(options, dict) else {}
+    return pd.DataFrame(rows, columns=[c.name for c in runs_table.columns])
 
 
 def training_runs(df: pd.DataFrame) -> pd.DataFrame:
