@@ -118,7 +118,7 @@ def save_results(store, study_id: str, ids: dict[str, list[str]], value: Callabl
     """Store a result for every analysis arm of a study, for each run of the arm it analyses (`ids`, as `fill`
     returns them). `value(arm, seed)` is the result's key number: a lesion's error increase per deleted unit,
     a landscape's curvature, a shattering's neighbour correlation."""
-    from lab.analysis.options import resolve_options, result_name
+    from lab.analysis.options import bn_statistics, resolve_options, result_name
     from lab.analysis.results import save_result
     from lab.config import RunConfig
 
@@ -137,4 +137,5 @@ def save_results(store, study_id: str, ids: dict[str, list[str]], value: Callabl
                                  seed=cfg.seed, preset=cfg.preset, at=at, step=0 if at == "init" else cfg.iterations,
                                  total_iterations=cfg.iterations, device="cpu", precision="fp32")
             result["options"] = options
+            result["bn_statistics"] = result["run"]["bn_statistics"] = bn_statistics(options)
             save_result(store, rid, result_name(pa.arm.job, options), result)

@@ -297,8 +297,49 @@ def test_shatter_on_stored_runs(trained):
     assert name == "shatter" and res["line_length"] == pytest.approx(5.0, rel=1e-5) and res["line"]["direction"] == "random"
     with pytest.raises(AnalysisError, match="logit 10 does not exist"):
         run_analysis(store, ids["plain"], "shatter", {"target": 10})
-    with pytest.raises(AnalysisError, match="unknown option 'colour'.*points must be an integer >= 3, got 2"):
+    with pytest.raises(AnalysisError, match="unknown option 'colour'.*points must be an integer from 3 to 1024, got 2"):
         run_analysis(store, ids["plain"], "shatter", {"points": 2, "colour": 1})
+
+
+def _bns(net):
+    return [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def test_analyses_at_init_recalibrate_the_bn_statistics(trained):
+    """A fresh net's running statistics are (0, 1): every BN the identity in eval mode. At init the analyses
+    recalibrate them on training batches first, record that they did, and leave the weights alone."""
+    store, ids = trained
+    fresh = restore(store, ids["plain"], "init")
+    assert fresh.bn_statistics == "running" and all(torch.equal(m.running_var, torch.ones_like(m.running_var))
+                                                    for m in _bns(fresh.net))
+    r = restore(store, ids["plain"], "init", bn_batches=4)
+    assert r.bn_statistics == "recalibrated" and r.bn_images == 4 * r.cfg.batch_size and not r.net.training
+    assert all(torch.equal(a, b) for a, b in zip(fresh.net.parameters(), r.net.parameters()))
+    assert all(not torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in _bns(r.net))
+    # in eval mode the first BN now normalises the training images: per channel about mean 0, variance 1
+    from lab.analysis.checkpoint import training_batches
+
+    out = []
+    hook = _bns(r.net)[0].register_forward_hook(lambda _m, _i, o: out.append(o.detach().float()))
+    with torch.no_grad():
+        for x in training_batches(r, 4):
+            r.net(x)
+    hook.remove()
+    y = torch.cat(out)
+    assert y.mean(dim=(0, 2, 3)).abs().max() < 0.05 and (y.var(dim=(0, 2, 3)) - 1).abs().max() < 0.1
+    assert restore(store, ids["plain"], bn_batches=4).bn_statistics == "running"   # trained: its own statistics
+
+
+def test_results_record_their_bn_statistics(trained):
+    store, ids = trained
+    _, res = run_analysis(store, ids["residual"], "shatter", {"at": "init", "points": 16})
+    assert res["bn_statistics"] == res["run"]["bn_statistics"] == "recalibrated" and res["options"]["bn_batches"] == 20
+    _, res = run_analysis(store, ids["residual"], "shatter", {"at": "init", "points": 16, "bn_batches": 0})
+    assert res["bn_statistics"] == "running"
+    _, res = run_analysis(store, ids["residual"], "landscape", {"at": "init", "points": 3, "images": 64})
+    assert res["bn_statistics"] == "recalibrated"
+    _, res = run_analysis(store, ids["plain"], "lesion", {"images": 64, "draws": 1})
+    assert res["bn_statistics"] == "running"
 
 
 # --- stored results and the CLI -------------------------------------------------------------------------

@@ -713,6 +713,27 @@ def test_analysis_results_give_no_clear_difference(study, index, a, b, net_a, ne
                                                                     f"{net_b}"), f.text
 
 
+def test_results_at_init_without_recalibrated_bn_statistics_do_not_count(store, fast_estimates):
+    """A shattering result at init made with a fresh net's (0, 1) BN statistics (or by a lab that did not record
+    them) answers another question: the study neither uses it nor counts its job as done."""
+    from lab.analysis.results import load_results, save_result
+    from lab.studies.common import analysis_results
+
+    ids = fill(store, "shattering")
+    save_results(store, "shattering", ids, lambda arm, seed: 0.5 + noise(arm, seed))
+    arm = "shattering of plain-14 (at init)"
+    before = evaluate("shattering", store, "smoke")
+    assert len(analysis_results(before.data, arm)) == 2
+    for rid in ids["plain-14"]:
+        old = load_results(store, [rid], "shatter-init")[rid]
+        del old["bn_statistics"], old["run"]["bn_statistics"]
+        save_result(store, rid, "shatter-init", old)
+    after = evaluate("shattering", store, "smoke")
+    assert analysis_results(after.data, arm) == []
+    assert [s.state for s in after.slots if s.arm == arm] == ["missing", "missing"]
+    assert after.analysis.findings[1].outcome == "not enough seeds"
+
+
 def test_analysis_arms_queue_jobs_after_their_runs(store, fast_estimates):
     from lab.analysis.queue import analysis_jobs
 

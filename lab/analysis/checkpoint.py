@@ -3,7 +3,15 @@
 The network is built from the run's stored `RunConfig`, exactly as the trainer built it: same seed before
 construction (so 'init' is the trainer's step-0 network), same device placement, memory format and autocast
 precision, so an evaluation here reproduces the trainer's evaluation of the same weights. Data comes from the
-run's own splits (same data set, validation fraction and training limit), normalised, never augmented.
+run's own splits (same data set, validation fraction, training limit and normalisation), never augmented.
+
+BN statistics at initialisation: a fresh net's running statistics are (0, 1), so in eval mode every BN is the
+identity and the net is effectively un-normalised (its output scale grows or shrinks with depth). The analyses
+concern nets with batch normalisation (Balduzzi et al.'s 1/sqrt(L) law for residual nets holds with it), so at
+init the analyses have `restore` recalibrate the running statistics on `bn_batches` training batches first (cumulative averages,
+the net in training mode, no gradient, no weight change): BN then normalises as it does in training. The result
+records which statistics it used (`bn_statistics`: "recalibrated", "running" for the checkpoint's own or a fresh
+net's (0, 1) ones, "none" for a net without BN).
 """
 from __future__ import annotations
 
@@ -40,6 +48,8 @@ class Restored:
     device: torch.device
     precision: str            # "fp32" or "bf16": the run's precision resolved for this device, as the trainer does
     splits: Splits
+    bn_statistics: str = "running"   # "recalibrated" (at init, on training batches), "running" or "none" (no BN)
+    bn_images: int = 0               # training images the statistics were recalibrated on
 
     @property
     def eval_batch(self) -> int:
@@ -67,17 +77,21 @@ class Restored:
             "run_id": self.run["id"], "label": self.run.get("label") or self.cfg.label(), "kind": self.cfg.kind,
             "depth": self.cfg.depth, "dataset": self.cfg.dataset, "seed": self.cfg.seed, "preset": self.cfg.preset,
             "at": self.at, "step": self.step, "total_iterations": self.cfg.iterations,
-            "device": str(self.device), "precision": self.precision,
+            "device": str(self.device), "precision": self.precision, "bn_statistics": self.bn_statistics,
+            "bn_images": self.bn_images,
         }
 
 
-def restore(store: Store, run_id: str, at: str | int = "checkpoint", data_dir=None, device: str = "auto") -> Restored:
+def restore(store: Store, run_id: str, at: str | int = "checkpoint", data_dir=None, device: str = "auto",
+            bn_batches: int = 0) -> Restored:
     """The network of stored run `run_id` (a unique id prefix is enough) at its last checkpoint or at init.
 
     `at`: 'checkpoint', 'init' (0 is a synonym) or an iteration number, which must be the checkpoint's own (the
     lab keeps only the last checkpoint). 'init' is the run's network freshly initialised with its seed, exactly
-    as the trainer built it; it needs no checkpoint, so it works for queued runs too. Raises StoreError for an
-    unknown run and AnalysisError for a run without a usable checkpoint.
+    as the trainer built it; with `bn_batches` > 0 its BN running statistics are then recalibrated on that many
+    training batches (the analyses' default, options.BN_BATCHES; 0 leaves them at (0, 1); see the module
+    docstring). It needs no checkpoint, so it works for queued runs too. Raises StoreError for an unknown run and
+    AnalysisError for a run without a usable checkpoint.
     """
     run = store.get_run(run_id)
     cfg = RunConfig.from_dict(run["config"])
@@ -92,7 +106,7 @@ def restore(store: Store, run_id: str, at: str | int = "checkpoint", data_dir=No
                 f"run {run['id']} has no weights at iteration {at}: the lab keeps only the last checkpoint; "
                 f"available: init (0) and {int(state['step'])}"
             )
-    splits = make_splits(cfg.dataset, data_dir, cfg.val_fraction, limit=cfg.train_limit)
+    splits = make_splits(cfg.dataset, data_dir, cfg.val_fraction, limit=cfg.train_limit, normalize=cfg.normalize)
     spec = cfg.net_spec(splits.info.channels, splits.info.classes)
     with torch.random.fork_rng(devices=[]):  # the trainer's seeding, without disturbing the caller's RNG
         torch.manual_seed(cfg.seed)
@@ -112,7 +126,55 @@ def restore(store: Store, run_id: str, at: str | int = "checkpoint", data_dir=No
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.eval()
-    return Restored(run, cfg, net, at, step, dev, resolve_precision(cfg.precision, dev), splits)
+    restored = Restored(run, cfg, net, at, step, dev, resolve_precision(cfg.precision, dev), splits)
+    if not has_bn(net):
+        restored.bn_statistics = "none"
+    elif at == "init" and bn_batches > 0:
+        restored.bn_images = recalibrate_bn(net, training_batches(restored, bn_batches), restored.autocast())
+        restored.bn_statistics = "recalibrated"
+    return restored
+
+
+def has_bn(net: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def training_batches(r: Restored, batches: int):
+    """`batches` batches of the run's batch size from its training split, in an order fixed by the run's seed,
+    normalised as the trainer normalises them and never augmented."""
+    data = r.splits.train
+    gen = torch.Generator().manual_seed(r.cfg.seed)
+    order = torch.randperm(len(data), generator=gen)[: batches * r.cfg.batch_size]
+    loader = DeviceLoader(data.subset(order), r.splits.mean, r.splits.std, r.device, r.cfg.batch_size,
+                          channels_last=r.cfg.channels_last)
+    for start in range(0, len(order), r.cfg.batch_size):
+        yield loader.batch(torch.arange(start, min(start + r.cfg.batch_size, len(order)), device=r.device))[0]
+
+
+@torch.no_grad()
+def recalibrate_bn(net: torch.nn.Module, batches, autocast=None) -> int:
+    """Replace every BN's running statistics by their cumulative average over `batches` (input tensors), the
+    net in training mode, so eval mode normalises as training does; the weights do not change. Returns the
+    number of images seen; the net is left in eval mode."""
+    import contextlib
+
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch, not an exponential one
+    seen = 0
+    net.train()
+    try:
+        for x in batches:
+            with (autocast or contextlib.nullcontext)():
+                net(x)
+            seen += len(x)
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        net.eval()
+    return seen
 
 
 def checkpoint_path(store: Store, run_id: str) -> Path:

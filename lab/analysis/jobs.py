@@ -34,10 +34,11 @@ def run_analysis(store: Store, run_id: str, name: str, options: dict | None = No
     Cancelled (should_stop() became true)."""
     opts = resolve_options(name, options)
     started = time.perf_counter()
-    restored = restore(store, run_id, opts["at"], data_dir=data_dir, device=device)
+    restored = restore(store, run_id, opts["at"], data_dir=data_dir, device=device, bn_batches=opts["bn_batches"])
     result = {"lesion": _lesion, "landscape": _landscape, "shatter": _shatter}[name](restored, opts, progress,
                                                                                   should_stop)
     result["run"] = restored.context()
+    result["bn_statistics"] = restored.bn_statistics  # "recalibrated", "running" or "none" (lab.analysis.checkpoint)
     result["options"] = {**result.get("options", {}), **opts}
     result["elapsed_s"] = time.perf_counter() - started
     result["created_at"] = time.time()

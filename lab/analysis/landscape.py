@@ -5,8 +5,9 @@ A direction has one random Gaussian tensor per parameter, rescaled filter by fil
 direction (a conv weight's output channel, a linear weight's output row) gets the L2 norm of the same filter of
 the weights, so the slice is comparable across nets of different scale. Parameters with one dimension (BN
 weights and biases, conv and linear biases) are zero in the direction, as in the paper. BN running statistics
-are buffers, not parameters: they stay as in the checkpoint at every point (the net is evaluated in eval mode,
-without augmentation, on a fixed set of images).
+are buffers, not parameters: they stay as given at every point (the checkpoint's, or at init those recalibrated
+on training batches by lab.analysis.checkpoint; the net is evaluated in eval mode, without augmentation, on a
+fixed set of images).
 
 `slice_grid` is model-agnostic: it moves any module's parameters to w + sum_i c_i d_i and calls an `evaluate`
 callback there, so the same code slices a CifarNet or a toy module with a known loss surface.
@@ -144,8 +145,7 @@ def landscape(
         "images": len(labels),
         "alpha": alphas,
         "origin": {"loss": finite(origin["loss"]), "error": finite(origin["error"])},
-        "options": {"points": points, "span": span, "seed": seed, "batch_size": batch_size,
-                    "bn_statistics": "as in the checkpoint (running statistics, eval mode)"},
+        "options": {"points": points, "span": span, "seed": seed, "batch_size": batch_size},
     }
     if two_d:
         result |= {"beta": alphas, "loss": [loss[i : i + points] for i in range(0, len(loss), points)],

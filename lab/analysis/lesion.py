@@ -11,7 +11,8 @@ cannot be deleted where it changes it (the first unit of a stage). Three measure
 - optionally, units reordered: k random swaps of two units that have the same input and output shape (units
   of one stage after its first), averaged over `draws` orders, with the Kendall tau of each order (Fig. 5b).
 
-Each evaluation is one pass over the given images in eval mode (BN running statistics as trained).
+Each evaluation is one pass over the given images in eval mode (BN running statistics as given: the
+checkpoint's, or at init those recalibrated on training batches by lab.analysis.checkpoint).
 """
 from __future__ import annotations
 

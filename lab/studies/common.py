@@ -198,8 +198,8 @@ def analysis_options(data: StudyData, arm: str) -> dict:
 def analysis_results(data: StudyData, arm: str) -> list[dict]:
     """The stored results of an analysis arm, one per analysed run of its `of` arm (the preferred run of each
     seed, in seed order; trained runs that are done, or any stored run for a result at initialisation), however
-    they were made (a background job or the CLI)."""
-    from ..analysis.options import result_name
+    they were made (a background job or the CLI), made with the BN statistics the arm's options ask for."""
+    from ..analysis.options import result_matches, result_name
     from ..analysis.results import load_results
 
     pa = data.plan.arm(arm)
@@ -210,7 +210,8 @@ def analysis_results(data: StudyData, arm: str) -> list[dict]:
         if options.get("at") == "init" else ("done",)
     ids = data.runs(pa.arm.of, statuses)["id"].tolist()
     found = load_results(data.store, ids, result_name(pa.arm.job, options))
-    return [found[i] for i in ids if i in found]
+    # a result made with other BN statistics (at init: a fresh net's (0, 1) ones) does not answer the arm
+    return [found[i] for i in ids if i in found and result_matches(found[i], options)]
 
 
 def missing_results(data: StudyData, question: str, *arms: str) -> Finding | None:
