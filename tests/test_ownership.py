@@ -88,9 +88,9 @@ def test_a_run_on_another_host_is_judged_by_heartbeat_age_in_database_time(store
     # a host whose clock is a day behind writes its heartbeat: in database time, so it is fresh
     skewed = _running(store, pid=1, host="elsewhere", heartbeat_at=now - 3600)
     real = time.time
-    monkeypatch.setattr("lab.runs.store.time.time", lambda: real() - 86400)
+    monkeypatch.setattr("lab.runs.store.claims.time.time", lambda: real() - 86400)
     store.heartbeat(skewed)
-    monkeypatch.setattr("lab.runs.store.time.time", real)
+    monkeypatch.setattr("lab.runs.store.claims.time.time", real)
     assert sorted(store.reap_stale()) == sorted([stale, never])
     assert store.get_run(fresh)["status"] == "running" and store.get_run(skewed)["status"] == "running"
     assert "no heartbeat on elsewhere" in store.get_run(stale)["message"]

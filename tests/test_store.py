@@ -233,7 +233,7 @@ def test_run_ids_never_collide(store, monkeypatch):
     """Defect 8: ids had a 24-bit random suffix, so 3000 seeds collided. A drawn id already taken is drawn again."""
     fixed, real = uuid.UUID(int=42), uuid.uuid4
     draws = [fixed] * 4  # two runs in a row get the same random part
-    monkeypatch.setattr("lab.runs.store.uuid.uuid4", lambda: draws.pop(0) if draws else real())
+    monkeypatch.setattr("uuid.uuid4", lambda: draws.pop(0) if draws else real())
     (a,) = store.create_runs([make_config("smoke")])
     (b,) = store.create_runs([make_config("smoke", seed=1)])
     assert a != b and len(store.runs()) == 2
