@@ -269,7 +269,9 @@ def test_ensure_worker_starts_the_worker_with_per_gpu(store, monkeypatch):
     monkeypatch.setattr(worker_mod.subprocess, "Popen", FakePopen)
     assert worker_mod.ensure_worker(store, slots=0, per_gpu=4) == 99
     cmd = started[0]
-    assert cmd[cmd.index("--per-gpu") + 1] == "4" and "--slots" not in cmd
+    # slots 0: the automatic count for that share (`auto_slots`), which the worker gets spelled out
+    auto, _ = worker_mod.auto_slots("auto", store, per_gpu=4)
+    assert cmd[cmd.index("--per-gpu") + 1] == "4" and cmd[cmd.index("--slots") + 1] == str(auto)
 
 
 # --- faults ---------------------------------------------------------------------------------------------

@@ -252,8 +252,9 @@ def deepened_parent(store: Store, run: dict) -> str:
     has none or that run was deleted."""
     parent_id = run.get("parent_id")
     if not parent_id:
-        raise StoreError(f"run {run['id']} deepens {run['config'].get('deepen_from')!r}, which named no stored run "
-                         f"when it was queued; queue it again naming its parent's full id")
+        ref = run["config"].get("deepen_from")
+        raise StoreError(f"run {run['id']} deepens {ref!r}, but there was no run {ref!r} when it was queued; queue "
+                         f"it again naming its parent's id")
     try:
         return store.get_run(parent_id)["id"]  # a full id: it names that run or none (ids never prefix each other)
     except StoreError:

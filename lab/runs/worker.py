@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +32,7 @@ from ..runtime import PROJECT_ROOT
 from .executors import Ended, Executor
 from .executors.local import LocalExecutor, Slot, plan_slots  # noqa: F401  (Slot, plan_slots: their old home)
 from .store import LostRun, Store, StoreError, new_id
+from .slots import auto_slots  # the number of runs at once that finishes the queue soonest (re-exported)
 
 POLL_S = 1.0
 STALE_GRACE_S = 15.0
@@ -38,6 +41,35 @@ MAX_PER_GPU = 64
 MAX_SLOTS = 256
 MAX_RETRIES = 100
 RETRIES_ARTIFACT = "executor"  # per run: {"retries": n, "history": [one entry per attempt that was retried]}
+WORKER_LOG = "worker.log"      # in the results folder: what the workers `ensure_worker` starts print
+WORKER_LOG_MAX_BYTES = 5 * 2**20   # a worker log past this is rotated when the next worker starts
+WORKER_LOG_BACKUPS = 3             # worker.log.1 (the newest) .. worker.log.3 are kept
+
+
+def lock_name(executor: str, host: str | None = None) -> str:
+    """The worker lock's file name for `executor` on `host` (default: this one). The host is part of the name:
+    a results folder on a network file system shared by several hosts holds one lock per host, so a worker on
+    one host never keeps out (nor, where the file system's locks do not reach across hosts, shares a lock with)
+    the workers of another."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", host or socket.gethostname())[:64] or "host"
+    return f"worker-{host}.lock" if executor == "local" else f"worker-{host}-{executor}.lock"
+
+
+def open_worker_log(root: Path):
+    """The results folder's worker log, opened for appending; one past WORKER_LOG_MAX_BYTES is first rotated
+    (worker.log -> worker.log.1 -> ... -> worker.log.N, the oldest dropped), so it never grows without end."""
+    path = Path(root) / WORKER_LOG
+    try:
+        big = path.stat().st_size > WORKER_LOG_MAX_BYTES
+    except OSError:
+        big = False
+    if big:
+        for i in range(WORKER_LOG_BACKUPS - 1, 0, -1):
+            older = path.with_name(f"{WORKER_LOG}.{i}")
+            if older.exists():
+                os.replace(older, path.with_name(f"{WORKER_LOG}.{i + 1}"))
+        os.replace(path, path.with_name(f"{WORKER_LOG}.1"))
+    return open(path, "ab")
 
 
 def slot_problems(slots: int, per_gpu: int) -> list[str]:
@@ -96,8 +128,7 @@ class Worker:
     def acquire_lock(self) -> bool:
         """Take the results folder's worker lock for this executor; False when another worker on this host
         holds it."""
-        name = "worker.lock" if self.executor.name == "local" else f"worker-{self.executor.name}.lock"
-        self._lock_file = open(self.store.root / name, "a+")
+        self._lock_file = open(self.store.root / lock_name(self.executor.name), "a+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -252,20 +283,21 @@ def ensure_worker(store: Store, slots: int = 0, idle_exit_s: float = 600.0, data
                   per_gpu: int = 1) -> int | None:
     """Start a detached worker for this store unless a live one exists; returns the new worker's pid or None.
 
-    `slots` and `per_gpu` as for `lab worker` (they apply only when this starts one). The worker is in its own
-    session, so it outlives the dashboard or shell that started it.
+    `slots` and `per_gpu` as for `lab worker` (they apply only when this starts one); `slots` 0 is the number
+    that finishes the store's queued runs soonest here (`auto_slots`). The worker is in its own session, so it
+    outlives the dashboard or shell that started it; it prints to the results folder's worker.log (rotated).
     """
     if store.live_workers():
         return None
+    if not slots:
+        slots, _ = auto_slots("auto", store, per_gpu=per_gpu)
     cmd = [sys.executable, "-m", "lab", "worker", "--results", str(store.root.resolve()),
-           "--exit-when-idle", str(idle_exit_s)]
-    if slots:
-        cmd += ["--slots", str(slots)]
+           "--exit-when-idle", str(idle_exit_s), "--slots", str(slots)]
     if per_gpu != 1:
         cmd += ["--per-gpu", str(per_gpu)]
     if data_dir:
         cmd += ["--data", str(Path(data_dir).resolve())]
-    log = open(Path(store.root) / "worker.log", "ab")
+    log = open_worker_log(store.root)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

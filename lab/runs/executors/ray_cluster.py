@@ -9,8 +9,12 @@ records where it landed in the run's `slot` (`ray:<node>:gpu<N>` or `ray:<node>:
 the task in `executor_ref` (`ray:<task id>`).
 
 Every node must see the same project checkout and the same results folder at the same paths (a shared file
-system), and reach the same database (`LAB_DB_URL`, passed on to the tasks): checkpoints and logs are written
-there, and a run resumed on another node reads its checkpoint from there.
+system), and reach the same database server: checkpoints and logs are written there, and a run resumed on
+another node reads its checkpoint from there. A cluster of several nodes needs PostgreSQL (SQLite's write-ahead
+log corrupts over a network file system: refused at start). The database's address goes to the tasks without
+its password (task arguments are stored by Ray and shown to whoever reaches its dashboard); each node takes the
+password from its own environment (`LAB_DB_URL` naming the same server, database and user, or `PGPASSWORD`) or
+its `~/.pgpass`. Whoever reaches the Ray ports can run code on every node: keep the cluster on a private network.
 
 Ray owns the tasks of the dispatcher that submitted them: when the dispatcher stops it first stops its runs
 (each checkpoints and records `interrupted`) and the worker queues them again for the next dispatcher. A Ray task
@@ -29,6 +33,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.engine import url as sa_url
 
 from ...runtime import PROJECT_ROOT
 from ..store import LostRun, Store
@@ -96,12 +102,49 @@ def node_capacity(resources: dict, share: Share) -> int:
     return max(0, min(fits)) if fits else 0
 
 
+def task_db_url(url: str) -> str:
+    """The store's address as it goes to a Ray task: without its password (see `node_db_url`)."""
+    parsed = sa_url.make_url(url)
+    if parsed.password is None:
+        return url
+    return parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps a None
+
+
+def node_db_url(passed: str, environ=os.environ) -> str:
+    """The address a task's node opens the store at: its own `LAB_DB_URL` when that names the same server,
+    port, database and user as `passed` (it holds the node's password), else `passed` as it came, without a
+    password, which libpq completes from the node's PGPASSWORD or ~/.pgpass."""
+    own = environ.get("LAB_DB_URL")
+    if not own or passed.startswith("sqlite"):
+        return passed
+    try:
+        a, b = sa_url.make_url(passed), sa_url.make_url(own)
+    except Exception:  # a malformed node setting: the address that came with the task
+        return passed
+    same = (a.get_backend_name(), a.host, a.port, a.database, a.username) == \
+        (b.get_backend_name(), b.host, b.port, b.database, b.username)
+    return own if same else passed
+
+
+def sqlite_cluster_problem(url: str, nodes: list[dict]) -> str | None:
+    """Why this store cannot serve this Ray cluster (None when it can): SQLite with more than one live node."""
+    alive = sum(1 for n in nodes if n.get("Alive"))
+    if url.startswith("sqlite") and alive > 1:
+        return (f"the Ray cluster has {alive} nodes and this store is SQLite, which several hosts cannot share (its "
+                f"log corrupts over a network file system): use PostgreSQL (LAB_DB_URL=postgresql://...; "
+                f"docs/cluster.md)")
+    return None
+
+
 def run_attempt(run_id: str, attempt: str, args: list[str], results: str, db_url: str,
                 gpu_share: float, project_root: str) -> dict:
     """The body of a run's Ray task, on the node Ray placed it: record the slot, run `python -m lab _execute`
     in a child process until it exits, and stop the child (SIGTERM, then SIGKILL) if the task is cancelled.
-    `db_url`: the dispatcher's store (its SQLite file in `results`, or the database server both use)."""
+    `db_url`: the dispatcher's store (its SQLite file in `results`, or the database server both use), without
+    a password: the node's own setting supplies it (`node_db_url`)."""
     import ray
+
+    db_url = node_db_url(db_url)
 
     if threading.current_thread() is threading.main_thread():
         # ray.cancel interrupts the task like Ctrl-C, which does nothing where SIGINT is ignored (a node started
@@ -206,6 +249,10 @@ class RayExecutor(Executor):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExecutorError(f"cannot connect to a Ray cluster at {self.address}: {text}") from None
+        problem = sqlite_cluster_problem(store.url, ray.nodes())
+        if problem:
+            ray.shutdown()
+            raise ExecutorError(problem)
         self.share = share_for(ray.cluster_resources().get("GPU", 0.0), per_gpu, cpus_per_run, device)
         self._task = ray.remote(max_retries=0, retry_exceptions=False)(run_attempt)
         self.tasks: dict[str, tuple[object, str, float]] = {}  # run id -> (object ref, attempt, submitted at)
@@ -225,6 +272,13 @@ class RayExecutor(Executor):
         return min(fits, self.max_runs) if self.max_runs else fits
 
     def free_slots(self) -> list:
+        """Room for more runs, none while a SQLite store faces a cluster that grew past one node (said once)."""
+        problem = sqlite_cluster_problem(self.store.url, self.ray.nodes())
+        if problem:
+            if not getattr(self, "_said_sqlite", False):
+                print(f"ray: no more runs start: {problem}", flush=True)
+                self._said_sqlite = True
+            return []
         return [self.share] * max(0, self.capacity() - len(self.tasks))
 
     def submit(self, run: dict, slot) -> str:
@@ -232,7 +286,7 @@ class RayExecutor(Executor):
         if self.data_dir:
             args += ["--data", str(Path(self.data_dir).resolve())]
         ref = self._task.options(num_gpus=slot.gpus, num_cpus=slot.cpus, name=f"lab {run['id']}").remote(
-            run["id"], run["attempt"], args, str(self.store.root.resolve()), self.store.url, slot.gpus,
+            run["id"], run["attempt"], args, str(self.store.root.resolve()), task_db_url(self.store.url), slot.gpus,
             str(PROJECT_ROOT))
         self.tasks[run["id"]] = (ref, run["attempt"], time.time())
         task_ref = f"ray:{ref.task_id().hex()}"
