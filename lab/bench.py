@@ -8,15 +8,18 @@ no download is needed and the figures do not depend on image content):
   (c) a reference loop: the same model in fp32, torchvision's CIFAR10 dataset through a DataLoader with
       RandomCrop, RandomHorizontalFlip, ToTensor and Normalize
 
-and prints the ratios a/c and a/b, and the fraction of the machine's bf16 matrix-multiply ceiling reached
-(training costs about 3x the forward FLOPs: 6 x the forward multiply-adds per image).
+and prints, side by side, the ratios a/c and a/b, the lab's training GFLOP/s (training costs about 3x the
+forward FLOPs: 6 x the forward multiply-adds per image) and their fraction of the machine's matrix-multiply
+ceiling, measured in the precision the lab trains in there (`resolve_precision`: bf16 where the hardware has it,
+fp32 elsewhere; `--precision` overrides it for the lab's figures and the ceiling alike). On the CPU the default
+(ResNet-20 and -56, 10 timed iterations of 128 each) takes about 2.5 minutes on 2 AVX2 cores.
 
 With --sweep, on the CPU it also measures a CPU sweep's aggregate images/s through the real worker with 1 and
 2 slots; on a GPU it measures the lab trainer (no probes) in each compile mode (`--modes`: off, default,
 reduce-overhead, max-autotune) at each depth, and packed runs: `--packed N` runs at once on the one GPU as
 separate processes through the real worker (`--per-gpu N`), their aggregate images/s. Each trainer figure is
 the median of `--repeats` timed windows of `--iterations` steps after an untimed first window (which holds
-compilation and CUDA-graph capture). `--iterations 0` picks 30 on the CPU and 300 on a GPU.
+compilation and CUDA-graph capture). `--iterations 0` picks 10 on the CPU and 300 on a GPU.
 """
 from __future__ import annotations
 
@@ -39,6 +42,13 @@ from .runtime import PROJECT_ROOT, device_name, mps_status, resolve_device, reso
 from .train import MemoryReporter, train
 
 MODES = ("off", "default", "reduce-overhead", "max-autotune")   # "off": eager; the others: RunConfig.compile_mode
+# The generated data set: its validation (a tenth) and test images are what the trainer's final evaluation reads,
+# so they are kept small (on 2 CPU cores 1,000 ResNet-56 evaluations take a few seconds).
+BENCH_TRAIN_IMAGES = 5000
+BENCH_TEST_IMAGES = 500
+CPU_ITERATIONS = 10
+GPU_ITERATIONS = 300
+TARGET_OVER_REFERENCE = {"fp32": 1.5, "bf16": 2.0}   # a/c, by the lab's precision
 
 
 def write_cifar10_format(root: Path, n_train: int = 10000, n_test: int = 1000, seed: int = 0) -> Path:
@@ -99,7 +109,7 @@ def reference_loop(depth: int, root: Path, device: torch.device, iterations: int
 
 
 def lab_trainer(depth: int, root: Path, device: str, iterations: int, batch_size: int, probes: bool, threads: int,
-                mode: str = "off", repeats: int = 1) -> float:
+                mode: str = "off", repeats: int = 1, precision: str = "auto") -> float:
     """(a)/(b): images/s of the lab trainer, the median of `repeats` windows of `iterations` steps after one
     untimed window (start-up, compilation, graph capture); `mode` "off" is eager, else the compile mode."""
     windows = 1 + repeats
@@ -107,7 +117,7 @@ def lab_trainer(depth: int, root: Path, device: str, iterations: int, batch_size
         "paper", dataset="cifar10", depth=depth, iterations=windows * iterations, batch_size=batch_size,
         log_every=iterations, eval_every=windows * iterations, grad_every=10, checkpoint_every=windows * iterations,
         probes=probes, device=device, threads=threads, eval_images=500, compile=mode != "off",
-        compile_mode="default" if mode == "off" else mode,
+        compile_mode="default" if mode == "off" else mode, precision=precision,
     )
     rep = MemoryReporter()
     with tempfile.TemporaryDirectory() as run_dir:
@@ -118,7 +128,9 @@ def lab_trainer(depth: int, root: Path, device: str, iterations: int, batch_size
 
 def matmul_ceiling(device: torch.device, dtype=torch.bfloat16, n: int = 0, repeat: int = 0) -> float:
     """Measured GFLOP/s of a large square matrix multiply: the practical compute ceiling. By default 2048^2
-    ten times on the CPU, 8192^2 a hundred times on a GPU (seconds of work, after warm-up)."""
+    ten times on the CPU, 8192^2 a hundred times on a GPU (seconds of work, after warm-up). Measure it in the
+    precision that training uses (`ceiling_dtype`): bf16 on a CPU without native bf16 runs at about 1 GFLOP/s,
+    where fp32 runs at about 139 (2 AVX2 cores), and would take many minutes."""
     gpu = device.type == "cuda"
     n = n or (8192 if gpu else 2048)
     repeat = repeat or (100 if gpu else 10)
@@ -134,6 +146,11 @@ def matmul_ceiling(device: torch.device, dtype=torch.bfloat16, n: int = 0, repea
     if device.type == "cuda":
         torch.cuda.synchronize()
     return 2 * n**3 * repeat / (time.perf_counter() - t) / 1e9
+
+
+def ceiling_dtype(precision: str) -> torch.dtype:
+    """The matrix-multiply dtype that matches the lab's training precision ('bf16' autocast or 'fp32')."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def _worker_runs(root: Path, configs: list, worker_args: list[str]) -> tuple[list[float], float]:
@@ -184,12 +201,38 @@ def packed_throughput(root: Path, runs: int, iterations: int, depth: int = 20, m
                 wall_s=wall, wall_images_per_s=runs * iterations * configs[0].batch_size / wall)
 
 
+def measure_depth(depth: int, root: Path, device: torch.device, args, iterations: int, repeats: int,
+                  precision: str, ceiling: float) -> dict:
+    """One row of the table: (a), (b), (c) at `depth`, their ratios, and the lab's training GFLOP/s (a) as a
+    fraction of the `ceiling` (GFLOP/s)."""
+    macs = forward_macs(build_net("residual", depth))
+    c = reference_loop(depth, root, device, iterations, args.warmup, args.batch_size)
+    a, b = (lab_trainer(depth, root, args.device, iterations, args.batch_size, probes, args.threads, repeats=repeats,
+                        precision=precision) for probes in (True, False))
+    gflops = a * 6 * macs / 1e9
+    return dict(depth=depth, a=a, b=b, c=c, a_over_c=a / c, a_over_b=a / b, gflops=gflops, ceiling=ceiling,
+                fraction=gflops / ceiling, precision=precision)
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The result lines: images/s of (a), (b), (c), the ratios, and the lab's GFLOP/s against the ceiling."""
+    lines = [f"{'model':<10} {'(a) lab+probes':>15} {'(b) lab':>9} {'(c) reference':>14} {'a/c':>6} {'a/b':>6} "
+             f"{'(a) GFLOP/s':>12} {'of ceiling':>11}"]
+    for r in rows:
+        lines.append(f"resnet{r['depth']:<4} {r['a']:>15.0f} {r['b']:>9.0f} {r['c']:>14.0f} {r['a_over_c']:>6.2f} "
+                     f"{r['a_over_b']:>6.3f} {r['gflops']:>12.1f} {100 * r['fraction']:>10.1f}%")
+    if rows:
+        target = TARGET_OVER_REFERENCE.get(rows[0]["precision"], 2.0)
+        lines.append(f"targets ({rows[0]['precision']}): a/c >= {target:g}; a within 5% of b (a/b >= 0.95)")
+    return lines
+
+
 def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    iterations = args.iterations or (300 if gpu else 30)
+    iterations = args.iterations or (GPU_ITERATIONS if gpu else CPU_ITERATIONS)
     repeats = getattr(args, "repeats", 0) or (3 if gpu else 1)
     depths = [int(d) for d in str(args.depths).split(",")]
     modes = [m.strip() for m in str(getattr(args, "modes", None) or ",".join(MODES)).split(",") if m.strip()]
@@ -198,34 +241,23 @@ def main(args) -> int:
         raise ConfigError(f"--modes: unknown compile mode(s) {', '.join(unknown)}; allowed: {', '.join(MODES)}")
     packed = [int(n) for n in str(getattr(args, "packed", None) or "1,2,4,8").split(",") if int(n) > 0]
     gpu_part = (args.sweep and gpu) or getattr(args, "gpu_sweep", False)
-    precision = resolve_precision("auto", device)
-    ceiling = matmul_ceiling(device)
+    precision = resolve_precision(getattr(args, "precision", None) or "auto", device)
+    ceiling = matmul_ceiling(device, ceiling_dtype(precision))
     print(f"device: {device} ({device_name(device)}), {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"lab precision {precision}, channels_last")
     if gpu:
         mps = mps_status()
         print(f"CUDA {torch.version.cuda}; MPS {'running' if mps['running'] else 'not running'} ({mps['how']})")
-    print(f"measured bf16 matrix-multiply ceiling: {ceiling:.0f} GFLOP/s")
+    print(f"measured {precision} matrix-multiply ceiling: {ceiling:.0f} GFLOP/s")
     print(f"timed iterations: {iterations} of batch {args.batch_size} after {args.warmup}+ untimed"
-          + (f" (trainer: median of {repeats} windows after an untimed one)" if repeats > 1 else ""))
+          + (f" (trainer: median of {repeats} windows after an untimed one)" if repeats > 1 else ""), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_cifar10_format(Path(tmp))
+        root = write_cifar10_format(Path(tmp), BENCH_TRAIN_IMAGES, BENCH_TEST_IMAGES)
         for depth in depths:
-            macs = forward_macs(build_net("residual", depth))
-            c = reference_loop(depth, root, device, iterations, args.warmup, args.batch_size)
-            a = lab_trainer(depth, root, args.device, iterations, args.batch_size, True, args.threads, repeats=repeats)
-            b = lab_trainer(depth, root, args.device, iterations, args.batch_size, False, args.threads, repeats=repeats)
-            ceiling_ips = ceiling * 1e9 / (6 * macs)
-            rows.append(dict(depth=depth, a=a, b=b, c=c, a_over_c=a / c, a_over_b=a / b, ceiling_ips=ceiling_ips,
-                             fraction=a / ceiling_ips))
+            rows.append(measure_depth(depth, root, device, args, iterations, repeats, precision, ceiling))
         print()
-        print(f"{'model':<10} {'(a) lab+probes':>15} {'(b) lab':>9} {'(c) reference':>14} {'a/c':>6} {'a/b':>6} "
-              f"{'ceiling img/s':>14} {'a/ceiling':>10}")
-        for r in rows:
-            print(f"resnet{r['depth']:<4} {r['a']:>15.0f} {r['b']:>9.0f} {r['c']:>14.0f} {r['a_over_c']:>6.2f} "
-                  f"{r['a_over_b']:>6.3f} {r['ceiling_ips']:>14.0f} {100 * r['fraction']:>9.1f}%")
-        print("targets: a/c >= 2.0; a within 5% of b (a/b >= 0.95)")
+        print("\n".join(table(rows)), flush=True)
         if args.sweep and not gpu_part:
             ref20 = next((r["c"] for r in rows if r["depth"] == 20), None) or reference_loop(
                 20, root, device, iterations, args.warmup, args.batch_size)
