@@ -35,7 +35,21 @@ def _open_store(root: str, url: str | None) -> Store:
     return Store(root, url=url)
 
 
+def through_dashboard() -> None:
+    """Run this page through dashboard.py. Because a pages/ folder sits beside dashboard.py, Streamlit starts a
+    server in its file-based multipage mode (the files of pages/ listed in the sidebar), which dashboard.py's
+    st.navigation turns off only once dashboard.py has run; a server's first visitor who opens a page's own
+    address (/studies) would get that page alone, without the titled navigation, page settings and address
+    check of dashboard.py. Turn the mode off and run again, through dashboard.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def get_store() -> Store:
+    through_dashboard()
     root = Path(results_dir() or default_results_dir()).resolve()
     try:
         return _open_store(str(root), os.environ.get("LAB_DB_URL"))
