@@ -1,9 +1,18 @@
 """Degradation Lab dashboard: `streamlit run dashboard.py` (options: `-- --results DIR`)."""
 import streamlit as st
 
+from lab.dashboard_address import address_problem, is_loopback, remote_allowed, remote_warning
 from lab.export import warm_up_in_background
 
 st.set_page_config(page_title="Degradation Lab", page_icon=":material/stacked_line_chart:", layout="wide")
+# no authentication: beyond loopback only when the server was started with explicit permission (--allow-remote)
+_address = st.get_option("server.address")
+_problem = address_problem(_address, remote_allowed())
+if _problem:
+    st.error(_problem)
+    st.stop()
+if not is_loopback(_address):
+    st.warning(remote_warning(_address), icon=":material/public:")
 st.cache_resource(show_spinner=False)(warm_up_in_background)()  # once per server: first figure export is quick
 
 pages = {

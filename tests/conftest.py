@@ -5,6 +5,7 @@ import gzip
 import os
 import struct
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,19 @@ def write_mnist(folder: Path, n_train: int = 300, n_test: int = 60, gz: bool = F
     write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28)), gz)
     write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test), gz)
     return folder
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.25):
+    """Poll `predicate` until it returns something true (returned) or `timeout` seconds pass (the test fails,
+    naming `what`). The one waiting helper of the suite: processes, servers and workers are watched with it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
 
 
 def require_system() -> bool:
