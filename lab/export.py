@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 import threading
 import warnings
 import zipfile
@@ -126,8 +127,28 @@ def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def table_csv(df: pd.DataFrame) -> bytes:
+    """A table as CSV whose text cells cannot be read as spreadsheet formulas (every CSV the lab writes)."""
+    return csv_safe(df).to_csv(index=False).encode()
+
+
 def csv_bytes(fig: go.Figure) -> bytes:
-    return csv_safe(figs.figure_data(fig)).to_csv(index=False).encode()
+    return table_csv(figs.figure_data(fig))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: a temporary file in the same folder, then a rename over `path`, so a
+    reader (or an export interrupted half-way) never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -184,7 +205,7 @@ def report_zip(figures: dict[str, go.Figure], runs: pd.DataFrame, formats=("svg"
                 except ExportError as exc:
                     if str(exc) not in notes:
                         notes.append(str(exc))
-        z.writestr("runs.csv", csv_safe(runs_table(runs)).to_csv(index=False))
+        z.writestr("runs.csv", table_csv(runs_table(runs)))
         z.writestr("index.html", report_html(title, figures, runs, images))
         if notes:
             z.writestr("WARNINGS.txt", "\n".join(notes) + "\n")
@@ -215,8 +236,7 @@ def cli_export(args) -> int:
     out = Path(args.out)
     if out.suffix == ".zip":
         data, notes = report_zip(built, runs, formats=[f for f in formats if f in IMAGE_FORMATS])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
+        write_atomically(out, data)
         print(f"wrote {out} ({len(data) // 1024} KiB): {len(built)} figure(s), {len(runs)} run(s)")
         for n in notes:
             print(f"warning: {n}")
@@ -227,17 +247,17 @@ def cli_export(args) -> int:
         for fmt in formats:
             path = out / f"{name}.{fmt}"
             if fmt == "csv":
-                path.write_bytes(csv_bytes(fig))
+                write_atomically(path, csv_bytes(fig))
             elif fmt == "html":
-                path.write_text(pio.to_html(fig, include_plotlyjs="inline"))
+                write_atomically(path, pio.to_html(fig, include_plotlyjs="inline").encode())
             else:
                 try:
-                    path.write_bytes(figure_bytes(fig, fmt))
+                    write_atomically(path, figure_bytes(fig, fmt))
                 except ExportError as exc:
                     failed.append(str(exc))
                     continue
             print(f"wrote {path}")
-    csv_safe(runs_table(runs)).to_csv(out / "runs.csv", index=False)
+    write_atomically(out / "runs.csv", table_csv(runs_table(runs)))
     print(f"wrote {out / 'runs.csv'}")
     if failed:
         print(f"error: {failed[0]}")

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from lab import views
+from lab.export import table_csv
 from lab.figures import depth_table
 from lab.reference import CIFAR10_TEST_ERROR
 from pages.common import (apply_selection, figure_downloads, get_store, live_every, load_runs,
@@ -36,7 +37,7 @@ def summary() -> None:
         "test_error_sd": st.column_config.NumberColumn("± sd", format="%.2f"),
         "paper_test_error": st.column_config.TextColumn("paper (CIFAR-10)"),
     })
-    st.download_button("Table as CSV", table.to_csv(index=False), "depth-table.csv", "text/csv", on_click="ignore",
+    st.download_button("Table as CSV", table_csv(table), "depth-table.csv", "text/csv", on_click="ignore",
                        icon=":material/table:")
 
 

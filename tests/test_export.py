@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -128,3 +129,79 @@ def test_show_and_ls_escape_control_characters(store, capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b[2Jgone" in out and "\\x1b]0;pwned\\x07 and\\nmore" in out
+
+
+FORMULA = '=HYPERLINK("http://evil.example","x")'
+
+
+def test_study_export_neutralises_formulas_in_runs_csv_and_tables(monkeypatch):
+    """The study export's runs.csv and data/table-*.csv went out without csv_safe."""
+    from types import SimpleNamespace
+
+    from lab.studies import report
+
+    members = pd.DataFrame([{"id": "plain20-1", "label": "plain-20", "status": "done", "_key": "k", "_seed": 0,
+                             "config": {"tag": FORMULA, "depth": 20}}])
+    result = SimpleNamespace(figures=dict, data=SimpleNamespace(members=members), to_json=dict,
+                             analysis=SimpleNamespace(tables={"finals": pd.DataFrame({"arm": ["+1+1"], "n": [-2]})}))
+    monkeypatch.setattr(report, "summary_html", lambda result, images: "")
+    files, _ = report.export_files(result, formats=())
+    runs = pd.read_csv(io.BytesIO(files["runs.csv"]))
+    table = pd.read_csv(io.BytesIO(files["data/table-finals.csv"]))
+    assert runs["tag"].tolist() == ["'" + FORMULA] and table["arm"].tolist() == ["'+1+1"]
+    assert table["n"].tolist() == [-2]
+
+
+def test_the_depth_pages_table_csv_neutralises_formulas(filled, monkeypatch):
+    from streamlit.runtime import memory_media_file_storage
+    from streamlit.testing.v1 import AppTest
+
+    import lab.figures
+
+    storages = []
+
+    class Recorded(memory_media_file_storage.MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            storages.append(self)
+
+    monkeypatch.setattr("streamlit.testing.v1.app_test.MemoryMediaFileStorage", Recorded)
+    real = lab.figures.depth_table
+    monkeypatch.setattr(lab.figures, "depth_table", lambda runs: real(runs).assign(method=FORMULA))
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=180)
+    at.switch_page("pages/depth.py")
+    at.run()
+    assert not at.exception
+    button = next(e for e in at.get("download_button") if e.proto.label == "Table as CSV")
+    content = storages[-1].get_file(button.proto.url.rsplit("/", 1)[-1]).content
+    assert set(pd.read_csv(io.BytesIO(content))["method"]) == {"'" + FORMULA}
+
+
+def test_exports_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A failure mid-write leaves the earlier file as it was and no partial file beside it."""
+    target = tmp_path / "out" / "runs.csv"
+    export.write_atomically(target, b"first\n")
+    assert target.read_bytes() == b"first\n"
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        export.write_atomically(target, b"second, longer\n")
+    assert target.read_bytes() == b"first\n" and sorted(p.name for p in target.parent.iterdir()) == ["runs.csv"]
+
+
+@pytest.mark.parametrize("out", ["bundle.zip", "folder"])
+def test_study_export_writes_through_a_temporary_file(tmp_path, monkeypatch, out):
+    from types import SimpleNamespace
+
+    from lab.studies import report
+
+    replaced = []
+    real_replace = export.os.replace
+    monkeypatch.setattr(export.os, "replace", lambda src, dst: replaced.append(Path(dst).name) or real_replace(src, dst))
+    monkeypatch.setattr(report, "export_files", lambda result, formats: ({"runs.csv": b"a\n", "data/x.csv": b"b\n"}, []))
+    path, _, _ = report.export(SimpleNamespace(), tmp_path / out)
+    assert replaced == (["bundle.zip"] if out.endswith(".zip") else ["runs.csv", "x.csv"])
+    assert not [p for p in tmp_path.rglob("*.partial")]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.io as pio
 
-from ..export import IMAGE_FORMATS, ExportError, csv_bytes, figure_bytes, runs_table
+from ..export import IMAGE_FORMATS, ExportError, csv_bytes, figure_bytes, runs_table, table_csv, write_atomically
 from ..reference import STUDY_NUMBERS, cite
 from ..runs.monitor import format_duration, overview
 from ..runs.store import Store
@@ -193,9 +193,9 @@ def export_files(result: StudyResult, formats=("svg", "pdf", "png")) -> tuple[di
                     notes.append(str(exc))
     runs = result.data.members
     table = runs_table(runs.drop(columns=[c for c in ("_key", "_seed") if c in runs.columns])) if not runs.empty else runs
-    files["runs.csv"] = table.to_csv(index=False).encode()
+    files["runs.csv"] = table_csv(table)
     for name, t in result.analysis.tables.items():
-        files[f"data/table-{name}.csv"] = t.to_csv(index=False).encode()
+        files[f"data/table-{name}.csv"] = table_csv(t)
     files["study.json"] = json.dumps(result.to_json(), indent=2).encode()
     files["index.html"] = summary_html(result, images).encode()
     if notes:
@@ -208,13 +208,10 @@ def export(result: StudyResult, out: str | Path, formats=("svg", "pdf", "png")) 
     files, notes = export_files(result, formats)
     out = Path(out)
     if out.suffix == ".zip":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(zip_bytes(files))
+        write_atomically(out, zip_bytes(files))
     else:
         for path, data in files.items():
-            target = out / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            write_atomically(out / path, data)
     return out, notes, len(files)
 
 
