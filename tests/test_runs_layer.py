@@ -1,5 +1,5 @@
 """The runs layer on its own: job kinds, the automatic slot count, the worker's log and lock, deepening from the
-stored parent, and what a Ray task is given (no database password) or refused (SQLite on several nodes)."""
+stored parent, and what a Ray task is given (no database password) or refused (SQLite on several machines)."""
 import os
 import socket
 import subprocess
@@ -212,8 +212,10 @@ def test_a_ray_task_gets_the_database_address_without_its_password():
 
 
 class FakeRay:
-    def __init__(self, nodes: int):
-        self._nodes = [{"Alive": True, "NodeID": f"n{i}", "Resources": {"CPU": 2.0}} for i in range(nodes)]
+    def __init__(self, nodes: int, machines: int | None = None):
+        machines = machines or nodes
+        self._nodes = [{"Alive": True, "NodeID": f"n{i}", "NodeManagerAddress": f"10.0.0.{i % machines}",
+                        "Resources": {"CPU": 2.0}} for i in range(nodes)]
         self.calls, self.shut = [], False
 
     def init(self, **kwargs):
@@ -257,20 +259,23 @@ def test_the_ray_executor_passes_no_password_and_refuses_sqlite_on_several_nodes
 
     sqlite = SimpleNamespace(root=tmp_path, url=f"sqlite:///{tmp_path}/lab.db", update_attempt=lambda *a, **k: None)
     assert ray_cluster.RayExecutor(sqlite, address="auto").free_slots()  # one node: SQLite is fine
+    monkeypatch.setattr(ray_cluster, "import_ray", lambda: FakeRay(nodes=3, machines=1))
+    assert ray_cluster.RayExecutor(sqlite, address="auto").free_slots()  # several nodes on one machine: as well
     fake2 = FakeRay(nodes=3)
     monkeypatch.setattr(ray_cluster, "import_ray", lambda: fake2)
-    with pytest.raises(ExecutorError, match=r"^the Ray cluster has 3 nodes and this store is SQLite.*use PostgreSQL"):
+    with pytest.raises(ExecutorError, match=r"^the Ray cluster has nodes on 3 machines and this store is SQLite.*"
+                                            r"use PostgreSQL"):
         ray_cluster.RayExecutor(sqlite, address="auto")
     assert fake2.shut
     # a cluster that grows past one node later: no more runs start there
     fake3 = FakeRay(nodes=1)
     monkeypatch.setattr(ray_cluster, "import_ray", lambda: fake3)
     ex = ray_cluster.RayExecutor(sqlite, address="auto")
-    fake3._nodes.append({"Alive": True, "NodeID": "n9", "Resources": {"CPU": 2.0}})
+    fake3._nodes.append({"Alive": True, "NodeID": "n9", "NodeManagerAddress": "10.0.0.9", "Resources": {"CPU": 2.0}})
     assert ex.free_slots() == []
 
 
-def test_the_worker_refuses_sqlite_on_a_multi_node_cluster_in_one_line(tmp_path, monkeypatch, capsys):
+def test_the_worker_refuses_sqlite_on_a_cluster_of_several_machines_in_one_line(tmp_path, monkeypatch, capsys):
     from lab.__main__ import main
     from lab.runs.executors import ray_cluster
 

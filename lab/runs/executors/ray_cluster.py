@@ -10,8 +10,8 @@ the task in `executor_ref` (`ray:<task id>`).
 
 Every node must see the same project checkout and the same results folder at the same paths (a shared file
 system), and reach the same database server: checkpoints and logs are written there, and a run resumed on
-another node reads its checkpoint from there. A cluster of several nodes needs PostgreSQL (SQLite's write-ahead
-log corrupts over a network file system: refused at start). The database's address goes to the tasks without
+another node reads its checkpoint from there. A cluster with nodes on several machines needs PostgreSQL (SQLite's
+write-ahead log corrupts over a network file system: refused at start). The database's address goes to the tasks without
 its password (task arguments are stored by Ray and shown to whoever reaches its dashboard); each node takes the
 password from its own environment (`LAB_DB_URL` naming the same server, database and user, or `PGPASSWORD`) or
 its `~/.pgpass`. Whoever reaches the Ray ports can run code on every node: keep the cluster on a private network.
@@ -127,12 +127,13 @@ def node_db_url(passed: str, environ=os.environ) -> str:
 
 
 def sqlite_cluster_problem(url: str, nodes: list[dict]) -> str | None:
-    """Why this store cannot serve this Ray cluster (None when it can): SQLite with more than one live node."""
-    alive = sum(1 for n in nodes if n.get("Alive"))
-    if url.startswith("sqlite") and alive > 1:
-        return (f"the Ray cluster has {alive} nodes and this store is SQLite, which several hosts cannot share (its "
-                f"log corrupts over a network file system): use PostgreSQL (LAB_DB_URL=postgresql://...; "
-                f"docs/cluster.md)")
+    """Why this store cannot serve this Ray cluster (None when it can): SQLite with live nodes on more than one
+    machine (nodes on one machine, as in tests, share its local file system, where SQLite is safe)."""
+    hosts = {n.get("NodeManagerAddress") or n.get("NodeID") for n in nodes if n.get("Alive")}
+    if url.startswith("sqlite") and len(hosts) > 1:
+        return (f"the Ray cluster has nodes on {len(hosts)} machines and this store is SQLite, which several "
+                f"machines cannot share (its log corrupts over a network file system): use PostgreSQL "
+                f"(LAB_DB_URL=postgresql://...; docs/cluster.md)")
     return None
 
 
