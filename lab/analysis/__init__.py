@@ -8,7 +8,7 @@ and plain nets degrade.
 Each is a pure function (network, data tensors, options) -> JSON-able dict, with `progress(done, total)` and
 `should_stop()` callbacks. `checkpoint.restore` rebuilds a run's network (last checkpoint or init) and data as
 the trainer had them; `jobs.run_analysis` runs an analysis on a stored run; `results.save_result` /
-`load_results` keep results; `figures` draws them; `cli.add_commands` adds the commands.
+`load_results` keep results; `figures` draws them; `lab.cli.analysis` holds their commands.
 """
 import importlib
 

@@ -1,11 +1,12 @@
-"""Sweeps: a spec (kinds x depths x seeds x option lists) expanded into validated RunConfigs."""
+"""Sweeps: a spec (kinds x depths x seeds x option lists) expanded into validated RunConfigs, and `queue_sweep`,
+which the CLI's `sweep`, the Launch page and the studies queue runs through (one cap, one validation)."""
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, fields
 
 from ..config import RunConfig, field_problems, make_config, PRESETS
-from ..models import ConfigError
+from ..errors import ConfigError
 
 # what a sweep's own lists are called, as the RunConfig option they set
 LIST_FIELDS = {"kinds": "kind", "depths": "depth", "seeds": "seed"}
@@ -76,14 +77,90 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
     return [make_config(c.preset, **{f.name: getattr(c, f.name) for f in fields(RunConfig) if f.name != "preset"}) for c in configs]
 
 
-def parse_list(text: str, cast=str) -> list:
-    """'20,32, 44' -> [20, 32, 44]; raises ConfigError naming the bad item."""
+# A sweep may queue at most this many runs (a typo in --seeds or a grid must not flood the store).
+MAX_SWEEP_RUNS = 100_000
+
+
+@dataclass
+class Sweep:
+    """A sweep checked (and, by `queue_sweep`, queued): its runs, or the problems that refuse it as
+    (option, message) pairs ('' where no single option is at fault), so a form shows each under its control."""
+
+    configs: list[RunConfig] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)   # the queued runs' ids, in the order of `configs`
+
+    def check(self) -> "Sweep":
+        """Raise the problems as one ConfigError (for callers that refuse rather than show); else self."""
+        if self.problems:
+            raise refuse(self.problems)
+        return self
+
+
+def sweep_size(spec: SweepSpec) -> int:
+    count = len(spec.kinds) * len(spec.depths) * len(spec.seeds)
+    for values in spec.grid.values():
+        count *= len(values)
+    return count
+
+
+def worker_problems(slots: int, per_gpu: int) -> list[tuple[str, str]]:
+    """The worker settings' problems, each with the option at fault."""
+    from .worker import slot_problems
+
+    return ([("slots", p) for p in slot_problems(slots, 1)] +
+            [("per_gpu", p) for p in slot_problems(0, per_gpu)])
+
+
+def check_sweep(sweep: SweepSpec | list[RunConfig], here: bool = False, slots: int | None = None,
+                per_gpu: int = 1) -> Sweep:
+    """The sweep's validated runs, or every problem with it; queues nothing. `here`: the runs are for a worker on
+    this machine, which must have the device they name. `slots`/`per_gpu`: the worker this would start."""
+    problems = worker_problems(slots, per_gpu) if slots is not None else []
+    count = sweep_size(sweep) if isinstance(sweep, SweepSpec) else len(sweep)
+    if count > MAX_SWEEP_RUNS:
+        return Sweep(problems=problems + [
+            ("", f"this sweep would queue {count:,} runs; a sweep may queue at most {MAX_SWEEP_RUNS:,}")])
+    if isinstance(sweep, SweepSpec):
+        try:
+            configs = expand(sweep)
+        except ConfigError as exc:
+            return Sweep(problems=problems + (getattr(exc, "problems", None) or [("", str(exc))]))
+    else:
+        configs = list(sweep)
+    if here:
+        from ..runtime import device_problem
+
+        problems += [("device", p) for p in sorted({device_problem(c.device) for c in configs} - {None})]
+    return Sweep(configs=configs, problems=problems)
+
+
+def queue_sweep(store, sweep: SweepSpec | list[RunConfig], *, here: bool = False, slots: int | None = None,
+                per_gpu: int = 1, sweep_id: str | None = None, parent_id: str | None = None) -> Sweep:
+    """Check the sweep (`check_sweep`) and, when nothing is wrong, queue its runs in the store in one go.
+    Returns the Sweep: its `ids` when queued, else its `problems` (nothing is queued then). Starts no worker:
+    the caller decides (the CLI's --no-worker, the page's button)."""
+    checked = check_sweep(sweep, here=here, slots=slots, per_gpu=per_gpu)
+    if checked.problems or not checked.configs:
+        return checked
+    checked.ids = store.create_runs(checked.configs, sweep_id=sweep_id, parent_id=parent_id)
+    return checked
+
+
+def parse_list(text: str, cast=str, what: str = "") -> list:
+    """'20,32, 44' -> [20, 32, 44]; '' (or only commas) -> []. Raises ConfigError naming the bad item, or the
+    empty one ('0.1,,0.2' is refused, not read as two values). `what` names the list in the message."""
+    text = str(text)
+    if not text.replace(",", "").strip():
+        return []
+    where = f"{what}: " if what else ""
     out = []
-    for item in (t.strip() for t in str(text).split(",")):
+    for item in (t.strip() for t in text.split(",")):
         if not item:
-            continue
+            raise ConfigError(f"{where}{text!r} has an empty value between commas; give the values separated by "
+                              f"single commas, e.g. 0.1,0.2")
         try:
             out.append(cast(item))
         except (TypeError, ValueError):
-            raise ConfigError(f"{item!r} is not a valid {getattr(cast, '__name__', 'value')}") from None
+            raise ConfigError(f"{where}{item!r} is not a valid {getattr(cast, '__name__', 'value')}") from None
     return out

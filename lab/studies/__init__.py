@@ -6,7 +6,7 @@
 - `data`: what an analysis reads (runs per arm, final values, curves, per-layer metrics).
 - `stats` and `findings`: the statistics (scipy.stats) and the verdict sentences made from them.
 - `figures`: figure builders (pure functions); `common`: what most analyses share.
-- `report`: a study evaluated against the store, as JSON, HTML and exported files; `cli`: `python -m lab study`.
+- `report`: a study evaluated against the store, as JSON, HTML and exported files; `lab.cli.studies`: `lab study`.
 """
 from .registry import Arm, Study, StudyError, all_studies, get, register
 

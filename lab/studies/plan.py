@@ -301,9 +301,11 @@ def _analysis_state(store: Store | None, pa: PlannedArm, target: str | None) -> 
     these options (lab.analysis.queue.analysis_jobs), else None."""
     if store is None or target is None:
         return None
+    from ..analysis.options import result_matches
     from ..analysis.results import load_results
 
-    if load_results(store, [target], pa.result):
+    found = load_results(store, [target], pa.result).get(target)
+    if found is not None and result_matches(found, pa.options):  # not a result made with other BN statistics
         return {"id": target, "status": "done"}
     queue = analysis_queue()
     jobs = queue.analysis_jobs(store, target) if queue is not None else pd.DataFrame()
@@ -473,9 +475,10 @@ def queue_missing(store: Store, plan: Plan, runs: pd.DataFrame | None = None) ->
     sweep_id = new_id(f"study-{plan.study.id}")[:64]
     if new:
         from ..runs.estimate import longest_first
+        from ..runs.sweep import queue_sweep
 
         new = [new[i] for i in longest_first([s.config for s in new])]
-        created = store.create_runs([s.config for s in new], sweep_id=sweep_id)
+        created = queue_sweep(store, [s.config for s in new], sweep_id=sweep_id).check().ids
         out.created += created
         run_of.update({(s.arm, s.config.seed): rid for s, rid in zip(new, created)})
     for s in slots:   # deepened runs, in the study's order: a parent is stored (or queued) before its child

@@ -1,4 +1,4 @@
-"""The analyses' commands: `python -m lab lesion|landscape|shatter RUN ...`, in the foreground with a progress
+"""The analyses' commands: `lab lesion|landscape|shatter RUN ...`, in the foreground with a progress
 bar on stderr; each saves its result with the run and prints a short summary (or the result as JSON). With
 `--background` the command queues the analysis as a job instead (`lab.analysis.queue`), starts a worker unless
 one is running, and prints the job's id and how to watch it."""
@@ -7,12 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 
-from .errors import AnalysisError
-from .options import ANALYSES
-
-__all__ = ["AnalysisError", "add_commands"]
+from ..analysis.options import ANALYSES
+from ..errors import AnalysisError
+from .common import Progress, add_results, add_worker_flags, check_slots, open_store, pct
 
 
 def _int_or_word(*words: str):
@@ -32,16 +30,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the whole result as JSON instead of a summary")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--device", default="auto", help="'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:N'")
-    p.add_argument("--data", metavar="DIR", default=None, help="data folder (default: $LAB_DATA or data/)")
-    p.add_argument("--results", metavar="DIR", default=None,
-                   help="results folder (default: $LAB_RESULTS or results/); $LAB_DB_URL selects another database")
     p.add_argument("--background", action="store_true",
                    help="queue it as a background job for the worker (progress in `python -m lab ls`, cancel with "
-                        "`python -m lab cancel JOB`) instead of running it here")
-    p.add_argument("--no-worker", action="store_true", help="with --background: only queue; do not start a worker")
+                        "`python -m lab cancel JOB`) instead of running it here; the worker flags apply to it")
+    add_worker_flags(p)
+    add_results(p)
 
 
-def add_commands(sub) -> None:
+def register(sub) -> None:
     """Add `lesion`, `landscape` and `shatter` to the lab's subcommands."""
     o = {name: a.options for name, a in ANALYSES.items()}
 
@@ -81,32 +77,18 @@ def add_commands(sub) -> None:
 def _command(name: str, option_names: tuple[str, ...]):
     def run(args) -> int:
         # imported here: the lab's other commands start without loading the analyses
-        from ..runs.store import Store
-        from .jobs import run_analysis
-        from .results import BACKEND, RunFolder, save_result
+        from ..analysis.jobs import run_analysis
+        from ..analysis.results import BACKEND, RunFolder, save_result
 
-        store = Store(args.results, create=False)
+        store = open_store(args, create=False)
         options = {k: getattr(args, k) for k in option_names if getattr(args, k, None) is not None}
         if args.background:
             return _queue(store, args, name, options)
         if args.no_worker:
             raise AnalysisError("--no-worker goes with --background (a foreground analysis needs no worker)")
-        bar = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(total=None, unit="step", desc=name, dynamic_ncols=True, file=sys.stderr)
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        try:
+        with Progress(unit="step", desc=name, quiet=args.quiet) as bar:
             result_name, result = run_analysis(store, args.run, name, options, data_dir=args.data,
-                                               device=args.device, progress=progress if bar is not None else None)
-        finally:
-            if bar is not None:
-                bar.close()
+                                               device=args.device, progress=bar.callback)
         save_result(store, result["run"]["run_id"], result_name, result)
         if args.json:
             print(json.dumps(result, indent=1))
@@ -122,12 +104,13 @@ def _command(name: str, option_names: tuple[str, ...]):
 
 def _queue(store, args, name: str, options: dict) -> int:
     """`--background`: queue the job (or find the identical one in flight), start a worker, say how to watch it."""
+    from ..analysis.queue import queue_analysis
     from ..runs.monitor import printable
-    from .queue import queue_analysis
 
     if args.device != "auto":
         raise AnalysisError("--device applies to an analysis run here; a background job runs on the device of "
                             "the worker's slot (a GPU when the worker has one)")
+    check_slots(args.slots, args.per_gpu)
     before = {r["id"] for r in _in_flight(store)}
     job_id = queue_analysis(store, args.run, name, options)
     job = store.get_run(job_id)
@@ -135,7 +118,7 @@ def _queue(store, args, name: str, options: dict) -> int:
     if not args.no_worker:
         from ..runs.worker import ensure_worker
 
-        pid = ensure_worker(store, data_dir=args.data)
+        pid = ensure_worker(store, slots=args.slots, per_gpu=args.per_gpu, data_dir=args.data)
     if args.json:
         print(json.dumps({"job": job_id, "status": job["status"], "analysed_run": job["parent_id"],
                           "reused": job_id in before, "options": job["config"], "worker_pid": pid}))
@@ -153,14 +136,10 @@ def _queue(store, args, name: str, options: dict) -> int:
 
 
 def _in_flight(store) -> list[dict]:
-    from .queue import IN_FLIGHT, analysis_jobs
+    from ..analysis.queue import IN_FLIGHT, analysis_jobs
 
     jobs = analysis_jobs(store)
     return jobs[jobs["status"].isin(IN_FLIGHT)].to_dict("records") if not jobs.empty else []
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _num(x, fmt: str = ".4f") -> str:
@@ -176,13 +155,13 @@ def _header(result: dict) -> str:
 def lesion_summary(result: dict) -> list[str]:
     table, single = result["unit_table"], result["single"]["error"]
     lines = [_header(result),
-             f"test error on {result['images']} images: {_pct(result['baseline']['error'])} with every unit"]
+             f"test error on {result['images']} images: {pct(result['baseline']['error'])} with every unit"]
     deletable = [(r, e) for r, e in zip(table, single) if e is not None]
     if deletable:
         worst = max(deletable, key=lambda t: t[1])
         mean = sum(e for _, e in deletable) / len(deletable)
-        lines.append(f"one unit deleted ({len(deletable)} of {len(table)} deletable): mean {_pct(mean)}, "
-                     f"worst {_pct(worst[1])} ({worst[0]['name']}, stage {worst[0]['stage'] + 1})")
+        lines.append(f"one unit deleted ({len(deletable)} of {len(table)} deletable): mean {pct(mean)}, "
+                     f"worst {pct(worst[1])} ({worst[0]['name']}, stage {worst[0]['stage'] + 1})")
     fixed = [r["name"] for r in table if not r["deletable"]]
     if fixed:
         lines.append(f"not deletable (they change the shape): {', '.join(fixed)}")
@@ -190,12 +169,12 @@ def lesion_summary(result: dict) -> list[str]:
     if d["k"]:
         shown = sorted({0, len(d["k"]) // 4, len(d["k"]) // 2, len(d["k"]) - 1})
         lines.append("k deleted at once (mean over sets): " + ", ".join(
-            f"k={d['k'][i]}: {_pct(d['error_mean'][i])}" for i in shown))
+            f"k={d['k'][i]}: {pct(d['error_mean'][i])}" for i in shown))
     r = result.get("reordered")
     if r and r["swaps"]:
         shown = sorted({0, len(r["swaps"]) // 2, len(r["swaps"]) - 1})
         lines.append("reordered: " + ", ".join(
-            f"{r['swaps'][i]} swaps (tau {r['kendall_tau'][i]:.2f}): {_pct(r['error_mean'][i])}" for i in shown))
+            f"{r['swaps'][i]} swaps (tau {r['kendall_tau'][i]:.2f}): {pct(r['error_mean'][i])}" for i in shown))
     elif r is not None:
         lines.append("reordered: no two units share a shape, so none can swap places")
     return lines
@@ -204,10 +183,10 @@ def lesion_summary(result: dict) -> list[str]:
 def landscape_summary(result: dict) -> list[str]:
     o = result["origin"]
     lines = [_header(result),
-             f"on {result['images']} training images: loss {_num(o['loss'])}, error {_pct(o['error'])} at the weights"]
+             f"on {result['images']} training images: loss {_num(o['loss'])}, error {pct(o['error'])} at the weights"]
     if result["dimensions"] == 1:
         lines.append("alpha    loss       error")
-        lines += [f"{a:+6.2f}  {_num(lo, '9.4f'):>9}  {_pct(e):>8}"
+        lines += [f"{a:+6.2f}  {_num(lo, '9.4f'):>9}  {pct(e):>8}"
                   for a, lo, e in zip(result["alpha"], result["loss"], result["error"])]
     else:
         flat = [v for row in result["loss"] for v in row if v is not None]
