@@ -75,20 +75,25 @@ def fill(store, study_id: str, budget: str = "smoke", seeds: int = 2,
 # --- analysis results (lesions, landscapes, shattering) of the stored runs --------------------------------------
 
 
-def lesion_result(cfg, increase: float, baseline: float = 0.2) -> dict:
-    """A lesion result of the net `cfg` builds: every deletable unit deleted alone raises the error by
-    `increase`; k units deleted at once by k times that (at most chance, 0.9)."""
+def lesion_result(cfg, increase: float, baseline: float = 0.2, downsampling: float | None = None) -> dict:
+    """A lesion result of the net `cfg` builds: every deletable shape-keeping unit deleted alone raises the error
+    by `increase`, a deletable downsampling unit by `downsampling` (default: `increase`); k shape-keeping units
+    deleted at once by k times `increase` (at most chance, 0.9)."""
     import torch
 
-    from lab.analysis.lesion import unit_table
+    from lab.analysis.lesion import by_kind, unit_table
 
     table = unit_table(build_net(cfg.kind, cfg.depth, width=cfg.width), torch.zeros(1, 3, 32, 32))
-    deletable = [row["index"] for row in table if row["deletable"]]
-    ks = list(range(1, len(deletable) + 1))
-    return {"analysis": "lesion", "images": 128, "baseline": {"loss": 0.5, "error": baseline}, "unit_table": table,
-            "single": {"error": [baseline + increase if row["deletable"] else None for row in table],
-                       "loss": [1.0 if row["deletable"] else None for row in table]},
-            "deleted": {"k": ks, "error_mean": [min(0.9, baseline + k * increase) for k in ks],
+    down = increase if downsampling is None else downsampling
+    single = [baseline + (increase if row["kind"] == "shape-keeping" else down) if row["deletable"] else None
+              for row in table]
+    candidates = [row["index"] for row in table if row["deletable"] and row["kind"] == "shape-keeping"]
+    ks = list(range(1, len(candidates) + 1))
+    return {"analysis": "lesion", "format": 2, "images": 128, "baseline": {"loss": 0.5, "error": baseline},
+            "unit_table": table, "single": {"error": single, "loss": [1.0 if e is not None else None for e in single]},
+            "single_by_kind": by_kind(table, single, baseline),
+            "deleted": {"units": "shape-keeping", "candidates": candidates, "k": ks,
+                        "error_mean": [min(0.9, baseline + k * increase) for k in ks],
                         "error_sd": [0.0] * len(ks), "error_min": [min(0.9, baseline + k * increase) for k in ks],
                         "error_max": [min(0.9, baseline + k * increase) for k in ks], "sets": [1] * len(ks),
                         "exhaustive": [False] * len(ks)},
@@ -107,17 +112,19 @@ def shatter_result(correlation: float, points: int = 256) -> dict:
     """Neighbouring inputs' gradients correlate by `correlation`, falling as its power with the distance."""
     lags = range(1, points)
     dt = 1 / (points - 1)
-    return {"analysis": "shatter", "points": points, "distance_t": [k * dt for k in lags],
+    return {"analysis": "shatter", "points": points, "dimensions": 3 * 32 * 32, "distance_t": [k * dt for k in lags],
             "distance": [k * dt for k in lags], "correlation": [correlation ** k for k in lags],
             "pairs": [points - k for k in lags],
             "summary": {"distance_t": dt, "distance": dt, "correlation": correlation}}
 
 
 def save_results(store, study_id: str, ids: dict[str, list[str]], value: Callable[[str, int], float],
-                 budget: str = "smoke", seeds: int = 2) -> None:
+                 budget: str = "smoke", seeds: int = 2,
+                 downsampling: Callable[[str, int], float] | None = None) -> None:
     """Store a result for every analysis arm of a study, for each run of the arm it analyses (`ids`, as `fill`
     returns them). `value(arm, seed)` is the result's key number: a lesion's error increase per deleted unit,
-    a landscape's curvature, a shattering's neighbour correlation."""
+    a landscape's curvature, a shattering's neighbour correlation; `downsampling(arm, seed)`, a lesion's error
+    increase per deleted downsampling unit (default: the same as the others)."""
     from lab.analysis.options import bn_statistics, resolve_options, result_name
     from lab.analysis.results import save_result
     from lab.config import RunConfig
@@ -130,7 +137,8 @@ def save_results(store, study_id: str, ids: dict[str, list[str]], value: Callabl
         for rid in ids.get(pa.arm.of, []):
             cfg = RunConfig.from_dict(store.get_run(rid)["config"])
             v = value(pa.name, cfg.seed)
-            result = {"lesion": lambda: lesion_result(cfg, v), "landscape": lambda: landscape_result(v),
+            down = downsampling(pa.name, cfg.seed) if downsampling else None
+            result = {"lesion": lambda: lesion_result(cfg, v, downsampling=down), "landscape": lambda: landscape_result(v),
                       "shatter": lambda: shatter_result(v)}[pa.arm.job]()
             at = "init" if options.get("at") == "init" else "checkpoint"
             result["run"] = dict(run_id=rid, label=pa.arm.of, kind=cfg.kind, depth=cfg.depth, dataset=cfg.dataset,

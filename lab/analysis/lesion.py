@@ -5,9 +5,13 @@ Deleting a unit uses the models' lesion contract (`unit.lesioned = True`): a res
 branch and keeps its shortcut; a plain unit becomes the identity where it keeps the shape of its input, and
 cannot be deleted where it changes it (the first unit of a stage). Three measurements:
 
-- each deletable unit deleted alone (Veit Fig. 3);
-- k deletable units deleted at once, k = 1..n, averaged over `draws` random sets of k (all sets when there are
-  no more than `draws` of them; Veit Fig. 5a);
+- each deletable unit deleted alone (Veit Fig. 3), summarised separately for the two kinds of unit: a
+  "downsampling" unit changes the shape of its input (the first unit of a later stage), a "shape-keeping" unit
+  does not. Veit et al. find deleting a ResNet's downsampling units hurts (their exception) and the others barely
+  matter; a plain net cannot delete its downsampling units at all, so only the shape-keeping units compare the
+  two nets like with like;
+- k shape-keeping units deleted at once, k = 1..n, averaged over `draws` random sets of k (all sets when there
+  are no more than `draws` of them; Veit Fig. 5a): the same candidates in a plain net and its residual twin;
 - optionally, units reordered: k random swaps of two units that have the same input and output shape (units
   of one stage after its first), averaged over `draws` orders, with the Kendall tau of each order (Fig. 5b).
 
@@ -27,6 +31,10 @@ import torch
 from torch import nn
 
 from .common import Progress, ShouldStop, Steps, evaluate, finite
+from .options import RESULT_FORMATS
+
+FORMAT = RESULT_FORMATS["lesion"]   # format 2: each unit's kind named, k-sets from shape-keeping units only
+DOWNSAMPLING, SHAPE_KEEPING = "downsampling", "shape-keeping"
 
 UNITS = {
     "error": "fraction of images misclassified (0-1)",
@@ -39,8 +47,9 @@ UNITS = {
 
 def unit_table(net: nn.Module, image: torch.Tensor) -> list[dict]:
     """One row per unit of `net.units`, in network order: name, stage (counted by changes of the feature-map
-    size), whether it is residual, deletable, and whether it keeps the shape of its input (so it can swap
-    places with another unit of the same shape). `image` is one input (1, C, H, W) used to trace shapes."""
+    size), whether it is residual, deletable, whether it keeps the shape of its input (so it can swap places
+    with another unit of the same shape), and its `kind`: 'downsampling' or 'shape-keeping'. `image` is one
+    input (1, C, H, W) used to trace shapes."""
     shapes = []
     hooks = [u.register_forward_hook(lambda _m, inp, out: shapes.append((tuple(inp[0].shape), tuple(out.shape))))
              for u in net.units]
@@ -59,7 +68,7 @@ def unit_table(net: nn.Module, image: torch.Tensor) -> list[dict]:
             stage += 1
         rows.append(dict(index=i, name=f"units.{i}", stage=stage, residual=bool(unit.residual),
                          deletable=bool(unit.lesionable()), keeps_shape=shape_in == shape_out,
-                         shape=list(shape_out[1:])))
+                         kind=SHAPE_KEEPING if shape_in == shape_out else DOWNSAMPLING, shape=list(shape_out[1:])))
     return rows
 
 
@@ -131,6 +140,25 @@ def swap_orders(table: list[dict], swaps: int, draws: int, rng: random.Random) -
     return orders
 
 
+def unit_kind(row: dict) -> str:
+    """A unit-table row's kind (rows of format-1 results carry only `keeps_shape`)."""
+    return row.get("kind") or (SHAPE_KEEPING if row["keeps_shape"] else DOWNSAMPLING)
+
+
+def by_kind(table: list[dict], single_error: list, baseline: float | None) -> dict:
+    """Single deletions summarised per kind of unit: the deletable units' indices, their errors, and the mean and
+    largest error increase over the intact net (None where a kind has no deletable unit)."""
+    out = {}
+    for kind in (SHAPE_KEEPING, DOWNSAMPLING):
+        rows = [(r["index"], e) for r, e in zip(table, single_error) if unit_kind(r) == kind and e is not None]
+        up = [e - baseline for _, e in rows] if baseline is not None else []
+        out[kind] = {"units": [i for i, _ in rows], "error": [e for _, e in rows],
+                     "units_total": sum(unit_kind(r) == kind for r in table),
+                     "mean_increase": finite(statistics.fmean(up)) if up else None,
+                     "max_increase": finite(max(up)) if up else None}
+    return out
+
+
 def _summary(values: list[float]) -> dict:
     return dict(mean=statistics.fmean(values), sd=statistics.stdev(values) if len(values) > 1 else 0.0,
                 min=min(values), max=max(values), n=len(values))
@@ -150,7 +178,8 @@ def lesion(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> dict:
-    """Veit et al.'s lesion study of `net` (a CifarNet-like module with `units`) on these images and labels.
+    """Veit et al.'s lesion study of `net` (a CifarNet-like module with `units`) on these images and labels:
+    every deletable unit alone, reported per kind of unit (`single_by_kind`), and k shape-keeping units at once.
 
     `draws`: random sets per k (and random orders per number of swaps); `reorder`: also measure reordering,
     with 1..`max_swaps` swaps (0: as many as there are swappable units); `seed` fixes the random choices;
@@ -162,8 +191,9 @@ def lesion(
         raise ValueError("draws must be at least 1")
     table = unit_table(net, images)
     deletable = [row["index"] for row in table if row["deletable"]]
+    candidates = [i for i in deletable if table[i]["kind"] == SHAPE_KEEPING]   # the same in a plain net and its twin
     rng = random.Random(seed)
-    plan = {k: deletion_sets(deletable, k, draws, rng) for k in range(1, len(deletable) + 1)}
+    plan = {k: deletion_sets(candidates, k, draws, rng) for k in range(1, len(candidates) + 1)}
     orders = {}
     if reorder:
         swappable = sum(row["keeps_shape"] for row in table)
@@ -189,8 +219,8 @@ def lesion(
     base_loss, base_err = results[()]
     single_err = [finite(results[(r["index"],)][1]) if r["deletable"] else None for r in table]
     single_loss = [finite(results[(r["index"],)][0]) if r["deletable"] else None for r in table]
-    deleted = {"k": [], "error_mean": [], "error_sd": [], "error_min": [], "error_max": [], "sets": [],
-               "exhaustive": []}
+    deleted = {"units": SHAPE_KEEPING, "candidates": candidates, "k": [], "error_mean": [], "error_sd": [],
+               "error_min": [], "error_max": [], "sets": [], "exhaustive": []}
     for k, (sets, exhaustive) in plan.items():
         s = _summary([results[x][1] for x in sets])
         for key, value in (("k", k), ("error_mean", s["mean"]), ("error_sd", s["sd"]), ("error_min", s["min"]),
@@ -198,11 +228,13 @@ def lesion(
             deleted[key].append(value)
     result = {
         "analysis": "lesion",
+        "format": FORMAT,
         "units": UNITS,
         "images": len(labels),
         "baseline": {"loss": finite(base_loss), "error": finite(base_err)},
         "unit_table": table,
         "single": {"error": single_err, "loss": single_loss},
+        "single_by_kind": by_kind(table, single_err, finite(base_err)),
         "deleted": deleted,
         "reordered": None,
         "options": {"draws": draws, "reorder": reorder, "max_swaps": max_swaps, "seed": seed,

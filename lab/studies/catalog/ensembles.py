@@ -2,9 +2,12 @@
 
 Each trained run of the two training arms gets a lesion job (lab.analysis.lesion: every unit deleted alone, then
 k random units at once). A residual unit loses its branch and keeps its shortcut; a plain unit becomes the
-identity where it keeps the shape (the first unit of a later stage cannot be deleted). The verdicts compare, per
-seed: the mean error increase when one unit is deleted, the worst such increase among the units that keep the
-shape (Veit: only the downsampling units matter), and the error with a quarter of the units deleted at once.
+identity where it keeps the shape (the first unit of a later stage, a downsampling unit, cannot be deleted).
+The two nets are compared on their shape-keeping units only, the units both can delete: per seed, the mean error
+increase when one is deleted, the worst such increase, and the error with a quarter of them deleted at once (the
+k-sets drawn from the shape-keeping units of each net, so k is the same fraction of the same candidates). The
+ResNet's downsampling units (Veit et al.'s exception: deleting them hurts) are reported apart, against its own
+shape-keeping units.
 """
 from __future__ import annotations
 
@@ -13,16 +16,19 @@ import statistics
 import pandas as pd
 
 from ...analysis.figures import lesion_deleted, lesion_units
+from ...analysis.lesion import DOWNSAMPLING, SHAPE_KEEPING, unit_kind
 from .. import common
-from ..findings import Analysis, Metric
+from ..findings import Analysis, Metric, compare
 from ..registry import Arm, Study, register
 
 DEPTH = {"smoke": 14, "cpu": 56, "paper": 56}
 # lesion options per budget: the cpu budget's 500 test images and 2 draws keep a ResNet-56 job to minutes
 LESION = {"smoke": dict(images=128, draws=1), "cpu": dict(images=500, draws=2), "paper": dict(draws=5)}
 
-SINGLE = Metric("mean test-error increase with one unit deleted", True, "suffers more from deleting one unit than",
-                "suffers less from deleting one unit than")
+SINGLE = Metric("mean test-error increase with one shape-keeping unit deleted", True,
+                "suffers more from deleting one unit than", "suffers less from deleting one unit than")
+DOWN = Metric("mean test-error increase with one unit deleted", True, "hurt more when deleted than",
+              "hurt less when deleted than")
 WORST = Metric("largest test-error increase with one shape-keeping unit deleted", True,
                "has a worse single deletion than", "has a milder worst single deletion than")
 
@@ -41,21 +47,25 @@ def grid(budget: str) -> list[Arm]:
         [Arm(lesions(k, d), dict(LESION[budget]), job="lesion", of=net(k, d)) for k in ("residual", "plain")]
 
 
-def single_increases(result: dict, shape_keeping: bool = False) -> list[float]:
-    """Error with each deletable unit deleted alone minus the intact net's (optionally only units that keep
-    the shape of their input, i.e. not the downsampling ones)."""
+def single_increases(result: dict, kind: str = SHAPE_KEEPING) -> list[float]:
+    """Error with each deletable unit of this kind ('shape-keeping' or 'downsampling') deleted alone minus the
+    intact net's."""
     base = result["baseline"]["error"]
     return [e - base for row, e in zip(result["unit_table"], result["single"]["error"])
-            if e is not None and base is not None and (row["keeps_shape"] or not shape_keeping)]
+            if e is not None and base is not None and unit_kind(row) == kind]
 
 
-def mean_increase(result: dict) -> float | None:
-    values = single_increases(result)
+def mean_increase(result: dict, kind: str = SHAPE_KEEPING) -> float | None:
+    values = single_increases(result, kind)
     return statistics.fmean(values) if values else None
 
 
+def downsampling_increase(result: dict) -> float | None:
+    return mean_increase(result, DOWNSAMPLING)
+
+
 def worst_increase(result: dict) -> float | None:
-    values = single_increases(result, shape_keeping=True)
+    values = single_increases(result, SHAPE_KEEPING)
     return max(values) if values else None
 
 
@@ -66,41 +76,60 @@ def deleted_error(k: int):
     return value
 
 
-def quarter(data, arm: str) -> int:
-    """A quarter of the units of the residual net's first result that can be deleted (at least 1)."""
-    found = common.analysis_results(data, arm)
-    n = sum(row["deletable"] for row in found[0]["unit_table"]) if found else 4
-    return max(1, n // 4)
+def quarter(data, *arms: str) -> int:
+    """A quarter of the shape-keeping units both nets can delete (at least 1): the k of the many-deletions
+    question, the same for both nets."""
+    counts = [len(r["deleted"].get("candidates") or r["deleted"]["k"]) for arm in arms
+              for r in common.analysis_results(data, arm)[:1]]
+    return max(1, min(counts) // 4) if counts else 1
 
 
 def analyse(data) -> Analysis:
     d = DEPTH[data.plan.budget]
     res, plain = lesions("residual", d), lesions("plain", d)
-    k = quarter(data, res)
-    many = Metric(f"test error with {k} unit{'s' if k != 1 else ''} deleted at once", True,
+    k = quarter(data, res, plain)
+    many = Metric(f"test error with {k} shape-keeping unit{'s' if k != 1 else ''} deleted at once", True,
                   "has a higher test error with units deleted than", "has a lower test error with units deleted than")
     findings = [
-        common.compare_results(data, f"Does deleting a single unit hurt {net('residual', d)} less than "
-                               f"{net('plain', d)}?", res, plain, mean_increase, SINGLE),
-        common.compare_results(data, "Leaving the downsampling units aside, is the worst single deletion milder in "
-                               "the residual net?", res, plain, worst_increase, WORST),
-        common.compare_results(data, f"With {k} units deleted at once, is the residual net's error lower?", res, plain,
-                               deleted_error(k), many),
+        common.compare_results(data, f"Does deleting a single shape-keeping unit hurt {net('residual', d)} less "
+                               f"than {net('plain', d)}?", res, plain, mean_increase, SINGLE),
+        common.compare_results(data, "Among the shape-keeping units, is the worst single deletion milder in the "
+                               "residual net?", res, plain, worst_increase, WORST),
+        common.compare_results(data, f"With {k} shape-keeping unit{'s' if k != 1 else ''} deleted at once, is the "
+                               "residual net's error lower?", res, plain, deleted_error(k), many),
+        downsampling_finding(data, res, d),
     ]
     rows = []
     for arm in (res, plain):
         found = common.analysis_results(data, arm)
         means = [v for v in map(mean_increase, found) if v is not None]
         worst = [v for v in map(worst_increase, found) if v is not None]
+        down = [v for v in map(downsampling_increase, found) if v is not None]
         rows.append(dict(arm=arm, results=len(found),
                          intact_error=statistics.fmean(100 * r["baseline"]["error"] for r in found) if found else None,
                          mean_single_increase=100 * statistics.fmean(means) if means else None,
-                         worst_single_increase=100 * statistics.fmean(worst) if worst else None))
+                         worst_single_increase=100 * statistics.fmean(worst) if worst else None,
+                         downsampling_single_increase=100 * statistics.fmean(down) if down else None))
     table = pd.DataFrame(rows)
     images = LESION[data.plan.budget].get("images")
     notes = [f"Errors on {f'the first {images}' if images else 'all'} test images; an increase is in points of test "
-             "error over the intact net's."]
+             "error over the intact net's. Plain and residual nets are compared on their shape-keeping units, the "
+             "units both can delete (a plain net's downsampling units cannot become the identity); the ResNet's "
+             "downsampling units are reported apart (downsampling_single_increase)."]
     return Analysis(findings, {"lesions": common.table_numbers(table), "k": k}, {"lesions": table}, notes)
+
+
+def downsampling_finding(data, arm: str, depth: int):
+    """Veit et al.'s exception within the ResNet: its downsampling units against its shape-keeping units, per
+    seed (paired)."""
+    question = f"In {net('residual', depth)}, does deleting a downsampling unit hurt more than a shape-keeping one?"
+    gone = common.missing_results(data, question, arm)
+    if gone:
+        return gone
+    found = common.analysis_results(data, arm)
+    return compare(question, "its downsampling units", "its shape-keeping units",
+                   common.by_seed(found, downsampling_increase), common.by_seed(found, mean_increase), DOWN,
+                   unfinished=data.unfinished(net("residual", depth)))
 
 
 def figures(data) -> dict:
