@@ -141,8 +141,21 @@ def test_lesion_result_shape_and_deletable_units(lesions):
     assert [e is None for e in plain["single"]["error"]] == [False, False, True, False, True, False]
     assert all(r["deletable"] for r in res["unit_table"]) and None not in res["single"]["error"]
     assert [r["stage"] for r in res["unit_table"]] == [0, 0, 1, 1, 2, 2]
+    # each unit's kind: the first unit of stages 2 and 3 downsamples, in both nets
+    for r in (plain, res):
+        assert [row["kind"] for row in r["unit_table"]] == ["shape-keeping", "shape-keeping", "downsampling",
+                                                            "shape-keeping", "downsampling", "shape-keeping"]
+        assert r["format"] == 2 and r["deleted"]["units"] == "shape-keeping" and r["deleted"]["candidates"] == [0, 1, 3, 5]
+    # the ResNet's downsampling units are deleted alone and reported apart; the plain net cannot delete them
+    kinds = res["single_by_kind"]
+    assert kinds["downsampling"]["units"] == [2, 4] and kinds["shape-keeping"]["units"] == [0, 1, 3, 5]
+    base = res["baseline"]["error"]
+    assert kinds["downsampling"]["max_increase"] == pytest.approx(max(res["single"]["error"][i] - base for i in (2, 4)))
+    assert plain["single_by_kind"]["downsampling"]["units"] == [] and plain["single_by_kind"]["downsampling"]["units_total"] == 2
+    assert plain["single_by_kind"]["downsampling"]["mean_increase"] is None
+    # k-sets from the shape-keeping units in both nets: the same candidates, the same k
     d = res["deleted"]
-    assert d["k"] == [1, 2, 3, 4, 5, 6] and d["sets"] == [2, 2, 2, 2, 2, 1] and d["exhaustive"][-1]
+    assert d["k"] == [1, 2, 3, 4] and d["sets"] == [2, 2, 2, 1] and d["exhaustive"][-1]
     assert all(lo <= m <= hi for lo, m, hi in zip(d["error_min"], d["error_mean"], d["error_max"]))
     assert plain["deleted"]["k"] == [1, 2, 3, 4] and plain["deleted"]["exhaustive"][-1]
     # both nets: units 1 and 2 of stage 1 are the only two with the same shape, so reordering swaps them
@@ -328,6 +341,29 @@ def test_analyses_at_init_recalibrate_the_bn_statistics(trained):
     y = torch.cat(out)
     assert y.mean(dim=(0, 2, 3)).abs().max() < 0.05 and (y.var(dim=(0, 2, 3)) - 1).abs().max() < 0.1
     assert restore(store, ids["plain"], bn_batches=4).bn_statistics == "running"   # trained: its own statistics
+
+
+def test_the_summary_lag_separates_plain_and_residual_nets_at_init():
+    """The summary correlation (neighbouring inputs on the line) tells a plain net from its residual twin at
+    init, with the BN statistics recalibrated as the analyses do: cheap nets at init, no training."""
+    from lab.analysis.checkpoint import recalibrate_bn
+    from lab.data import DeviceLoader, make_splits
+    from lab.models import build_net
+
+    splits = make_splits("synthetic", val_fraction=0.1, limit=1024)
+    x, y = DeviceLoader(splits.train, splits.mean, splits.std, torch.device("cpu"), 64).batch(torch.arange(128))
+    summary = {}
+    for kind in ("plain", "residual"):
+        for depth in (20, 56):
+            torch.manual_seed(0)
+            net = build_net(kind, depth, width=0.25)
+            recalibrate_bn(net, [x[:64], x[64:]])
+            out = shatter(net, x[0], x[1] - x[0], points=64, label=int(y[0]))
+            assert out["summary"]["distance_t"] == pytest.approx(1 / 63)   # lag 1: neighbouring inputs
+            summary[kind, depth] = out["summary"]["correlation"]
+    for depth in (20, 56):
+        assert summary["residual", depth] > summary["plain", depth] + 0.3, summary
+    assert abs(summary["plain", 56]) < 0.1 < summary["plain", 20]   # the deep plain net's gradients: white noise
 
 
 def test_results_record_their_bn_statistics(trained):

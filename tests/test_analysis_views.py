@@ -44,6 +44,7 @@ def analyse(kind: str, depth: int, seed: int = 0, run_id: str | None = None) -> 
     }
     for name, result in out.items():
         result["run"] = dict(run, at="init", step=0) if name == "shatter-init" else run
+        result["bn_statistics"] = "recalibrated" if name == "shatter-init" else "running"
     return out
 
 
@@ -56,17 +57,21 @@ def test_lesion_figures_hold_the_plotted_numbers(nets):
     results = [nets[("plain", 14)]["lesion"], nets[("residual", 14)]["lesion"]]
     fig = figures.lesion_units(results)
     assert {a.text for a in fig.layout.annotations} >= {"plain", "residual (ResNet)"}
-    assert [t.name for t in fig.data] == ["plain-14", "plain-14: nothing deleted", "resnet-14", "resnet-14: nothing deleted"]
-    plain = results[0]
+    assert [t.name for t in fig.data] == ["plain-14", "plain-14: nothing deleted", "resnet-14",
+                                          "resnet-14: downsampling units", "resnet-14: nothing deleted"]
+    plain, res = results
     assert list(fig.data[0].x) == [1, 2, 4, 6]  # units 3 and 5 change the shape: not deletable, left out
     assert list(fig.data[0].y) == pytest.approx([100 * e for e in plain["single"]["error"] if e is not None])
     assert "units 3, 5 change the shape" in fig.layout.annotations[-1].text
+    # the ResNet's two kinds of unit are drawn apart: shape-keeping as the line, downsampling as diamonds
+    assert list(fig.data[2].x) == [1, 2, 4, 6] and list(fig.data[3].x) == [3, 5]
+    assert list(fig.data[3].y) == pytest.approx([100 * res["single"]["error"][i] for i in (2, 4)])
+    assert fig.data[3].marker.symbol == "diamond-open"
     data = figure_data(fig)
-    assert len(data[data["trace"] == "resnet-14"]) == 6
+    assert len(data[data["trace"] == "resnet-14"]) == 4
 
     fig = figures.lesion_deleted(results)
-    res = results[1]
-    assert list(fig.data[1].x) == [0, 1, 2, 3, 4, 5, 6]
+    assert list(fig.data[1].x) == [0, 1, 2, 3, 4] and "shape-keeping" in fig.layout.title.text
     assert fig.data[1].y[0] == pytest.approx(100 * res["baseline"]["error"])
     assert "error" in figure_data(fig).columns
     fig = figures.lesion_reordered(results)
@@ -95,15 +100,38 @@ def test_shattering_figures(nets):
     runs = [nets[(k, d)] for k in ("plain", "residual") for d in (8, 14)]
     results = [r["shatter"] for r in runs] + [r["shatter-init"] for r in runs]
     fig = figures.shatter_distance(results)
-    assert len(fig.data) == 8 and fig.layout.xaxis.type == "log"
+    assert len(fig.data) == 10 and fig.layout.xaxis.type == "log"
     dashes = {t.name: t.line.dash for t in fig.data}
     assert dashes["plain-8 at init"] == "dot" and dashes["plain-8"] == "solid"
+    # Balduzzi et al.'s references: white noise (0 everywhere) and Brownian-motion gradients (a random walk)
+    white, brown = fig.data[-1], fig.data[-2]
+    assert white.name.startswith("white noise") and set(white.y) == {0.0}
+    assert brown.name.startswith("Brownian-motion gradients") and brown.y[0] == pytest.approx(0.9, abs=0.1)
+    assert all(a > b for a, b in zip(brown.y[:20], brown.y[1:20]))   # it decorrelates slowly with distance
+    assert "at init: BN running statistics recalibrated" in fig.layout.annotations[0].text
     fig = figures.shatter_depth(results)
-    assert [t.name for t in fig.data] == ["plain at init", "plain trained", "residual at init", "residual trained"]
+    assert [t.name for t in fig.data] == ["plain at init, BN recalibrated", "plain trained",
+                                          "residual at init, BN recalibrated", "residual trained",
+                                          "∝ 1/√L (Balduzzi et al., residual with BN)"]
     trained = fig.data[1]
     assert list(trained.x) == [8, 14]
     assert list(trained.y) == pytest.approx([nets[("plain", d)]["shatter"]["summary"]["correlation"] for d in (8, 14)])
-    assert len(figure_data(fig)) == 8
+    law = fig.data[-1]
+    assert list(law.y) == pytest.approx([fig.data[2].y[0], fig.data[2].y[0] * math.sqrt(8 / 14)])
+    assert len(figure_data(fig)) == 10
+
+
+def test_shattering_figures_say_which_bn_statistics(nets):
+    """Results at init made with a fresh net's (0, 1) BN statistics (or by a lab that did not record them) are
+    named so and never averaged with recalibrated ones."""
+    new = nets[("plain", 8)]["shatter-init"]
+    old = {k: v for k, v in nets[("plain", 14)]["shatter-init"].items() if k != "bn_statistics"}
+    fig = figures.shatter_depth([new, old])
+    assert [t.name for t in fig.data] == ["plain at init, BN recalibrated", "plain at init, BN (0, 1): the identity"]
+    note = fig.layout.annotations[0].text
+    assert "recalibrated on training batches" in note and "(0, 1), so every BN is the identity" in note
+    fig = figures.shatter_distance([new, old])
+    assert [t.name for t in fig.data[:2]] == ["plain-8", "plain-14 (BN (0, 1): the identity)"]
 
 
 @pytest.mark.parametrize("builder", [figures.lesion_units, figures.lesion_deleted, figures.lesion_reordered,

@@ -6,6 +6,7 @@ import re
 import zipfile
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from scipy import stats
 from streamlit.testing.v1 import AppTest
@@ -679,6 +680,9 @@ def test_preactivation_shows_the_published_numbers_beside(store, fast_estimates)
     assert "same data set and schedule as the paper" in note and "vs 6.61% published" in note
     assert "resnet-110 (pre-activation): " in note and "vs 6.37% published" in note
     assert [r["published"] for r in result.analysis.numbers["published"] if r["seeds"]] == ["6.61%", "6.37%"]
+    # the paper budget runs the paper's per-pixel mean subtraction, full width, with augmentation
+    assert result.analysis.notes[1] == ("These runs differ from the paper's protocol in: He-normal init of the "
+                                        "classifier too (the paper does not say how it initialises it).")
     assert {p["what"] for p in result.to_json()["published"]} >= {"ResNet-110 (basic), full pre-activation"}
 
 
@@ -711,6 +715,85 @@ def test_analysis_results_give_no_clear_difference(study, index, a, b, net_a, ne
     f = evaluate(study, store, "smoke").analysis.findings[index]
     assert f.outcome == "no clear difference" and f.text.startswith(f"No clear difference between {net_a} and "
                                                                     f"{net_b}"), f.text
+
+
+def test_ensembles_compares_shape_keeping_units_and_reports_downsampling_apart(store, fast_estimates):
+    """The ResNet's downsampling units (Veit's exception) hurt a lot when deleted; the plain net cannot delete
+    them. The nets are compared on the shape-keeping units only, so those deletions do not count against the
+    ResNet, and the exception is a finding of its own."""
+    ids = fill(store, "ensembles")
+    save_results(store, "ensembles", ids, lambda arm, seed: (0.01 if "resnet" in arm else 0.05) + noise(arm, seed, 0.002),
+                 downsampling=lambda arm, seed: 0.6 + noise(arm, seed, 0.01))
+    result = evaluate("ensembles", store, "smoke")
+    single, worst, many, down = result.analysis.findings
+    assert single.outcome == "effect" and single.text.startswith("resnet-14 suffers less from deleting one unit than "
+                                                                 "plain-14: mean test-error increase with one "
+                                                                 "shape-keeping unit deleted"), single.text
+    assert single.numbers["mean_a"] == pytest.approx(1.0, abs=0.3)   # points: the downsampling +60 left out
+    assert many.question.startswith("With 1 shape-keeping unit deleted at once") and result.analysis.numbers["k"] == 1
+    assert down.outcome == "effect" and down.text.startswith("its downsampling units hurt more when deleted than its "
+                                                             "shape-keeping units"), down.text
+    assert "paired t over matched seeds" in down.text
+    row = result.analysis.tables["lesions"].set_index("arm")
+    assert row.loc["lesions of resnet-14", "downsampling_single_increase"] == pytest.approx(60, abs=2)
+    assert math.isnan(row.loc["lesions of plain-14", "downsampling_single_increase"])
+
+
+def test_old_lesion_results_do_not_count(store, fast_estimates):
+    """Lesion results of format 1 drew their k-sets from every deletable unit (a ResNet's downsampling ones too):
+    a study does not use them, and queues the analysis again."""
+    from lab.analysis.results import load_results, save_result
+    from lab.studies.common import analysis_results
+
+    ids = fill(store, "ensembles")
+    save_results(store, "ensembles", ids, lambda arm, seed: 0.05 + noise(arm, seed))
+    for rid in ids["resnet-14"]:
+        old = load_results(store, [rid], "lesion")[rid]
+        del old["format"]
+        save_result(store, rid, "lesion", old)
+    result = evaluate("ensembles", store, "smoke")
+    assert analysis_results(result.data, "lesions of resnet-14") == []
+    assert len(analysis_results(result.data, "lesions of plain-14")) == 2
+    assert [s.state for s in result.slots if s.arm == "lesions of resnet-14"] == ["missing", "missing"]
+
+
+def test_published_numbers_come_with_the_deviations_from_the_paper(store, fast_estimates):
+    fill(store, "depth")
+    notes = evaluate("depth", store, "smoke").analysis.notes
+    assert notes[-1].startswith("These runs differ from the paper's protocol in: per-channel mean and std "
+                               "normalisation (the paper subtracts the per-pixel mean); nets at 0.5 of the paper's "
+                               "width; ") and "He-normal init of the classifier" in notes[-1]
+
+
+def test_shattering_fits_the_decay_with_depth():
+    """The fit on the correlations measured at the cpu budget (the study's docstring): plain nets reach the white-noise level
+    by 56 layers, residual nets decay slowly; each beside Balduzzi et al.'s law."""
+    from lab.studies.catalog.shattering import fit_decay, fit_sentence
+
+    plain = fit_decay("plain", [20, 56, 110], [0.742, 0.001, 0.002], 0.0067)
+    assert plain["white_noise"] == [56, 110] and plain["decay_length_at_most"] == pytest.approx(36 / math.log(0.742 / 0.0067))
+    text = fit_sentence(plain)
+    assert "plain-56 and plain-110 are at the white-noise level" in text and "at least as fast as exp(-L/7.6)" in text
+    assert "Balduzzi et al.: exponential decay" in text
+    res = fit_decay("residual", [20, 56, 110], [0.954, 0.856, 0.737], 0.0067)
+    slope = np.polyfit(np.log([20, 56, 110]), np.log([0.954, 0.856, 0.737]), 1)[0]
+    assert res["exponent"] == pytest.approx(-slope) and 0.1 < res["exponent"] < 0.2 and res["decay_length"] > 200
+    text = fit_sentence(res)
+    assert f"L^-{res['exponent']:.2g}" in text and "fits better" in text and "about 1/sqrt(L)" in text
+    law = fit_decay("residual", [8, 32, 128], [0.8 * (d / 8) ** -0.5 for d in (8, 32, 128)], 0.0)
+    assert law["exponent"] == pytest.approx(0.5) and law["power"]["rmse"] < law["exponential"]["rmse"]
+    assert "the power law fits better" in fit_sentence(law)
+
+
+def test_shattering_verdict_carries_the_fit(store, fast_estimates):
+    ids = fill(store, "shattering")
+    save_results(store, "shattering", ids, lambda arm, seed: (0.001 if "plain-14" in arm else 0.7 if "plain" in arm
+                                                              else 0.9 if "resnet-8" in arm else 0.8) + noise(arm, seed, 0.0005))
+    result = evaluate("shattering", store, "smoke")
+    plain, res = result.analysis.findings[1], result.analysis.findings[2]
+    assert "plain-14 is at the white-noise level" in plain.text and "at least as fast as exp(-L/" in plain.text
+    assert "L^-0.21" in res.text and "both fit two depths exactly" in res.text, res.text
+    assert plain.text in result.verdict and res.numbers["depth_fit"]["exponent"] == pytest.approx(0.21, abs=0.01)
 
 
 def test_results_at_init_without_recalibrated_bn_statistics_do_not_count(store, fast_estimates):

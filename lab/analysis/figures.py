@@ -74,26 +74,34 @@ def _empty(results, name: str, command: str) -> go.Figure | None:
 
 def lesion_units(results: list[dict]) -> go.Figure:
     """Veit Fig. 3: test error with each single unit deleted, against the unit's position, plain and residual
-    side by side; a dashed line per net at its error with nothing deleted. Units that cannot be deleted (plain
-    units that change the shape) are left out and named in a note."""
+    side by side; shape-keeping units as a line, downsampling units (Veit's exception: deleting them hurts) as
+    open diamonds, each kind its own trace; a dashed line per net at its error with nothing deleted. Units that
+    cannot be deleted (plain units that change the shape) are left out and named in a note."""
+    from .lesion import DOWNSAMPLING, SHAPE_KEEPING, unit_kind
+
     empty = _empty(results, "lesion", "lesion")
     if empty:
         return empty
     results = _order(results)
-    fig, kinds = _by_kind(results, "Test error with one unit deleted (Veit et al. Fig. 3)",
-                          "deleted unit (input → output)", "test error (%)")
+    fig, kinds = _by_kind(results, "Test error with one unit deleted (Veit et al. Fig. 3): shape-keeping units "
+                          "(line) and downsampling units (◇)", "deleted unit (input → output)", "test error (%)")
     notes = []
     for i, (r, label) in enumerate(zip(results, labels(results))):
         col = kinds.index(r["run"]["kind"]) + 1
         colour = PALETTE[i % len(PALETTE)]
         table, errors = r["unit_table"], r["single"]["error"]
-        kept = [(row, e) for row, e in zip(table, errors) if e is not None]
-        fig.add_trace(go.Scatter(
-            x=[row["index"] + 1 for row, _ in kept], y=_pct(e for _, e in kept), mode="lines+markers", name=label,
-            legendgroup=label, line=dict(color=colour, width=2), marker=dict(size=6),
-            customdata=[[row["name"], row["stage"] + 1] for row, _ in kept],
-            hovertemplate="%{customdata[0]} (stage %{customdata[1]}) deleted: %{y:.2f}%<extra>" + label + "</extra>",
-        ), row=1, col=col)
+        for unit, name, style in ((SHAPE_KEEPING, label, dict(mode="lines+markers", marker=dict(size=6))),
+                                  (DOWNSAMPLING, f"{label}: downsampling units",
+                                   dict(mode="markers", marker=dict(size=11, symbol="diamond-open", line=dict(width=2))))):
+            kept = [(row, e) for row, e in zip(table, errors) if e is not None and unit_kind(row) == unit]
+            if not kept and unit == DOWNSAMPLING:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[row["index"] + 1 for row, _ in kept], y=_pct(e for _, e in kept), name=name, legendgroup=label,
+                line=dict(color=colour, width=2), customdata=[[row["name"], row["stage"] + 1, unit] for row, _ in kept],
+                hovertemplate="%{customdata[0]} (stage %{customdata[1]}, %{customdata[2]}) deleted: %{y:.2f}%<extra>"
+                              + label + "</extra>", **style,
+            ), row=1, col=col)
         n = len(table)
         fig.add_trace(go.Scatter(
             x=[1, n], y=_pct([r["baseline"]["error"]] * 2), mode="lines", name=f"{label}: nothing deleted",
@@ -112,18 +120,21 @@ def lesion_units(results: list[dict]) -> go.Figure:
 
 
 def lesion_deleted(results: list[dict]) -> go.Figure:
-    """Veit Fig. 5a: test error against the number of units deleted at once (k = 0 is the intact net), mean
-    over random sets of k with the sd as error bars, plain and residual side by side."""
+    """Veit Fig. 5a: test error against the number of shape-keeping units deleted at once (k = 0 is the intact
+    net; the same candidates in a plain net and its residual twin), mean over random sets of k with the sd as
+    error bars, plain and residual side by side. Results of format 1 drew their sets from every deletable unit
+    (a ResNet's downsampling ones too): their traces say so."""
     empty = _empty(results, "lesion", "lesion")
     if empty:
         return empty
     results = _order(results)
-    fig, kinds = _by_kind(results, "Test error with k units deleted (Veit et al. Fig. 5a)",
-                          "units deleted at once (k)", "test error (%)")
+    fig, kinds = _by_kind(results, "Test error with k shape-keeping units deleted (Veit et al. Fig. 5a)",
+                          "shape-keeping units deleted at once (k)", "test error (%)")
     for i, (r, label) in enumerate(zip(results, labels(results))):
         d = r["deleted"]
+        name = label if d.get("units") == "shape-keeping" else f"{label} (sets from every deletable unit)"
         fig.add_trace(go.Scatter(
-            x=[0] + d["k"], y=_pct([r["baseline"]["error"]] + d["error_mean"]), mode="lines+markers", name=label,
+            x=[0] + d["k"], y=_pct([r["baseline"]["error"]] + d["error_mean"]), mode="lines+markers", name=name,
             line=dict(color=PALETTE[i % len(PALETTE)], width=2), marker=dict(size=6),
             error_y=dict(type="data", array=_pct([0.0] + d["error_sd"]), visible=True, thickness=1.2, width=3),
             customdata=[[1]] + [[n] for n in d["sets"]],
@@ -220,53 +231,115 @@ def landscape_2d(results: list[dict], max_nets: int = 4) -> go.Figure:
 # --- shattered gradients (Balduzzi et al.) --------------------------------------------------------------
 
 
+BN_NAMES = {"recalibrated": "BN recalibrated", "running": "BN (0, 1): the identity", "none": "no BN"}
+
+
+def _bn(result: dict) -> str:
+    """The BN statistics a result was made with (results that do not say used the running statistics)."""
+    from .options import result_bn_statistics
+
+    return result_bn_statistics(result)
+
+
+def _bn_note(results: list[dict]) -> str:
+    """One line saying which BN statistics the results were made with, at init and trained."""
+    parts = []
+    for at, where in (("init", "at init"), ("checkpoint", "trained")):
+        found = sorted({_bn(r) for r in results if r["run"]["at"] == at})
+        if not found:
+            continue
+        words = {"recalibrated": "BN running statistics recalibrated on training batches",
+                 "running": ("BN running statistics (0, 1), so every BN is the identity" if at == "init"
+                             else "BN running statistics as trained"),
+                 "none": "nets without BN"}
+        parts.append(f"{where}: " + "; ".join(words[b] for b in found))
+    return " · ".join(parts)
+
+
+def _annotate(fig: go.Figure, text: str) -> None:
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0, y=1.0, yanchor="bottom", xanchor="left",
+                       showarrow=False, font=dict(size=11, color="#555"))
+
+
 def shatter_distance(results: list[dict], log_x: bool = True) -> go.Figure:
     """Correlation of input gradients against the distance between inputs (fraction of the line), one line per
-    net; dotted at initialisation, solid trained."""
+    net; dotted at initialisation, solid trained. Balduzzi et al.'s references: white noise (correlation 0 at
+    every distance: deep plain nets) and Brownian-motion gradients (brown noise, a random walk along the line:
+    shallow nets). A note says which BN statistics the results used; results at init made with a fresh net's
+    (0, 1) statistics are named so."""
+    from .shatter import brownian_reference
+
     empty = _empty(results, "gradient shattering", "shatter")
     if empty:
         return empty
     results = _order(results)
     fig = go.Figure()
     for i, (r, label) in enumerate(zip(results, labels(results))):
+        if r["run"]["at"] == "init" and _bn(r) != "recalibrated":
+            label += f" ({BN_NAMES[_bn(r)]})"
         fig.add_trace(go.Scatter(
             x=r["distance_t"], y=r["correlation"], mode="lines", name=label,
             line=dict(color=PALETTE[i % len(PALETTE)], width=2, dash=AT_DASH.get(r["run"]["at"], "solid")),
             hovertemplate="distance %{x:.4f}: correlation %{y:.3f}<extra>" + label + "</extra>",
         ))
-    fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dot"))
+    points = max(results, key=lambda r: len(r["distance_t"]))
+    x = points["distance_t"]
+    fig.add_trace(go.Scatter(x=x, y=brownian_reference(len(x) + 1), mode="lines",
+                             name="Brownian-motion gradients (brown noise; Balduzzi et al.)",
+                             line=dict(color="grey", width=1.5, dash="dash"),
+                             hovertemplate="random walk: %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[0.0, 0.0], mode="lines", name="white noise (Balduzzi et al.)",
+                             line=dict(color="grey", width=1.5, dash="dot"), hoverinfo="skip"))
     fig.update_layout(title="Gradient correlation vs input distance (Balduzzi et al.)",
                       xaxis_title="distance between inputs (fraction of the line)", yaxis_title="correlation",
-                      xaxis_type="log" if log_x else "linear", template="plotly_white", height=440)
+                      xaxis_type="log" if log_x else "linear", template="plotly_white", height=460,
+                      margin=dict(t=100))
+    _annotate(fig, _bn_note(results))
     return fig
 
 
 def shatter_depth(results: list[dict]) -> go.Figure:
-    """The summary correlation (at the results' fixed distance) against depth: one line per kind and state
-    (initialisation dotted, trained solid), mean ± sd over seeds at each depth."""
+    """The summary correlation (at the results' fixed distance) against depth: one line per kind, state
+    (initialisation dotted, trained solid) and BN statistics, mean ± sd over seeds at each depth, with
+    Balduzzi et al.'s 1/sqrt(L) law for residual nets with BN drawn through the shallowest residual net at init.
+    A note says which BN statistics the results used."""
     empty = _empty(results, "gradient shattering", "shatter")
     if empty:
         return empty
     fig = go.Figure()
     distances = sorted({round(r["summary"]["distance_t"], 6) for r in results})
+    anchor = None
     for kind in KIND_ORDER:
         for at in ("init", "checkpoint"):
-            group = [r for r in results if r["run"]["kind"] == kind and r["run"]["at"] == at
-                     and r["summary"]["correlation"] is not None]
-            if not group:
-                continue
-            depths = sorted({r["run"]["depth"] for r in group})
-            per = [[r["summary"]["correlation"] for r in group if r["run"]["depth"] == d] for d in depths]
-            name = f"{kind} {'at init' if at == 'init' else 'trained'}"
-            fig.add_trace(go.Scatter(
-                x=depths, y=[statistics.fmean(v) for v in per], mode="lines+markers", name=name,
-                line=dict(color=KIND_COLOURS[kind], width=2.5, dash=AT_DASH[at]), marker=dict(size=8),
-                error_y=dict(type="data", array=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in per],
-                             visible=True, thickness=1.2, width=4),
-                customdata=[[len(v)] for v in per],
-                hovertemplate=name + " depth %{x}: %{y:.3f} (n=%{customdata[0]})<extra></extra>",
-            ))
+            for bn in ("recalibrated", "running", "none"):
+                group = [r for r in results if r["run"]["kind"] == kind and r["run"]["at"] == at and _bn(r) == bn
+                         and r["summary"]["correlation"] is not None]
+                if not group:
+                    continue
+                depths = sorted({r["run"]["depth"] for r in group})
+                per = [[r["summary"]["correlation"] for r in group if r["run"]["depth"] == d] for d in depths]
+                means = [statistics.fmean(v) for v in per]
+                name = f"{kind} at init, {BN_NAMES[bn]}" if at == "init" else f"{kind} trained"
+                fig.add_trace(go.Scatter(
+                    x=depths, y=means, mode="lines+markers", name=name,
+                    line=dict(color=KIND_COLOURS[kind], width=2.5 if bn != "running" or at != "init" else 1.2,
+                              dash=AT_DASH[at]), marker=dict(size=8),
+                    error_y=dict(type="data", array=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in per],
+                                 visible=True, thickness=1.2, width=4),
+                    customdata=[[len(v)] for v in per],
+                    hovertemplate=name + " depth %{x}: %{y:.3f} (n=%{customdata[0]})<extra></extra>",
+                ))
+                if kind == "residual" and at == "init" and bn == "recalibrated" and means[0] > 0:
+                    anchor = (depths, means[0])
+    if anchor is not None and len(anchor[0]) > 1:
+        depths, first = anchor
+        fig.add_trace(go.Scatter(
+            x=depths, y=[first * math.sqrt(depths[0] / d) for d in depths], mode="lines",
+            name="∝ 1/√L (Balduzzi et al., residual with BN)", line=dict(color="grey", width=1.5, dash="dash"),
+            hovertemplate="1/√L through the shallowest: %{y:.3f}<extra></extra>"))
     at_text = ", ".join(f"{d:.4g}" for d in distances)
     fig.update_layout(title=f"Gradient correlation at distance {at_text} of the line vs depth",
-                      xaxis_title="depth (layers)", yaxis_title="correlation", template="plotly_white", height=440)
+                      xaxis_title="depth (layers)", yaxis_title="correlation", template="plotly_white", height=460,
+                      margin=dict(t=100))
+    _annotate(fig, _bn_note(results))
     return fig

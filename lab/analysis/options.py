@@ -51,6 +51,9 @@ MAX_SEED = 2**63 - 1  # as a run's seed (RunConfig)
 BN_BATCHES = 20
 MAX_BN_BATCHES = 1000
 BN_STATISTICS = ("recalibrated", "running", "none")
+# The format each analysis's results have today; a stored result of an older format does not answer a study's
+# arm (lesion format 2: each unit's kind, k-sets from shape-keeping units only).
+RESULT_FORMATS = {"lesion": 2, "landscape": 1, "shatter": 1}
 
 
 def _target(v) -> bool:
@@ -152,9 +155,11 @@ def result_bn_statistics(result: dict) -> str:
 
 
 def result_matches(result: dict, options: dict) -> bool:
-    """Whether a stored result answers these options as far as BN statistics go: a result at init made with a
-    fresh net's (0, 1) statistics is not taken for a recalibrated one, nor the other way round (a net without
-    BN matches either)."""
+    """Whether a stored result answers these options: of its analysis's current format (RESULT_FORMATS), and
+    made with the BN statistics they ask for: a result at init made with a fresh net's (0, 1) statistics is not
+    taken for a recalibrated one, nor the other way round (a net without BN matches either)."""
+    if result.get("format", 1) < RESULT_FORMATS.get(result.get("analysis"), 1):
+        return False
     found = result_bn_statistics(result)
     return found == "none" or found == bn_statistics(options)
 

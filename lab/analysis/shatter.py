@@ -27,6 +27,7 @@ UNITS = {
     "correlation": "Pearson correlation of the two input gradients (1: identical up to scale and offset)",
     "grad_norm": "L2 norm of the input gradient at each point",
     "t": "position on the line x0 + t d",
+    "dimensions": "components of each input gradient (C x H x W)",
 }
 
 
@@ -73,6 +74,24 @@ def by_lag(corr: torch.Tensor) -> list[float]:
     return [float(torch.diagonal(corr, offset=k).mean()) for k in range(n)]
 
 
+def white_noise_level(dimensions: int, pairs: int) -> float:
+    """About the sd of a lag's mean correlation when the gradients are white noise (independent from point to
+    point): one pair's Pearson correlation over `dimensions` components has sd about 1/sqrt(dimensions), and the
+    mean over `pairs` pairs about 1/sqrt(dimensions * pairs) (pairs that share a point are treated as
+    independent, so this is a little low). Correlations within a few of these of zero look like white noise."""
+    return 1.0 / (max(1, dimensions) * max(1, pairs)) ** 0.5
+
+
+def brownian_reference(points: int) -> list[float | None]:
+    """The lag-mean correlation (lags 1..points-1 on a grid of `points`) of gradients that are a random walk
+    along the line started at x0, i.e. Brownian motion ("brown noise", the reference Balduzzi et al. give for the
+    gradients of shallow nets): corr(W(s), W(t)) = sqrt(min(s, t) / max(s, t)), averaged over the grid's pairs
+    at each lag (the point t = 0, where W is 0, left out: None at the longest lag, which has no other pair)."""
+    i = torch.arange(1, points, dtype=torch.float64)
+    return [float(torch.sqrt(i[: points - 1 - k] / i[k:]).mean()) if k < points - 1 else None
+            for k in range(1, points)]
+
+
 def shatter(
     net: nn.Module,
     x0: torch.Tensor,
@@ -112,6 +131,7 @@ def shatter(
         "target": target if target == "loss" else int(target),
         "label": None if label is None else int(label),
         "line_length": length,
+        "dimensions": int(grads.shape[1]),
         "distance_t": [k * dt for k in lags],
         "distance": [k * dt * length for k in lags],
         "correlation": finite_list(means),

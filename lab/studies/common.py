@@ -79,7 +79,24 @@ def beside_published(data: StudyData, entries, source: str, schedule_arm: str,
                  f"{data.plan.dataset_name()} at {data.total_iterations(schedule_arm)} iterations, so they show "
                  "scale, not agreement")
         notes.append(f"Test error beside {source} (" + where + "): " + "; ".join(beside) + ".")
+    notes.append(deviations(data, schedule_arm))
     return rows, comparable, notes
+
+
+def deviations(data: StudyData, arm: str) -> str:
+    """How the arm's runs differ from the paper's protocol beyond data set and schedule: input normalisation,
+    width, augmentation, and the classifier's init (the paper does not say it)."""
+    pa = data.plan.arm(arm)
+    cfg = pa.configs[0] if pa is not None and pa.configs else None
+    found = []
+    if cfg is not None and cfg.normalize != "pixel-mean":
+        found.append("per-channel mean and std normalisation (the paper subtracts the per-pixel mean)")
+    if cfg is not None and cfg.width != 1:
+        found.append(f"nets at {cfg.width:g} of the paper's width")
+    if cfg is not None and not cfg.augment:
+        found.append("no augmentation (the paper pads, crops and flips)")
+    found.append("He-normal init of the classifier too (the paper does not say how it initialises it)")
+    return "These runs differ from the paper's protocol in: " + "; ".join(found) + "."
 
 
 def diverged_at(runs: pd.DataFrame) -> list[int]:

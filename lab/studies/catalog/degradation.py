@@ -52,7 +52,10 @@ register(Study(
         f"ResNet-56 {cite('nabla-residual-56')}. On ImageNet (Table 2, top-1): plain-34 {cite('imagenet-plain-34')} "
         f"vs plain-18 {cite('imagenet-plain-18')}, ResNet-34 {cite('imagenet-residual-34')} vs ResNet-18 "
         f"{cite('imagenet-residual-18')}. Li et al. (2018, their own schedule): 56 layers without shortcuts "
-        f"{cite('li-plain-56')} test error, with shortcuts {cite('li-residual-56')}."
+        f"{cite('li-plain-56')} test error, with shortcuts {cite('li-residual-56')}. The cpu budget's runs differ "
+        "from the paper's protocol beyond data set and schedule: half-width nets, no augmentation, and per-channel "
+        "mean and std normalisation (the paper subtracts the per-pixel mean; the paper budget does too); every "
+        "budget initialises the classifier He-normal, which the paper does not specify."
     ),
     grid={b: [Arm(net(k, d), dict(kind=k, depth=d)) for k in ("plain", "residual") for d in ds]
           for b, ds in DEPTHS.items()},
