@@ -23,6 +23,21 @@ from .spec import BOTTLENECK_EXPANSION, STAGE_WIDTHS, ConfigError, NetSpec
 from .units import Unit
 
 
+def stages(spec: NetSpec, widths: list[int], cin: int) -> tuple[nn.Sequential, int]:
+    """The units of every stage, in order, and the channels they end with. The first unit of every stage but
+    the first halves the map; bottleneck units widen their output by BOTTLENECK_EXPANSION."""
+    expansion = BOTTLENECK_EXPANSION if spec.block == "bottleneck" else 1
+    unit_class = InceptionUnit if spec.block == "inception" else Unit
+    units = []
+    for stage, (w, count) in enumerate(zip(widths, spec.stage_units())):
+        cout = w * expansion
+        for i in range(count):
+            stride = 2 if stage > 0 and i == 0 else 1
+            units.append(unit_class(cin, cout, stride, spec, first=stage == 0 and i == 0))
+            cin = cout
+    return nn.Sequential(*units), cin
+
+
 class CifarNet(nn.Module):
     """A plain or residual network built from a NetSpec (see the module docstring)."""
 
@@ -30,19 +45,17 @@ class CifarNet(nn.Module):
         super().__init__()
         spec = spec.resolved()
         self.spec = spec
+        if spec.family != "cifar":
+            raise ConfigError(f"CifarNet builds cifar-family nets; use build_net for family {spec.family!r}")
         widths = [max(1, round(w * spec.width)) for w in STAGE_WIDTHS]
-        expansion = BOTTLENECK_EXPANSION if spec.block == "bottleneck" else 1
         fixup = spec.init == "fixup"
         self.stem = ConvNorm(spec.in_channels, widths[0], 3, 1, spec.norm, bias_out=fixup)
-        unit_class = InceptionUnit if spec.block == "inception" else Unit
-        units, cin = [], widths[0]
-        for stage, w in enumerate(widths):
-            cout = w * expansion
-            for i in range(spec.units_per_stage):
-                stride = 2 if stage > 0 and i == 0 else 1
-                units.append(unit_class(cin, cout, stride, spec, first=stage == 0 and i == 0))
-                cin = cout
-        self.units = nn.Sequential(*units)
+        self.units, cin = stages(spec, widths, widths[0])
+        self._finish(spec, cin)
+
+    def _finish(self, spec: NetSpec, cin: int) -> None:
+        """The end of the net: the pre-activation nets' final BN-ReLU, the classifier, the initialisation."""
+        fixup = spec.init == "fixup"
         # pre-activation nets end with the last unit's sum: activate it before pooling (BN-ReLU, or ReLU)
         self.final_bn = nn.BatchNorm2d(cin) if spec.unit == "preact" and spec.norm == "bn" else nn.Identity()
         self.final_relu = spec.unit in ("preact", "relu-preact")
@@ -85,10 +98,21 @@ class CifarNet(nn.Module):
                 m.recorder = recorder
 
 
+def net_for(spec: NetSpec) -> CifarNet:
+    """The network a NetSpec describes, of its family (a `CifarNet`, or an `ImageNetNet`, which is one)."""
+    if spec.family == "imagenet":
+        from .imagenet import ImageNetNet
+
+        return ImageNetNet(spec)
+    return CifarNet(spec)
+
+
 def build_net(kind: str = "residual", depth: int = 20, **options) -> CifarNet:
-    """Build a network: `build_net("plain", 56, shortcut="A", num_classes=10)`. Unknown options are refused."""
+    """Build a network: `build_net("plain", 56, shortcut="A", num_classes=10)`, or one of the paper's ImageNet
+    nets: `build_net("residual", 50, family="imagenet", block="bottleneck", shortcut="B", num_classes=1000)`.
+    Unknown options are refused."""
     names = {f.name for f in fields(NetSpec)} - {"kind", "depth"}
     unknown = sorted(set(options) - names)
     if unknown:
         raise ConfigError(f"unknown model option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return CifarNet(NetSpec(kind=kind, depth=depth, **options))
+    return net_for(NetSpec(kind=kind, depth=depth, **options))

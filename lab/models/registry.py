@@ -1,12 +1,13 @@
 """Registered model names (timm-style): resnet56, plain20, resnet164 (bottleneck), preresnet110 (full
-pre-activation), inception26 / resinception26 (Inception units), ..."""
+pre-activation), inception26 / resinception26 (Inception units), ...; the ImageNet nets of Table 1 as resnet18,
+resnet34, resnet50, resnet101, resnet152 and their plain twins plain18 ... plain152."""
 from __future__ import annotations
 
 import re
 from typing import Callable
 
 from .net import CifarNet, build_net
-from .spec import ConfigError
+from .spec import IMAGENET_STAGES, ConfigError
 
 _REGISTRY: dict[str, Callable[..., CifarNet]] = {}
 
@@ -32,6 +33,10 @@ register("preresnet164", "residual", 164, block="bottleneck", unit="preact")
 for _d in (26, 50):
     register(f"inception{_d}", "plain", _d, block="inception")
     register(f"resinception{_d}", "residual", _d, block="inception")
+# the paper's ImageNet nets (Table 1), 1000 classes and shortcut B, as torchvision's resnet18 ... resnet152
+for _d, (_block, _) in IMAGENET_STAGES.items():
+    register(f"resnet{_d}", "residual", _d, family="imagenet", block=_block, shortcut="B", num_classes=1000)
+    register(f"plain{_d}", "plain", _d, family="imagenet", block=_block, num_classes=1000)
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -1,5 +1,8 @@
 """What defines a network (`NetSpec`), the allowed values of each option, and the depth rules.
 
+Two families of nets: `cifar` (He et al. 2015, section 4.2; the lab's default) and `imagenet` (the paper's
+Table 1, see the end of this docstring).
+
 Depth counts the weighted layers on the longest path from input to output: the 3x3 stem, the layers of every
 unit on the main path (never the shortcut projections), and the linear head. A net has three stages of `m` units
 each, so depth = 3 * L * m + 2, where L is the number of weighted layers on a unit's longest path:
@@ -10,6 +13,11 @@ each, so depth = 3 * L * m + 2, where L is the number of weighted layers on a un
 - Inception units (1x1 | 1x1-3x3 | 1x1-3x3-3x3, concatenated, then a 1x1 projection): L = 4 (1x1, 3x3, 3x3,
   projection on the longest branch), giving 12n+2 (14, 26, 38, 50, 62, ...). The shorter parallel branches add
   width, not depth.
+
+The `imagenet` family follows the paper's Table 1: a 7x7 stride-2 stem with BN and ReLU, a 3x3 stride-2 max-pool,
+four stages of 64, 128, 256, 512 filters (times the width multiplier; x4 at the output of bottleneck units), global
+average pooling and a linear classifier. Its depths are the table's: 18 and 34 with basic units (span 2), 50,
+101 and 152 with bottleneck units; the stage sizes are `IMAGENET_STAGES`.
 """
 from __future__ import annotations
 
@@ -33,6 +41,16 @@ BOTTLENECK_EXPANSION = 4
 INCEPTION_BRANCH = 0.5
 SCALE_RANGE = (0.0, 10.0)   # residual_scale and shortcut_scale: (exclusive, inclusive)
 MAX_DEPTH = 10_000
+FAMILIES = ("cifar", "imagenet")
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+# The paper's Table 1: units per stage for each depth, and the unit they use.
+IMAGENET_STAGES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
 
 
 
@@ -61,6 +79,7 @@ class NetSpec:
     conv: str = "standard"      # "dirac": unit 3x3 convs are alpha * identity + beta * normalised W (DiracNets)
     in_channels: int = 3        # from the data set
     num_classes: int = 10       # from the data set
+    family: str = "cifar"       # "cifar" (3 stages of 16/32/64, 3x3 stem) or "imagenet" (Table 1: 7x7 stem, 4 stages)
 
     def resolved(self) -> "NetSpec":
         """Validate every field and fill in the default span; raises ConfigError naming what is allowed."""
@@ -75,11 +94,20 @@ class NetSpec:
 
     @property
     def units_per_stage(self) -> int:
+        """Units in each of the three stages of a `cifar`-family net."""
         return (self.depth - 2) // (3 * (self.span or default_span(self.block)))
 
+    def stage_units(self) -> tuple[int, ...]:
+        """Units in each stage: three equal stages (cifar), or the paper's Table 1 (imagenet)."""
+        if self.family == "imagenet":
+            return IMAGENET_STAGES[self.depth][1]
+        return (self.units_per_stage,) * 3
 
-def valid_depths(block: str = "basic", span: int = 0, up_to: int = 1202) -> list[int]:
+
+def valid_depths(block: str = "basic", span: int = 0, up_to: int = 1202, family: str = "cifar") -> list[int]:
     """All depths a network of this block and span can have, ascending, up to `up_to`."""
+    if family == "imagenet":
+        return [d for d, (b, _) in IMAGENET_STAGES.items() if b == block and d <= up_to]
     step = 3 * (span or default_span(block))
     return list(range(step + 2, up_to + 1, step))
 
@@ -115,10 +143,27 @@ def _choice(problems: list[str], name: str, value, allowed: tuple) -> bool:
     return True
 
 
+def _imagenet_problems(spec: NetSpec) -> list[str]:
+    """The `imagenet` family's rules: Table 1's depths, each with its unit, and the span of that unit."""
+    if spec.block == "inception":
+        return ["the imagenet family has basic and bottleneck units (Table 1); Inception units are cifar-family only"]
+    table = ", ".join(f"{d} ({b})" for d, (b, _) in IMAGENET_STAGES.items())
+    if spec.depth not in IMAGENET_STAGES:
+        return [f"depth {spec.depth} is not an imagenet-family depth; the paper's Table 1 has {table}"]
+    block = IMAGENET_STAGES[spec.depth][0]
+    if spec.block != block:
+        return [f"an imagenet-family net of depth {spec.depth} uses {block} units (block {block!r}); Table 1 has {table}"]
+    if spec.span not in (0, default_span(block)):
+        return [f"imagenet-family {block} units have span {default_span(block)} (span 0 or {default_span(block)})"]
+    return []
+
+
 def _depth_problems(spec: NetSpec) -> list[str]:
     """The depth rule for this block and span; refusals name the nearest depths and the spans that fit."""
     if not isinstance(spec.depth, int) or isinstance(spec.depth, bool):
         return [f"depth {spec.depth!r} must be an integer"]
+    if spec.family == "imagenet":
+        return _imagenet_problems(spec)
     if spec.depth > MAX_DEPTH:
         return [f"depth {spec.depth} is more than {MAX_DEPTH}"]
     span = spec.span or default_span(spec.block)
@@ -187,6 +232,7 @@ def spec_problems(spec: NetSpec) -> list[str]:
         _choice(problems, "unit", spec.unit, UNITS),
         _choice(problems, "branch_init", spec.branch_init, BRANCH_INITS),
         _choice(problems, "conv", spec.conv, CONVS),
+        _choice(problems, "family", spec.family, FAMILIES),
     ])
     if str(spec.shortcut).upper() not in SHORTCUTS:
         problems.append(f"shortcut {spec.shortcut!r} is not one of {', '.join(SHORTCUTS)}")
