@@ -12,7 +12,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 from lab.__main__ import main
 from lab.analysis import AnalysisError, load_results, run_analysis, save_result
 from lab.analysis.checkpoint import checkpoint_path
@@ -226,13 +226,6 @@ def test_background_cli_queues_and_the_child_entry_point_runs_it(trained, capsys
     assert "[done]" in capsys.readouterr().out
 
 
-def wait_for(what, predicate, seconds: float = 180):
-    deadline = time.time() + seconds
-    while not predicate():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_the_background_worker_runs_a_job_that_a_cancel_stops(trained, capsys):
     store, rid, _ = trained
     root = str(store.root)
@@ -243,10 +236,10 @@ def test_the_background_worker_runs_a_job_that_a_cancel_stops(trained, capsys):
     worker = subprocess.Popen([sys.executable, "-m", "lab", "worker", "--results", root, "--exit-when-idle", "1"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for("the job to make progress", lambda: store.get_run(job)["iteration"] >= 1)
+        wait_for(lambda: store.get_run(job)["iteration"] >= 1, 180, "the job to make progress", every=0.1)
         assert main(["cancel", job, "--results", root]) == 0
         assert capsys.readouterr().out == f"{job}: cancelling\n"
-        wait_for("the job to end", lambda: store.get_run(job)["status"] != "running")
+        wait_for(lambda: store.get_run(job)["status"] != "running", 180, "the job to end", every=0.1)
         assert worker.wait(120) == 0
     finally:
         if worker.poll() is None:

@@ -9,23 +9,13 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 from lab.__main__ import main
 from lab.checkpoint import load_checkpoint
 from lab.config import make_config
 from lab.runs.execute import execute_run
 from lab.runs.monitor import overview
 from lab.runs.store import FOREIGN_GRACE_S, LostRun, Store
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_a_foreground_run_read_by_others_ends_done_with_its_final_errors(tmp_path):

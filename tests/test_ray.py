@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, require_system
+from conftest import ROOT, require_system, wait_for
 from lab.config import make_config
 from lab.runs.store import FOREIGN_GRACE_S, Store
 
@@ -33,16 +33,6 @@ def needs_ray():
         if require_system():
             pytest.fail("Ray is not installed (pip install -r requirements-cluster.txt)")
         pytest.skip("Ray is not installed")
-
-
-def wait_for(predicate, timeout, what, every=0.25):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def descendants(pid: int) -> list[int]:

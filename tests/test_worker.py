@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 from lab.config import make_config
 from lab.models import ConfigError
 from lab.runs.store import Store
@@ -24,16 +24,6 @@ def lab(*args, check=True, timeout=120):
 def start_worker(root, *extra):
     return subprocess.Popen([sys.executable, "-m", "lab", "worker", "--results", str(root), *extra],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 # long enough to be caught mid-run: about 20-30 s on a 2-core CPU
