@@ -27,8 +27,9 @@ system:
 dashboard: $(VENV)/.app system
 	$(VENV)/bin/streamlit run dashboard.py
 
+# two pytest-xdist workers (one torch thread each); a module with module-scoped fixtures stays on one worker
 test: $(VENV)/.dev system
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: $(VENV)/.app
 	$(PY) -m lab bench --sweep
