@@ -15,14 +15,20 @@ Staleness, measured with the database's clock (never a host's): a running run on
 its process is gone (a stopped or sleeping process is alive); a run on another host is dead when its heartbeat
 is older than `FOREIGN_GRACE_S`.
 
-A store opened with `readonly=True` (what `ls`, `show` and `export` use) opens SQLite with `mode=ro` and never
-takes a write lock or changes the journal mode; database and OS errors become a `StoreError` naming the path
+A store opened with `readonly=True` (what `ls`, `show` and `export` use) opens SQLite with `mode=ro`, never
+takes a write lock or changes the journal mode, and never upgrades the schema (an older store is refused with
+one line saying what upgrades it); database and OS errors become a `StoreError` naming the path
 and the cause.
 
 On a database server (PostgreSQL): pooled connections are checked before use, a transaction cut off by a lost
 connection is run again on a new one (for up to `RECONNECT_S`; metric rows are upserts, so repeating a write
 adds nothing twice), schema creation is serialised by an advisory lock, and `claim_next` skips rows another
 claimer has locked (FOR UPDATE SKIP LOCKED).
+
+Run ids read back from the database are not trusted as path parts: `run_dir` makes a folder only from a valid
+run id (`valid_run_id`) that resolves inside <results>/runs; listings and claims skip other rows with a warning,
+and delete, resume and show refuse them with one line. A running run's process is its pid with its start time
+and boot (a recycled pid is not it). Long writes (creating or deleting many runs) commit in chunks.
 
 The package: schema (tables, constants, ids), engine (connections, transactions, retries, upserts, clock),
 migrations, runs (life cycle, archiving, deleting), jobs, claims (attempts, heartbeats, reaping, workers),
@@ -41,19 +47,21 @@ from .engine import EngineMixin, _safe_url, _sqlite_readonly_engine
 from .jobs import JobsMixin
 from .metrics import MetricsMixin
 from .migrations import SchemaMixin
-from .process import pid_alive
+from .process import pid_alive, process_alive
 from .runs import RunsMixin
 from .schema import (
-    AMBIGUOUS_LISTED, FINISHED, FOREIGN_GRACE_S, IN_CHUNK, IN_FLIGHT, JOBS_DEFAULT, LOCAL_GRACE_S, RECONNECT_S,
-    RESUMABLE, SCHEMA_LOCK_KEY, SCHEMA_VERSION, STATUSES, V2_COLUMNS, artifacts_table, default_results_dir, is_job,
-    layer_table, meta_table, metadata, new_id, new_token, runs_table, scalars_table, workers_table,
+    AMBIGUOUS_LISTED, CREATE_CHUNK, DELETE_CHUNK, FINISHED, FOREIGN_GRACE_S, IN_CHUNK, IN_FLIGHT, JOBS_DEFAULT,
+    LOCAL_GRACE_S, RECONNECT_S, RESUMABLE, RUN_ID_PATTERN, SCHEMA_LOCK_KEY, SCHEMA_VERSION, STATUSES, V2_COLUMNS,
+    V3_COLUMNS, artifacts_table, default_results_dir, is_job, layer_table, meta_table, metadata, metric_cap, new_id,
+    new_token, runs_table, scalars_table, valid_run_id, workers_table,
 )
 
 __all__ = [
-    "AMBIGUOUS_LISTED", "FINISHED", "FOREIGN_GRACE_S", "IN_CHUNK", "IN_FLIGHT", "JOBS_DEFAULT", "LOCAL_GRACE_S",
-    "RECONNECT_S", "RESUMABLE", "SCHEMA_LOCK_KEY", "SCHEMA_VERSION", "STATUSES", "V2_COLUMNS", "LostRun", "Store",
-    "StoreError", "artifacts_table", "default_results_dir", "is_job", "layer_table", "meta_table", "metadata",
-    "new_id", "new_token", "pid_alive", "runs_table", "scalars_table", "workers_table",
+    "AMBIGUOUS_LISTED", "CREATE_CHUNK", "DELETE_CHUNK", "FINISHED", "FOREIGN_GRACE_S", "IN_CHUNK", "IN_FLIGHT",
+    "JOBS_DEFAULT", "LOCAL_GRACE_S", "RECONNECT_S", "RESUMABLE", "RUN_ID_PATTERN", "SCHEMA_LOCK_KEY",
+    "SCHEMA_VERSION", "STATUSES", "V2_COLUMNS", "V3_COLUMNS", "LostRun", "Store", "StoreError", "artifacts_table",
+    "default_results_dir", "is_job", "layer_table", "meta_table", "metadata", "metric_cap", "new_id", "new_token",
+    "pid_alive", "process_alive", "runs_table", "scalars_table", "valid_run_id", "workers_table",
 ]
 
 

@@ -11,8 +11,10 @@ from typing import Iterable
 import sqlalchemy as sa
 
 from ...errors import LostRun, StoreError
-from .process import pid_alive
-from .schema import FOREIGN_GRACE_S, LOCAL_GRACE_S, _encode, new_token, runs_table, workers_table
+from .process import pid_alive, process_alive
+from .schema import (
+    FOREIGN_GRACE_S, LOCAL_GRACE_S, _encode, new_token, runs_table, usable_id, workers_table,
+)
 
 
 class ClaimsMixin:
@@ -76,10 +78,12 @@ class ClaimsMixin:
         host = socket.gethostname()
         with self.read() as conn:
             rows = conn.execute(
-                sa.select(runs_table.c.id, runs_table.c.pid, runs_table.c.slot, runs_table.c.attempt)
+                sa.select(runs_table.c.id, runs_table.c.pid, runs_table.c.slot, runs_table.c.attempt,
+                          runs_table.c.pid_started, runs_table.c.boot_id)
                 .where(runs_table.c.status == "running", runs_table.c.host == host)
             ).mappings().all()
-        return [dict(r) for r in rows if pid_alive(r["pid"])]
+        return [dict(id=r["id"], pid=r["pid"], slot=r["slot"], attempt=r["attempt"]) for r in rows
+                if process_alive(r["pid"], r["pid_started"], r["boot_id"])]
 
     def claim_next(self, worker_id: str, exclude: Iterable[str] = (), executor: str = "local",
                    jobs: Iterable[str] | None = None) -> dict | None:
@@ -99,19 +103,25 @@ class ClaimsMixin:
             q = q.where(runs_table.c.id.not_in(list(exclude)))
         if jobs is not None:
             q = q.where(runs_table.c.job.in_(list(jobs)))
-        q = q.order_by(runs_table.c.created_at, runs_table.c.id).limit(1)
-        if self.engine.dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True, of=runs_table)
+        locking = self.engine.dialect.name == "postgresql"
 
         def claim(conn):
-            row = conn.execute(q).first()
-            if row is None:
-                return None
+            bad: list[str] = []  # rows whose id names no folder: skipped (with a warning), never claimed
+            while True:
+                first = (q.where(runs_table.c.id.not_in(bad)) if bad else q)
+                first = first.order_by(runs_table.c.created_at, runs_table.c.id).limit(1)
+                row = conn.execute(first.with_for_update(skip_locked=True, of=runs_table) if locking else first).first()
+                if row is None:
+                    return None
+                if usable_id(row[0]):
+                    break
+                bad.append(row[0])
             n = conn.execute(
                 runs_table.update()
                 .where(runs_table.c.id == row[0], runs_table.c.status == "queued")
                 .values(status="running", worker_id=worker_id, host=socket.gethostname(), started_at=time.time(),
                         heartbeat_at=self._db_now(), message=None, finished_at=None, attempt=token, pid=None,
+                        pid_started=None, boot_id=None,
                         executor=executor, executor_ref=None, cancel_requested=0)
             ).rowcount
             return row[0] if n == 1 else None
@@ -142,14 +152,15 @@ class ClaimsMixin:
         with self.read() as conn:
             rows = conn.execute(
                 sa.select(runs_table.c.id, runs_table.c.pid, runs_table.c.host, runs_table.c.heartbeat_at,
-                          runs_table.c.attempt, self._db_now().label("now"))
+                          runs_table.c.attempt, runs_table.c.pid_started, runs_table.c.boot_id,
+                          self._db_now().label("now"))
                 .where(runs_table.c.status == "running")
             ).all()
         dead = []
-        for rid, pid, rhost, beat, attempt, now in rows:
+        for rid, pid, rhost, beat, attempt, started, boot, now in rows:
             age = float(now) - beat if beat is not None else math.inf
             if rhost == host:
-                if age > grace_s and not pid_alive(pid):
+                if age > grace_s and not process_alive(pid, started, boot):
                     dead.append(dict(id=rid, attempt=attempt, age_s=age, why="its process is gone"))
             elif age > foreign_grace_s:
                 where = f"on {rhost}" if rhost else "on an unknown host"

@@ -9,7 +9,7 @@ from typing import Iterable
 import sqlalchemy as sa
 
 from ...errors import StoreError
-from .schema import IN_CHUNK, IN_FLIGHT, JOBS_DEFAULT, _json_object, _show, is_job, runs_table
+from .schema import IN_CHUNK, IN_FLIGHT, JOBS_DEFAULT, _json_object, _show, is_job, runs_table, usable_id
 
 
 class JobsMixin:
@@ -43,14 +43,15 @@ class JobsMixin:
 
     def jobs(self, parent_id: str | None = None, kinds: Iterable[str] | None = None) -> list[dict]:
         """Job rows as stored (`config` is the options' JSON text), newest first: all, those of one parent run,
-        or those of some kinds."""
+        or those of some kinds. A row whose id is not a valid run id is skipped with a warning."""
         q = sa.select(runs_table).where(runs_table.c.job != JOBS_DEFAULT)
         if parent_id is not None:
             q = q.where(runs_table.c.parent_id == parent_id)
         if kinds is not None:
             q = q.where(runs_table.c.job.in_([kinds] if isinstance(kinds, str) else list(kinds)))
         with self.read() as conn:
-            return [dict(r) for r in conn.execute(q.order_by(runs_table.c.created_at.desc(), runs_table.c.id)).mappings()]
+            rows = conn.execute(q.order_by(runs_table.c.created_at.desc(), runs_table.c.id)).mappings()
+            return [dict(r) for r in rows if usable_id(r["id"])]
 
     def run_summaries(self, run_ids: Iterable[str]) -> dict[str, dict]:
         """{id: {id, label, seed, status, job}} of the runs among `run_ids` that exist (any number of ids)."""

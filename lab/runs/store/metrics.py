@@ -9,7 +9,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ...errors import StoreError
-from .schema import _finite_or_none, _encode, _Rollback, _show, artifacts_table, layer_table, runs_table, scalars_table
+from .schema import (
+    IN_CHUNK, _encode, _finite_or_none, _json_object, _Rollback, _show, artifacts_table, layer_table, metric_cap,
+    runs_table, scalars_table,
+)
 
 
 class MetricsMixin:
@@ -26,7 +29,7 @@ class MetricsMixin:
         """Append metrics and update the run row (heartbeat in database time), in one short transaction.
         With `attempt`, nothing is written unless that attempt owns the run (LostRun). A (run, name, step)
         already stored gets the new value: logging is idempotent, so a write repeated after a lost connection
-        neither fails nor duplicates."""
+        neither fails nor duplicates. Rows past the run's cap (`metric_cap`) are refused: StoreError."""
         srows = [dict(run_id=run_id, step=int(s), name=n, value=_finite_or_none(v)) for s, n, v in scalars]
         lrows = [
             dict(run_id=run_id, step=int(s), metric=m, vals=json.dumps([_finite_or_none(x) for x in v]))
@@ -38,10 +41,16 @@ class MetricsMixin:
         q = self._owned(q, run_id, attempt) if attempt is not None else q.where(runs_table.c.id == run_id)
         q = q.values(**run_values)
 
+        adding = len(srows) + len(lrows)
+        budget = None
+
         def write(conn):  # safe to repeat: a step logged again replaces its value
+            nonlocal budget
             n = conn.execute(q).rowcount
             if attempt is not None and n != 1:
                 raise _Rollback()
+            if adding:
+                budget = self._metric_room(conn, run_id, adding)
             if srows:
                 conn.execute(self._upsert(scalars_table, "value"), srows)
             if lrows:
@@ -51,6 +60,26 @@ class MetricsMixin:
             self._transact(write)
         except _Rollback:
             raise self.lost_run(run_id, attempt) from None
+        if budget is not None:
+            budget[0] += adding  # an upsert may replace a row: the count errs high, which the cap's slack allows
+
+    def _metric_room(self, conn: sa.Connection, run_id: str, adding: int) -> list[int] | None:
+        """[metric rows stored, cap] of `run_id` (read once per store), or None for no such run; StoreError
+        when `adding` more rows would pass the cap."""
+        budgets = self.__dict__.setdefault("_metric_budgets", {})
+        entry = budgets.get(run_id)
+        if entry is None:
+            row = conn.execute(sa.select(runs_table.c.total_iterations, runs_table.c.config)
+                               .where(runs_table.c.id == run_id)).first()
+            if row is None:
+                return None
+            stored = sum(int(conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.run_id == run_id))
+                             .scalar()) for t in (scalars_table, layer_table))
+            entry = budgets[run_id] = [stored, metric_cap(row[0], (_json_object(row[1]) or {}).get("log_every"))]
+        if entry[0] + adding > entry[1]:
+            raise StoreError(f"run {run_id}: {entry[0] + adding} metric rows would pass its cap of {entry[1]} "
+                             f"(iterations / log_every, with slack); the rows were not stored")
+        return entry
 
     def truncate_after(self, run_id: str, step: int, attempt: str | None = None) -> None:
         """Drop metrics logged after `step` (a resumed run redoes those iterations)."""
@@ -64,6 +93,7 @@ class MetricsMixin:
             self._transact(drop)
         except _Rollback:
             raise self.lost_run(run_id, attempt) from None
+        self.__dict__.get("_metric_budgets", {}).pop(run_id, None)  # counted again at the next write
 
     def metric_count(self, run_id: str) -> int:
         """How many scalar metric values a run has stored."""
@@ -72,18 +102,23 @@ class MetricsMixin:
                                     .where(scalars_table.c.run_id == run_id)).scalar())
 
     def scalars(self, run_ids: str | Iterable[str], names: Iterable[str] | None = None) -> pd.DataFrame:
-        """Scalar metrics as a long DataFrame: run_id, name, step, value (sorted by run, name, step)."""
-        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-        q = sa.select(scalars_table).where(scalars_table.c.run_id.in_(ids))
-        if names is not None:
-            q = q.where(scalars_table.c.name.in_(list(names)))
-        q = q.order_by(scalars_table.c.run_id, scalars_table.c.name, scalars_table.c.step)
+        """Scalar metrics as a long DataFrame: run_id, name, step, value (sorted by run, name, step). Any number
+        of runs: their ids are asked for IN_CHUNK at a time."""
+        ids = list(dict.fromkeys([run_ids] if isinstance(run_ids, str) else run_ids))
+        names = None if names is None else list(names)
+        rows = []
         with self.read() as conn:
-            rows = conn.execute(q).all()
+            for i in range(0, max(len(ids), 1), IN_CHUNK):
+                q = sa.select(scalars_table).where(scalars_table.c.run_id.in_(ids[i : i + IN_CHUNK]))
+                if names is not None:
+                    q = q.where(scalars_table.c.name.in_(names))
+                rows += conn.execute(q.order_by(scalars_table.c.run_id, scalars_table.c.name, scalars_table.c.step)).all()
         cols = ["run_id", "name", "step", "value"]
         columns = list(zip(*rows)) if rows else [[] for _ in cols]  # columnar: far faster than rows for pandas
         df = pd.DataFrame(dict(zip(cols, columns)), columns=cols)
         df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
+        if len(ids) > IN_CHUNK:  # each chunk came sorted: sort the whole
+            df = df.sort_values(cols[:3], kind="stable", ignore_index=True)
         return df
 
     def layer_series(self, run_id: str, metric: str, steps: Iterable[int] | None = None) -> pd.DataFrame:

@@ -4,14 +4,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from ...errors import StoreError
-from .schema import SCHEMA_LOCK_KEY, SCHEMA_VERSION, V2_COLUMNS, artifacts_table, meta_table, metadata, runs_table
+from .schema import SCHEMA_LOCK_KEY, SCHEMA_VERSION, V2_COLUMNS, V3_COLUMNS, artifacts_table, meta_table, metadata, runs_table
 
 
 class SchemaMixin:
     """Creates or upgrades the schema when a `Store` opens."""
 
     def _check_schema(self) -> None:
-        """Create the tables in a new store, upgrade an older store in place (one transaction), refuse a newer one."""
+        """Create the tables in a new store, upgrade an older store in place (one transaction), refuse a newer one.
+        A store opened read-only is never upgraded: an older one is refused with one line saying what upgrades it."""
         with self.read() as conn:
             version = _schema_version(conn)
         if version == SCHEMA_VERSION:
@@ -20,6 +21,12 @@ class SchemaMixin:
             raise StoreError(
                 f"results store {self.where} has schema version {version}, this lab reads version {SCHEMA_VERSION}; "
                 f"use a newer lab release or start a new results folder"
+            )
+        if version is not None and self.readonly:
+            raise StoreError(
+                f"results store {self.where} has schema version {version}, this lab reads version {SCHEMA_VERSION}; "
+                f"a read-only command does not upgrade it: any command that writes to it (e.g. python -m lab worker) "
+                f"or the dashboard upgrades it in place"
             )
         try:
             with self._guard(), self._connect(self._write_engine(), write=True) as conn:
@@ -58,17 +65,24 @@ def _migrate(conn: sa.Connection, version: int) -> None:
     """Upgrade the schema in place from `version` to SCHEMA_VERSION, inside the caller's transaction."""
     dialect = conn.dialect
     if version == 1:
-        present = {c["name"] for c in sa.inspect(conn).get_columns("runs")}
-        for name in V2_COLUMNS:
-            if name in present:
-                continue
-            ddl = sa.schema.CreateColumn(runs_table.c[name]).compile(dialect=dialect)
-            conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {ddl}")
+        _add_columns(conn, V2_COLUMNS)
         if dialect.name == "postgresql":  # SQLite stores text of any length in a VARCHAR column already
             conn.exec_driver_sql("ALTER TABLE runs ALTER COLUMN label TYPE TEXT, ALTER COLUMN tag TYPE TEXT, "
                                  "ALTER COLUMN seed TYPE BIGINT, ALTER COLUMN params TYPE BIGINT")
         artifacts_table.create(conn, checkfirst=True)
         version = 2
+    if version == 2:  # a process's start time and boot beside its id (a recycled pid is not the run's process)
+        _add_columns(conn, V3_COLUMNS)
+        version = 3
     if version != SCHEMA_VERSION:
         raise StoreError(f"no upgrade from schema version {version} to {SCHEMA_VERSION}")
     conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+
+def _add_columns(conn: sa.Connection, names) -> None:
+    """Add the runs table's columns `names` that it lacks, as runs_table defines them."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns("runs")}
+    for name in names:
+        if name not in present:
+            ddl = sa.schema.CreateColumn(runs_table.c[name]).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {ddl}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Iterable
@@ -12,9 +13,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ...errors import StoreError
+from .process import process_identity
 from .schema import (
-    AMBIGUOUS_LISTED, FINISHED, IN_CHUNK, JOBS_DEFAULT, RESUMABLE, STATUSES, _decode, _encode, _like_escape, _show,
-    artifacts_table, is_job, layer_table, new_id, new_token, runs_table, scalars_table,
+    AMBIGUOUS_LISTED, CREATE_CHUNK, DELETE_CHUNK, FINISHED, IN_CHUNK, JOBS_DEFAULT, RESUMABLE, STATUSES, _decode,
+    _encode, _like_escape, _show, artifacts_table, bad_id_message, is_job, layer_table, new_id, new_token,
+    runs_table, scalars_table, usable_id, valid_run_id,
 )
 
 
@@ -22,7 +25,20 @@ class RunsMixin:
     """The life cycle of runs."""
 
     def run_dir(self, run_id: str) -> Path:
-        return self.root / "runs" / run_id
+        """The folder of run `run_id`: <results>/runs/<id>. Every path made from a run id comes from here, so
+        an id read from a shared database cannot name a folder elsewhere: StoreError (one line) for an id that
+        is not a valid run id (`valid_run_id`) or a folder that resolves outside <results>/runs (a symlink)."""
+        if not valid_run_id(run_id):
+            raise StoreError(f"{bad_id_message(run_id)}; no folder is made from it")
+        runs = self.root / "runs"
+        path = runs / run_id
+        try:
+            resolved, inside = path.resolve(), runs.resolve()
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f"run folder {path} cannot be resolved: {exc}") from None
+        if resolved.parent != inside:
+            raise StoreError(f"run folder {path} resolves to {resolved}, outside {inside}; it is refused")
+        return path
 
     def resolve(self, ref: str) -> str:
         """The id of the run `ref` names: an exact id, or a non-empty prefix matching exactly one run.
@@ -44,6 +60,8 @@ class RunsMixin:
                     raise StoreError("an empty run id names no run; give an id or a non-empty prefix (python -m lab ls)")
                 hit = conn.execute(sa.select(runs_table.c.id).where(runs_table.c.id == ref)).first()
                 if hit is not None:
+                    if not valid_run_id(hit[0]):
+                        raise StoreError(f"{bad_id_message(hit[0])}; it is refused")
                     out.append(hit[0])
                     continue
                 rows = conn.execute(
@@ -51,6 +69,7 @@ class RunsMixin:
                     .order_by(runs_table.c.id)
                 ).all()
                 ids = [r[0] for r in rows if r[0].startswith(ref)]  # SQLite's LIKE ignores case; the rule does not
+                ids = [rid for rid in ids if usable_id(rid)]
                 if not ids:
                     raise StoreError(f"no run {_show(ref)} in {self.root} (ids and prefixes are case-sensitive; "
                                      f"python -m lab ls lists the runs)")
@@ -85,7 +104,11 @@ class RunsMixin:
 
     def create_runs(self, configs: Iterable, sweep_id: str | None = None, status: str = "queued",
                     job: str = JOBS_DEFAULT, parent_id: str | None = None) -> list[str]:
-        """Insert runs for RunConfigs in one transaction (all or none); returns their ids.
+        """Insert runs for RunConfigs, all or none; returns their ids.
+
+        Up to CREATE_CHUNK runs go in one transaction; more are committed in transactions of that size (a
+        long one would hold the write lock past other writers' busy timeout), and when one fails the runs
+        already committed are withdrawn (those still queued: a worker may have taken one meanwhile).
 
         Each config is validated first (ConfigError listing every problem). A run created `running` gets this
         host, this process and a heartbeat at once, so no reader ever takes it for dead; the process that then
@@ -110,14 +133,28 @@ class RunsMixin:
                     parents[ref] = self.resolve(ref)
                 except StoreError:
                     parents[ref] = None
+        common = dict(sweep_id=sweep_id, status=status, job=job, now=now, parent_id=parent_id, parents=parents)
+        ids: list[str] = []
+        try:
+            for start in range(0, len(configs), CREATE_CHUNK):
+                ids += self._insert_runs(configs[start : start + CREATE_CHUNK], start, **common)
+        except BaseException:
+            if ids:
+                self._withdraw(ids)
+            raise
+        return ids
+
+    def _insert_runs(self, configs: list, start: int, sweep_id: str, status: str, job: str, now: float,
+                     parent_id: str | None, parents: dict) -> list[str]:
+        """Insert one transaction's runs (`create_runs`); `start` is the first one's place in the whole batch."""
         with self.write() as conn:
             ids = self.unique_ids(conn, [f"{cfg.kind[:5]}{cfg.depth}" for cfg in configs])
             owner = {}
             if status == "running":
                 owner = dict(host=socket.gethostname(), pid=os.getpid(), heartbeat_at=self.db_time(conn),
-                             started_at=now)
+                             started_at=now, **process_identity(os.getpid()))
             rows = []
-            for i, (rid, cfg) in enumerate(zip(ids, configs)):
+            for i, (rid, cfg) in enumerate(zip(ids, configs), start):
                 rows.append(dict(
                     id=rid, sweep_id=sweep_id, label=cfg.label(), status=status, kind=cfg.kind, depth=cfg.depth,
                     dataset=cfg.dataset, preset=cfg.preset, seed=cfg.seed, tag=cfg.tag, config=cfg.to_json(),
@@ -126,9 +163,18 @@ class RunsMixin:
                     parent_id=parent_id if parent_id is not None else parents.get(cfg.deepen_from), attempt=None,
                     **owner,
                 ))
-            for i in range(0, len(rows), 2000):
-                conn.execute(runs_table.insert(), rows[i : i + 2000])
+            conn.execute(runs_table.insert(), rows)
         return ids
+
+    def _withdraw(self, ids: list[str]) -> None:
+        """Delete the runs among `ids` that are still queued and no attempt owns (a batch that failed part way)."""
+        for i in range(0, len(ids), IN_CHUNK):
+            chunk = ids[i : i + IN_CHUNK]
+            try:
+                self._transact(lambda conn, chunk=chunk: conn.execute(runs_table.delete().where(
+                    runs_table.c.id.in_(chunk), runs_table.c.status == "queued", runs_table.c.attempt.is_(None))))
+            except StoreError:
+                pass  # the error that stopped the batch is the one to report
 
     def start_run(self, cfg, sweep_id: str | None = None, executor: str = "cli") -> tuple[str, str]:
         """Create one run already running in this process (a foreground run): (run id, attempt token)."""
@@ -152,7 +198,7 @@ class RunsMixin:
         """Runs, newest first, with their config fields as columns prefixed by nothing (kind, depth, ...).
 
         `jobs`: by default only training runs; None gives every row (training runs and analysis jobs), a list
-        of job names the rows of those jobs."""
+        of job names the rows of those jobs. A row whose id is not a valid run id is skipped with a warning."""
         q = sa.select(runs_table).order_by(runs_table.c.created_at.desc(), runs_table.c.id)
         if jobs is not None:
             q = q.where(runs_table.c.job.in_([jobs] if isinstance(jobs, str) else list(jobs)))
@@ -163,7 +209,7 @@ class RunsMixin:
                 raise StoreError(f"unknown status {', '.join(map(repr, unknown))}; statuses: {', '.join(STATUSES)}")
             q = q.where(runs_table.c.status.in_(status))
         with self.read() as conn:
-            rows = [_decode(dict(r)) for r in conn.execute(q).mappings()]
+            rows = [_decode(dict(r)) for r in conn.execute(q).mappings() if usable_id(r["id"])]
         cols = [c.name for c in runs_table.columns]
         df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame(columns=cols)
         if rows:
@@ -282,7 +328,7 @@ class RunsMixin:
         try:
             with self.write() as conn:
                 row = dict(conn.execute(sa.select(runs_table).where(runs_table.c.id == run["id"])).mappings().first())
-                row.update(id=aid, attempt=None, pid=None, cancel_requested=0, created_at=row["created_at"] - 1e-6,
+                row.update(id=aid, attempt=None, pid=None, pid_started=None, boot_id=None, cancel_requested=0, created_at=row["created_at"] - 1e-6,
                            message=f"archive: the metrics of run {run['id']} before it was restarted from scratch")
                 conn.execute(runs_table.insert().values(**row))
                 for table in (scalars_table, layer_table, artifacts_table):
@@ -298,19 +344,72 @@ class RunsMixin:
         return self.delete_runs([ref], yes=True)[0]
 
     def delete_runs(self, refs: Iterable[str], yes: bool = False) -> list[str]:
-        """Delete runs given by exact ids or unique prefixes. Every reference is checked first; deleting more
-        than one run needs `yes`; running runs are refused (cancel them first)."""
+        """Delete runs given by exact ids or unique prefixes, with their metrics and folders; returns their ids.
+
+        Every reference (and the folder it names) is checked first; deleting more than one run needs `yes`;
+        running runs are refused (cancel them first), also one that a worker claims while it is deleted (the
+        DELETE itself skips running rows, and a transaction that deleted fewer rows than it locked is rolled
+        back). Runs are deleted DELETE_CHUNK per transaction. Files that could not be removed are reported
+        (StoreError, after the runs are deleted)."""
         ids = self.resolve_many(refs)
         if len(ids) > 1 and not yes:
             raise StoreError(f"deleting {len(ids)} runs ({', '.join(ids[:AMBIGUOUS_LISTED])}) needs --yes")
-        with self.write() as conn:  # checked inside the transaction: a run cannot start between check and delete
-            running = [r[0] for r in conn.execute(sa.select(runs_table.c.id).where(
-                runs_table.c.id.in_(ids), runs_table.c.status == "running"))]
-            if running:
-                raise StoreError(f"run {', '.join(running)} is running; cancel it first")
-            for table in (scalars_table, layer_table, artifacts_table):
-                conn.execute(table.delete().where(table.c.run_id.in_(ids)))
-            conn.execute(runs_table.delete().where(runs_table.c.id.in_(ids)))
-        for rid in ids:
-            shutil.rmtree(self.run_dir(rid), ignore_errors=True)
-        return ids
+        folders = {rid: self.run_dir(rid) for rid in ids}
+        running = self.running_among(ids)
+        if running:
+            raise StoreError(f"run {', '.join(running[:AMBIGUOUS_LISTED])} is running; cancel it first")
+        deleted: list[str] = []
+        left: list[str] = []
+        for i in range(0, len(ids), DELETE_CHUNK):
+            chunk = ids[i : i + DELETE_CHUNK]
+            self._transact(lambda conn, chunk=chunk: self._delete_rows(conn, chunk))
+            deleted += chunk
+            for rid in chunk:
+                left += _remove_tree(folders[rid])
+        if left:
+            more = f" and {len(left) - 1} more" if len(left) > 1 else ""
+            raise StoreError(f"deleted {len(deleted)} run(s), but {left[0]}{more} could not be removed; "
+                             f"remove what is left by hand")
+        return deleted
+
+    def running_among(self, ids: list[str]) -> list[str]:
+        """The ids among `ids` whose run is running."""
+        out: list[str] = []
+        with self.read() as conn:
+            for i in range(0, len(ids), IN_CHUNK):
+                out += [r[0] for r in conn.execute(sa.select(runs_table.c.id).where(
+                    runs_table.c.id.in_(ids[i : i + IN_CHUNK]), runs_table.c.status == "running"))]
+        return out
+
+    def _delete_rows(self, conn: sa.Connection, ids: list[str]) -> None:
+        """Delete runs `ids` (not running ones) and their metrics, inside the caller's transaction."""
+        locked = sa.select(runs_table.c.id).where(runs_table.c.id.in_(ids))
+        if conn.dialect.name == "postgresql":  # a claimer skips locked rows (FOR UPDATE SKIP LOCKED)
+            locked = locked.with_for_update()
+        present = [r[0] for r in conn.execute(locked)]
+        for table in (scalars_table, layer_table, artifacts_table):
+            conn.execute(table.delete().where(table.c.run_id.in_(present)))
+        n = conn.execute(runs_table.delete().where(runs_table.c.id.in_(present),
+                                                   runs_table.c.status != "running")).rowcount
+        if n != len(present):
+            raise StoreError(f"one of runs {', '.join(present[:AMBIGUOUS_LISTED])} started while it was being "
+                             f"deleted; nothing of them was deleted (cancel it first)")
+
+
+def _remove_tree(path: Path) -> list[str]:
+    """Remove folder `path` (gone already is fine); the paths that could not be removed, with why."""
+    left: list[str] = []
+
+    def failed(_fn, where, exc):
+        left.append(f"{where} ({getattr(exc, 'strerror', None) or exc})")
+
+    if path.is_symlink() or path.is_file():
+        try:
+            path.unlink()
+        except OSError as exc:
+            failed(None, path, exc)
+    elif path.exists():
+        handler = ({"onexc": failed} if sys.version_info >= (3, 12)
+                   else {"onerror": lambda fn, where, info: failed(fn, where, info[1])})
+        shutil.rmtree(path, **handler)
+    return left

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -11,8 +13,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ...errors import LostRun
+from .process import process_identity
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "diverged")
 RESUMABLE = ("cancelled", "interrupted", "failed")
@@ -27,6 +30,16 @@ FOREIGN_GRACE_S = 30.0
 LOCAL_GRACE_S = 15.0
 # Ids per IN (...) list: SQLite refuses more than 32,766 bound values in one statement.
 IN_CHUNK = 500
+# Rows one write transaction inserts when runs are created, and runs one transaction deletes: long write
+# transactions would hold SQLite's write lock past other writers' busy timeout (60 s) and fail live runs' writes.
+CREATE_CHUNK = 2000
+DELETE_CHUNK = 100
+# The most metric rows (scalar and per-layer) a run may store (`metric_cap`): METRIC_ROWS_PER_STEP rows for each
+# of its iterations / log_every logging steps (and two more), times METRIC_SLACK, and at least METRIC_ROWS_MIN.
+# Far above what the trainer writes; it stops a misbehaving writer from filling the database.
+METRIC_ROWS_PER_STEP = 32
+METRIC_SLACK = 2
+METRIC_ROWS_MIN = 10_000  # the cap of a short run
 # How many runs one prefix lists when it is ambiguous.
 AMBIGUOUS_LISTED = 10
 # How long a store on a database server (not SQLite) that has worked waits for the server to come back (a
@@ -81,6 +94,9 @@ runs_table = sa.Table(
     sa.Column("log_tail", sa.Text),                      # the last log lines (for runs on other hosts)
     sa.Column("executor", sa.String(16)),                # 'cli' (foreground), 'local' (worker), 'ray', ...
     sa.Column("executor_ref", sa.String(255)),           # the executor's handle, e.g. a Ray job id
+    # --- schema version 3 ---
+    sa.Column("pid_started", sa.BigInteger),             # when process `pid` started (clock ticks since boot)
+    sa.Column("boot_id", sa.String(64)),                 # the boot of `host` that process ran in
 )
 
 scalars_table = sa.Table(
@@ -122,8 +138,14 @@ artifacts_table = sa.Table(
     sa.Column("updated_at", sa.Float),
 )
 
-# Columns added by schema version 2, in the order the migration adds them.
+# Columns added by schema versions 2 and 3, in the order the migrations add them.
 V2_COLUMNS = ("attempt", "job", "parent_id", "log_tail", "executor", "executor_ref")
+V3_COLUMNS = ("pid_started", "boot_id")
+
+# What `new_id` makes (a prefix of letters, digits, '_' or '-', the month-day, 12 hex digits) and ids of its
+# shape: a letter or digit first, then letters, digits, '_' and '-', at most 64 in all. An id becomes a folder
+# name under <results>/runs, so no '/', '.', NUL or other character that could leave that folder passes.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def default_results_dir() -> Path:
@@ -139,6 +161,44 @@ def new_id(prefix: str) -> str:
     """A run, sweep or worker id: prefix, month-day and 12 random hex digits (48 bits; `create_runs` also checks
     the store, so ids never collide)."""
     return f"{prefix}-{time.strftime('%m%d')}-{uuid.uuid4().hex[:12]}"
+
+
+def metric_cap(iterations, log_every) -> int:
+    """The most metric rows a run of `iterations` that logs every `log_every` iterations may store."""
+    try:
+        steps = max(int(iterations or 0), 0) // max(int(log_every or 1), 1) + 2
+    except (TypeError, ValueError):
+        steps = 2
+    return max(METRIC_ROWS_MIN, steps * METRIC_ROWS_PER_STEP * METRIC_SLACK)
+
+
+def valid_run_id(run_id) -> bool:
+    """True when `run_id` may name a run folder (RUN_ID_PATTERN)."""
+    return isinstance(run_id, str) and RUN_ID_PATTERN.fullmatch(run_id) is not None
+
+
+def bad_id_message(run_id) -> str:
+    """One line saying why a stored id is refused."""
+    return (f"run id {_show(run_id)} in the results store is not a valid run id (a letter or digit, then "
+            f"letters, digits, '_' and '-', at most 64 characters)")
+
+
+_warned: set = set()
+
+
+def warn_bad_id(run_id) -> None:
+    """Log (once per process and id) that a stored row is skipped because its id is not a valid run id."""
+    if run_id not in _warned:
+        _warned.add(run_id)
+        logging.getLogger("lab.runs.store").warning("%s; the row is skipped", bad_id_message(run_id))
+
+
+def usable_id(run_id) -> bool:
+    """`valid_run_id`, logging a warning (`warn_bad_id`) when not: for listings and claims, which skip such rows."""
+    if valid_run_id(run_id):
+        return True
+    warn_bad_id(run_id)
+    return False
 
 
 def is_job(run: dict) -> bool:
@@ -170,7 +230,11 @@ def _finite_or_none(v) -> float | None:
 
 
 def _encode(values: dict) -> dict:
+    """Column values for a runs-table write: JSON columns encoded, and a `pid` joined by the identity of that
+    process of this host (its start time and boot: `process_identity`)."""
     out = dict(values)
+    if "pid" in out and "pid_started" not in out:
+        out.update(process_identity(out["pid"]))
     for k in ("config", "env", "layers"):
         if k in out and not isinstance(out[k], str) and out[k] is not None:
             out[k] = json.dumps(out[k])
