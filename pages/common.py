@@ -24,8 +24,10 @@ FILTERS = [("kind", "Kind"), ("depth", "Depth"), ("dataset", "Data set"), ("stat
 
 def results_dir() -> str | None:
     """`streamlit run dashboard.py -- --results DIR`, else $LAB_RESULTS or results/ (the Store's default)."""
+    from lab.cli.common import add_results  # the one definition of --results
+
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--results", default=None)
+    add_results(parser)
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args.results
 

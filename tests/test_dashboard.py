@@ -118,6 +118,36 @@ def test_one_click_presets_fill_the_form(store):
     assert at.selectbox(key="launch_preset").value == "paper" and at.selectbox(key="launch_dataset").value == "cifar10"
 
 
+def test_launch_controls_show_the_chosen_presets_values(store):
+    at = page("launch")
+    quick, paper = make_config("quick"), make_config("paper")
+    for key in ("iterations", "lr", "batch_size", "width"):
+        assert at.number_input(key=f"launch_{key}").value == getattr(quick, key), key
+    assert at.selectbox(key="launch_dataset").value == quick.dataset
+    at.selectbox(key="launch_preset").set_value("paper").run()
+    for key in ("iterations", "lr", "batch_size", "width"):
+        assert at.number_input(key=f"launch_{key}").value == getattr(paper, key), key
+    assert at.selectbox(key="launch_dataset").value == "cifar10" and "256,000 iterations in all" in texts(at)
+    at.number_input(key="launch_iterations").set_value(1000).run()   # a change from the preset is an override
+    assert "4,000 iterations in all" in texts(at)
+
+
+def test_launch_shows_the_automatic_runs_at_once_and_the_quick_demos_time_before_it_is_queued(store, monkeypatch):
+    from lab.demo import DEMO_SWEEP, demo_configs
+    from lab.runs.worker import auto_slots
+
+    monkeypatch.setattr("lab.runs.estimate.measured_gflops", lambda *a, **k: 50.0)
+    at = page("launch")
+    captions = [c.value for c in at.caption]
+    assert at.number_input(key="launch_slots").value == 0
+    assert f"Automatic here: {auto_slots('auto', demo_configs())[1]}" in captions
+    demo = next(c for c in captions if c.startswith("Quick demo: 4 runs, about **"))
+    assert "on this machine" in demo and store.runs().empty
+    next(b for b in at.button if b.label == "Quick demo (CPU, minutes)").click().run()
+    assert at.multiselect(key="launch_depths").value == DEMO_SWEEP.depths
+    assert at.text_input(key="launch_tag").value == DEMO_SWEEP.tag and "4 run(s)" in texts(at)
+
+
 @pytest.mark.parametrize("name", PAGES)
 def test_pages_on_a_populated_store(name, populated_any):
     at = page(name)

@@ -23,8 +23,8 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} ({self.prog} --help lists what is allowed)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m lab", description="Degradation Lab: plain vs residual nets (He et al. 2015).")
+def build_parser(prog: str = "python -m lab") -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description="Degradation Lab: plain vs residual nets (He et al. 2015).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
