@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .data import DATASETS, NORMALIZATIONS, TRAIN_IMAGES, held_out
 from .models import (
-    BLOCKS, BRANCH_INITS, CONVS, DEEPEN_WHERE, INITS, KINDS, NORMS, SHORTCUTS, UNITS, ConfigError, NetSpec,
+    BLOCKS, BRANCH_INITS, CONVS, DEEPEN_WHERE, FAMILIES, INITS, KINDS, NORMS, SHORTCUTS, UNITS, ConfigError, NetSpec,
     deepen_problems, spec_problems,
 )
 from .runtime import DEVICE_PATTERN, DEVICES_ALLOWED
@@ -17,6 +17,7 @@ from .runtime import DEVICE_PATTERN, DEVICES_ALLOWED
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 WARMUPS = ("auto", "on", "off")
+DEEPEN_SCHEDULES = ("restart", "continue")
 
 
 def opt(default, help: str, choices: tuple | None = None):
@@ -59,12 +60,14 @@ class RunConfig:
                                 "(DiracNets: a plain net with a learnable identity in each layer)", choices=CONVS)
     # --- deepening a trained net (Net2DeeperNet, lab.models.deepen) ---
     deepen_from: str = opt("", "start from this run's checkpoint (id or unique prefix), deepened to `depth` by "
-                               "units that compute the identity, then train on a fresh schedule; '' trains from scratch")
+                               "units that compute the identity (at the parent's depth: the same net), then train "
+                               "on (see deepen_schedule); '' trains from scratch")
     deepen_noise: float = opt(0.0, "noise on the new identity convs, in units of their He std (0: exact identity)")
     deepen_where: str = opt("spread", "where the new units go: 'spread' evenly between the parent's units of each "
                                       "stage, or at each stage's 'end'", choices=DEEPEN_WHERE)
     # --- data ---
-    dataset: str = opt("cifar10", "cifar10, cifar100, mnist, fashion-mnist, synthetic")
+    dataset: str = opt("cifar10", "cifar10, cifar100, mnist, fashion-mnist, synthetic, or imagefolder (your own "
+                                  "images: see image_folder)")
     augment: bool = opt(True, "pad 4 + random crop + horizontal flip (no flip for digits), as the paper; the cpu "
                               "study budget trains without it, so training error measures optimisation alone")
     val_fraction: float = opt(0.1, "held out of the training set (the paper's 45k/5k)")
@@ -100,8 +103,8 @@ class RunConfig:
     compile: bool = opt(False, "torch.compile the model")
     compile_mode: str = opt("default", "with compile: 'default' (fused kernels), 'reduce-overhead' (plus CUDA "
                                        "graphs: one launch per step on a GPU) or 'max-autotune' (plus kernel "
-                                       "autotuning, slower to compile); compiled code is cached under the "
-                                       "results folder", choices=COMPILE_MODES)
+                                       "autotuning, slower to compile); compiled code is cached per user "
+                                       "(~/.cache/lab/compile, or $LAB_COMPILE_CACHE)", choices=COMPILE_MODES)
     threads: int = opt(0, "CPU threads for this run (0: torch's default; at most 1024)")
     seed: int = opt(0, "seed for init, batch order and augmentation (0 to 2**63-1)")
     # --- bookkeeping ---
@@ -113,12 +116,33 @@ class RunConfig:
                                     "subtract the training set's mean image pixel by pixel, no rescaling (the "
                                     "paper's, section 4.2; the paper preset uses it)", choices=NORMALIZATIONS)
 
+    # --- model family (lab.models.FAMILIES) ---
+    family: str = opt("cifar", "'cifar': the paper's CIFAR nets (3x3 stem, 3 stages of 16/32/64 filters, depth 6n+2); "
+                               "'imagenet': its ImageNet nets, Table 1 (7x7 stem and max-pool, 4 stages of "
+                               "64-512 filters; depths 18 and 34 with basic units, 50, 101 and 152 with bottleneck "
+                               "units; the paper uses shortcut B there)", choices=FAMILIES)
+    # --- your own images (dataset 'imagefolder', lab.imagefolder) ---
+    image_folder: str = opt("", "dataset imagefolder: the folder with train/CLASS/*.jpg and val/CLASS/*.jpg "
+                                "(torchvision's ImageFolder layout, as Imagenette ships); '': the data folder "
+                                "(--data)")
+    image_size: int = opt(0, "dataset imagefolder: the side in pixels of the squares the net sees (random crops "
+                             "for training, the centre for evaluation; 0: 224, the paper's; 64, 112, 160 for small "
+                             "budgets); images are decoded once into a cache at 256/224 of it")
+    epochs: float = opt(0.0, "passes over the training images; when above 0 it sets iterations (epochs x "
+                             "training images / batch_size) when the run is configured; 0: iterations as given")
+
+    # --- deepening: the child's schedule (lab.train.deepening) ---
+    deepen_schedule: str = opt("restart", "with deepen_from (ignored without): 'restart' trains the child on a fresh schedule of its own "
+                                          "(lr and warm-up from step 0, a new optimizer: a warm restart); 'continue' "
+                                          "keeps the parent's momentum and trains at the parent's final learning "
+                                          "rate throughout", choices=DEEPEN_SCHEDULES)
+
     def net_spec(self, in_channels: int = 3, num_classes: int = 10) -> NetSpec:
         return NetSpec(
             kind=self.kind, depth=self.depth, block=self.block, shortcut=self.shortcut, span=self.span,
             width=self.width, norm=self.norm, init=self.init, unit=self.unit, residual_scale=self.residual_scale,
             shortcut_scale=self.shortcut_scale, branch_init=self.branch_init, conv=self.conv, in_channels=in_channels,
-            num_classes=num_classes,
+            num_classes=num_classes, family=self.family,
         )
 
     def milestone_iterations(self) -> list[int]:
@@ -176,6 +200,8 @@ class RunConfig:
             extras.append(f"noise {self.deepen_noise:g}")
         if self.deepen_from and self.deepen_where != "spread":
             extras.append(f"new units at stage {self.deepen_where}s")
+        if self.deepen_from and self.deepen_schedule == "continue":
+            extras.append("parent's schedule continued")
         return base + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -211,6 +237,16 @@ PRESETS: dict[str, dict] = {
         dataset="fashion-mnist", width=0.5, batch_size=32, augment=False, iterations=800, warmup="on",
         warmup_error=0.6, log_every=20, eval_every=200, eval_images=500, grad_every=100, checkpoint_every=400,
     ),
+    # The paper's ImageNet protocol (section 3.4) on an image folder: batch 256, lr 0.1 divided by 10 at a third
+    # and two thirds of the run (the paper divides it when the error plateaus, up to 60e4 iterations), weight
+    # decay 1e-4, momentum 0.9, 224 px crops, shortcut B. On a smaller folder give the length in passes over
+    # it (--epochs with --image-folder). Its augmentation is a random 224 crop of the image resized to 256 and
+    # a flip (the paper also varies the scale and the colour).
+    "imagenet": dict(
+        family="imagenet", shortcut="B", depth=18, dataset="imagefolder", image_size=224, iterations=600_000,
+        batch_size=256, lr=0.1, milestones=(1 / 3, 2 / 3), weight_decay=1e-4, momentum=0.9, log_every=100,
+        eval_every=2000, eval_images=10_000, checkpoint_every=2000,
+    ),
     # Seconds: for tests and for checking that everything runs.
     "smoke": dict(
         dataset="synthetic", iterations=24, batch_size=32, log_every=4, eval_every=12, eval_images=256,
@@ -233,7 +269,7 @@ def make_config(preset: str = "paper", **overrides) -> RunConfig:
         values["milestones"] = tuple(values["milestones"])
     cfg = RunConfig(**values)
     validate(cfg)
-    return cfg
+    return validate(with_epochs(cfg))
 
 
 MAX_DEPTH = 2000              # weighted layers; the paper's deepest net has 1202
@@ -360,6 +396,7 @@ def field_problems(cfg: RunConfig) -> list[tuple[str, str]]:
     if problem:
         problems.append(("tag", problem))
     problems += [(problem_field(msg), msg) for msg in deepen_config_problems(cfg)]
+    problems += image_folder_problems(cfg)
     return problems
 
 
@@ -391,9 +428,56 @@ def deepen_config_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"deepen_noise must be a number from 0 to 10 (units of the He std), got {noise!r}")
     if cfg.deepen_where not in DEEPEN_WHERE:
         problems.append(f"deepen_where must be one of {', '.join(DEEPEN_WHERE)}, got {cfg.deepen_where!r}")
+    if cfg.deepen_schedule not in DEEPEN_SCHEDULES:
+        problems.append(f"deepen_schedule must be one of {', '.join(DEEPEN_SCHEDULES)}, got {cfg.deepen_schedule!r}")
     if cfg.deepen_from and not spec_problems(cfg.net_spec()):
         problems += [f"deepen_from: {p}" for p in deepen_problems(cfg.net_spec())]
     return problems
+
+
+def image_folder_problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """The image-folder options: only with dataset imagefolder, and a size a net can take."""
+    problems = []
+    own = cfg.dataset == "imagefolder"
+    if not isinstance(cfg.image_folder, str) or "\x00" in cfg.image_folder:
+        problems.append(("image_folder", f"image_folder must be a folder's path or '', got {cfg.image_folder!r}"))
+    elif cfg.image_folder and not own:
+        problems.append(("image_folder", "image_folder is for dataset imagefolder (the built-in data sets live in "
+                                         "the data folder, --data)"))
+    size = cfg.image_size
+    if not (_is_int(size) and (size == 0 or 16 <= size <= 1024)):
+        problems.append(("image_size", f"image_size must be 0 (224) or a whole number of pixels from 16 to 1024, "
+                                       f"got {size!r}"))
+    elif size and not own:
+        problems.append(("image_size", f"image_size is for dataset imagefolder; {cfg.dataset} images are "
+                                       f"{DATASETS[cfg.dataset].size} px" if cfg.dataset in DATASETS else
+                         "image_size is for dataset imagefolder"))
+    if not (_is_number(cfg.epochs) and 0 <= cfg.epochs <= 100_000):
+        problems.append(("epochs", f"epochs must be a number from 0 to 100,000, got {cfg.epochs!r}"))
+    return problems
+
+
+def with_epochs(cfg: RunConfig) -> RunConfig:
+    """`cfg` with `iterations` set from `epochs` (epochs x training images / batch size, rounded up), counting an
+    image folder's training images; unchanged when epochs is 0."""
+    if not (_is_number(cfg.epochs) and cfg.epochs > 0):
+        return cfg
+    n = train_images(cfg)
+    if n is None and cfg.dataset == "imagefolder":
+        if not cfg.image_folder:
+            raise ConfigError("epochs with dataset imagefolder needs image_folder (the folder whose training "
+                              "images it counts), or give iterations instead")
+        from .imagefolder import scan  # a bad folder is a DataError naming it
+
+        total = scan(cfg.image_folder).count("train")
+        n = total - held_out(total, cfg.val_fraction)
+        if cfg.train_limit:
+            n = min(n, cfg.train_limit)
+    if not n:
+        raise ConfigError(f"epochs needs a data set whose training images are known, not {cfg.dataset!r}")
+    from dataclasses import replace
+
+    return replace(cfg, iterations=max(1, math.ceil(cfg.epochs * n / cfg.batch_size)))
 
 
 def validate(cfg: RunConfig) -> RunConfig:

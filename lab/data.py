@@ -43,6 +43,9 @@ DATASETS = {
         "fashion-mnist", 1, 28, 10, True, f"{DEBIAN_FASHION_MNIST} (Debian dataset-fashion-mnist) or torchvision FashionMNIST"
     ),
     "synthetic": DatasetInfo("synthetic", 3, 32, 10, True, "generated from a seed, no download"),
+    # size and classes come from the run (image_size) and the folder (its class folders): see `make_splits`
+    "imagefolder": DatasetInfo("imagefolder", 3, 224, 0, True,
+                               "your images: PATH/train/CLASS/*.jpg and PATH/val/CLASS/*.jpg (image_folder or --data)"),
 }
 # Images in each official training set (before the validation hold-out): static facts, so a configuration can be
 # checked (a batch larger than the training set) without loading the data. The synthetic set is generated at
@@ -71,12 +74,13 @@ class ImageSet:
 
     images: torch.Tensor
     labels: torch.Tensor
+    crop: int = 0        # batches are squares of this side cut out of the stored images (0: the whole image)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[index], self.labels[index])
+        return ImageSet(self.images[index], self.labels[index], self.crop)
 
 
 # How inputs are normalised (RunConfig.normalize): "channel" subtracts the training split's per-channel mean and
@@ -339,28 +343,75 @@ def make_splits(
     split_seed: int = 0,
     limit: int = 0,
     normalize: str = "channel",
+    image_size: int = 0,
+    image_folder: Path | str | None = None,
 ) -> Splits:
     """Training / validation / test splits (the paper's 45k/5k CIFAR split is val_fraction=0.1).
 
     The validation images are a fixed random tenth of the official training set (fixed by `split_seed`, the
     same for every run so runs are comparable); `limit` > 0 keeps only that many training images (tests).
     Mean and std come from the training split, in [0, 1] units, as `normalize` says (see NORMALIZATIONS).
+    An image folder ("imagefolder") is read from `image_folder` (default: `data_dir`) at `image_size` pixels
+    (0: 224); its val/ folder is the test set, as ImageNet's validation set is the paper's.
     """
     if normalize not in NORMALIZATIONS:
         raise ConfigError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
     info = dataset_info(name)
-    train_full, test = load_raw(name, data_dir, download)
+    if name == "imagefolder":
+        train_full, test, info = load_image_folder(image_folder or data_dir or default_data_dir(), image_size)
+    else:
+        train_full, test = load_raw(name, data_dir, download)
     perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(split_seed))
     n_val = held_out(len(train_full), val_fraction)
     val, train = train_full.subset(perm[:n_val]), train_full.subset(perm[n_val:])
     if limit:
         train = train.subset(torch.arange(min(limit, len(train))))
+    if train.crop:
+        mean, std = _chunked_moments(train.images, normalize)
+        return Splits(train, val, test, mean, std, info, normalize)
     x = train.images.float().div_(255)
     if normalize == "pixel-mean":
         mean, std = x.mean(dim=0), torch.ones(x.shape[1])
     else:
         mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return Splits(train, val, test, mean, std, info, normalize)
+
+
+def _chunked_moments(images: torch.Tensor, normalize: str, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split's mean (per channel, or the mean image) and per-channel std, in [0, 1] units, a chunk
+    of images at a time: an image folder's images in float would need 4x their (large) uint8 size."""
+    n = len(images)
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    square = torch.zeros(images.shape[1], dtype=torch.float64)
+    for start in range(0, n, chunk):
+        x = images[start:start + chunk].double().div_(255)
+        total += x.sum(dim=0)
+        square += x.square().sum(dim=(0, 2, 3))
+    mean_image = total / n
+    pixels = n * images.shape[2] * images.shape[3]
+    channel_mean = mean_image.mean(dim=(1, 2))
+    var = (square / pixels - channel_mean.square()).clamp_min(0) * pixels / max(1, pixels - 1)
+    if normalize == "pixel-mean":
+        return mean_image.float(), torch.ones(images.shape[1])
+    return channel_mean.float(), var.sqrt().float().clamp_min(1e-3)
+
+
+def load_image_folder(folder: Path | str, image_size: int = 0) -> tuple[ImageSet, ImageSet, DatasetInfo]:
+    """An image folder's training and test sets (train/ and val/), decoded once into the cache
+    (`lab.imagefolder`), with the data set's facts: its classes, and `image_size` as the size the net sees."""
+    from dataclasses import replace
+
+    from .imagefolder import DEFAULT_IMAGE_SIZE, load
+
+    size = image_size or DEFAULT_IMAGE_SIZE
+    classes, sets = load(folder, size)
+
+    def image_set(split: str) -> ImageSet:
+        images, labels = sets[split]
+        return ImageSet(torch.from_numpy(np.array(images)), torch.from_numpy(labels), crop=size)
+
+    info = replace(DATASETS["imagefolder"], size=size, classes=len(classes))
+    return image_set("train"), image_set("val"), info
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -389,6 +440,7 @@ class DeviceLoader:
     ) -> None:
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
+        self.crop = data.crop
         # a per-channel mean (C,) or a mean image (C, H, W) ("pixel-mean"); std per channel
         self.mean = (mean.to(device).view(1, -1, 1, 1) if mean.dim() == 1 else mean.to(device).unsqueeze(0)) * 255
         self.inv_std = 1 / (std.to(device).view(1, -1, 1, 1) * 255)
@@ -420,8 +472,27 @@ class DeviceLoader:
             x = torch.where(mask.view(b, 1, 1, 1), x.flip(3), x)
         return x
 
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        """A `crop`-sided square of each image: at a random place, flipped at random, when augmenting (the
+        training batches); the centre otherwise (evaluation)."""
+        b, _, h, w = x.shape
+        c = self.crop
+        if not self.augment:
+            top, left = (h - c) // 2, (w - c) // 2
+            return x[:, :, top:top + c, left:left + c]
+        off = torch.randint(0, h - c + 1, (2, b), device=x.device, generator=self.generator)
+        rows = (off[0].view(b, 1) + torch.arange(c, device=x.device)).view(b, 1, c, 1)
+        cols = (off[1].view(b, 1) + torch.arange(c, device=x.device)).view(b, 1, 1, c)
+        x = x[torch.arange(b, device=x.device).view(b, 1, 1, 1), torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1), rows, cols]
+        if self.flip:
+            mask = torch.rand(b, device=x.device, generator=self.generator) < 0.5
+            x = torch.where(mask.view(b, 1, 1, 1), x.flip(3), x)
+        return x
+
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.normalise(self.images[index])
-        if self.augment:
+        if self.crop:
+            x = self._crop(x)
+        elif self.augment:
             x = self._augment(x)
         return x.contiguous(memory_format=self.memory_format), self.labels[index]
