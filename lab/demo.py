@@ -7,7 +7,6 @@ demo button.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 from typing import Callable
@@ -76,10 +75,10 @@ def run_demo(store, data: str | None = None, slots: int = 0, out: Callable[[str]
     one serves the store (`slots`: 0 leaves the choice to the worker; `data`: its data folder), show the progress,
     wait for the runs and print the verdict. Returns 0 when all runs finished, 1 when one failed, diverged or was
     stopped, or no worker took them, 130 on Ctrl-C (the runs go on training in the background worker)."""
-    from .runs.worker import ensure_worker
+    from .runs.worker import auto_slots, ensure_worker
 
     configs = configs if configs is not None else demo_configs()
-    estimate = estimate_sweep(store, configs, slots=slots or min(len(configs), os.cpu_count() or 1, 2))
+    estimate = estimate_sweep(store, configs, slots=slots or auto_slots("auto", configs)[0])
     ids = store.create_runs(configs)
     out(f"Queued {len(ids)} runs ({', '.join(c.label() for c in configs)}) in {store.root}; estimated time here: "
         f"{estimate.text} ({estimate.basis}).")
