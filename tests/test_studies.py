@@ -230,7 +230,8 @@ def test_estimates_take_the_rate_of_runs_of_the_same_width(store, monkeypatch):
 
     asked = []
     monkeypatch.setattr(estimate, "measured_gflops",
-                        lambda device="auto", width=1.0, threads=0: asked.append((width, threads)) or 100.0 * width)
+                        lambda device="auto", width=1.0, threads=0, precision="auto": asked.append((width, threads))
+                        or 100.0 * width)
     half = make_config("smoke", width=0.5, iterations=1000)
     cost = 2 * (estimate.training_macs(half) + estimate.evaluation_macs(half)) / 1e9   # seconds at 1 GFLOP/s
     fresh = estimate.estimate_sweep(store, [half, half], slots=2)

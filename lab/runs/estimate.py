@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..data import TEST_IMAGES, TRAIN_IMAGES, dataset_info, held_out
+from ..data import TEST_IMAGES, TRAIN_IMAGES, DataError, dataset_info, held_out
 from ..models import build_net, forward_macs
 from ..runtime import resolve_device, resolve_precision
 from .monitor import format_duration
@@ -27,18 +27,46 @@ class Estimate:
 
 
 @lru_cache(maxsize=64)
-def run_macs(depth: int, block: str, width: float, span: int, channels: int, size: int) -> int:
-    return forward_macs(build_net("residual", depth, block=block, width=width, span=span, in_channels=channels), size)
+def run_macs(depth: int, block: str, width: float, span: int, channels: int, size: int, family: str = "cifar") -> int:
+    return forward_macs(build_net("residual", depth, block=block, width=width, span=span, in_channels=channels,
+                                  family=family), size)
 
 
 @lru_cache(maxsize=16)
-def measured_gflops(device: str = "auto", width: float = 1.0, threads: int = 0) -> float:
+def _folder_images(folder: str) -> tuple[int, int]:
+    from ..imagefolder import scan
+
+    try:
+        index = scan(folder)
+    except DataError:
+        return 0, 0
+    return index.count("train"), index.count("val")
+
+
+def data_facts(cfg: RunConfig) -> tuple[int, int, int, int]:
+    """(channels, image size, training-set images before the hold-out, test images) of a run's data; an image
+    folder's are counted (ImageNet's validation-set size, 50,000, where the folder is not known yet)."""
+    info = dataset_info(cfg.dataset)
+    if cfg.dataset != "imagefolder":
+        return info.channels, info.size, TRAIN_IMAGES[info.name], TEST_IMAGES[info.name]
+    train, test = _folder_images(cfg.image_folder) if cfg.image_folder else (0, 0)
+    return 3, cfg.image_size or 224, train or 50_000, test or 50_000
+
+
+def _macs(cfg: RunConfig) -> int:
+    channels, size, _, _ = data_facts(cfg)
+    return run_macs(cfg.depth, cfg.block, cfg.width, cfg.span, channels, size, cfg.family)
+
+
+@lru_cache(maxsize=16)
+def measured_gflops(device: str = "auto", width: float = 1.0, threads: int = 0, precision: str = "auto") -> float:
     """Training GFLOP/s here of ResNet-20 at `width` (a few iterations of 64, about a second), with the lab's
-    defaults and `threads` CPU threads (0: torch's). Narrow nets on few threads run at a fraction of a full-width
-    net's rate on all threads (half width on one of two cores: about a third), so the measurement is taken at the
-    width and threads the runs get."""
+    defaults, `threads` CPU threads (0: torch's) and the runs' `precision` (bf16 and fp32 differ about twofold
+    where the CPU has native bf16). Narrow nets on few threads run at a fraction of a full-width net's rate on all
+    threads (half width on one of two cores: about a third), so the measurement is taken at the width and threads
+    the runs get."""
     dev = resolve_device(device)
-    precision = resolve_precision("auto", dev)
+    precision = resolve_precision(precision, dev)
     previous = torch.get_num_threads()
     if threads and dev.type == "cpu":
         torch.set_num_threads(threads)
@@ -100,9 +128,7 @@ def past_gflops(store, width: float | None = None) -> tuple[float, int, str, flo
 def training_macs(cfg: RunConfig) -> float:
     """Multiply-adds the run's training needs (forward and backward, about 3x the forward pass, per image): a
     machine-independent measure of how long it takes, for ordering runs."""
-    info = dataset_info(cfg.dataset)
-    return 3.0 * cfg.iterations * cfg.batch_size * run_macs(cfg.depth, cfg.block, cfg.width, cfg.span, info.channels,
-                                                             info.size)
+    return 3.0 * cfg.iterations * cfg.batch_size * _macs(cfg)
 
 
 def evaluation_macs(cfg: RunConfig) -> float:
@@ -112,16 +138,15 @@ def evaluation_macs(cfg: RunConfig) -> float:
     half width, Fashion-MNIST, training batches of 32): an evaluated image took 0.28 to 0.31 of a trained image's
     time, as one forward pass against training's three (forward and backward) says, so both are timed at one
     rate. At batches of 32 with 2,000-image evaluations every 200 iterations they were a quarter of a run."""
-    info = dataset_info(cfg.dataset)
-    val = held_out(TRAIN_IMAGES[info.name], cfg.val_fraction)
-    test = TEST_IMAGES[info.name]
+    _, _, train, test = data_facts(cfg)
+    val = held_out(train, cfg.val_fraction)
     periodic = max(0, cfg.iterations - 1) // max(1, cfg.eval_every)   # the evaluations before the final one
     each = min(cfg.eval_images or val, val) + min(cfg.eval_images or test, test)
     images = periodic * each + val + test
     if cfg.probes:
         probe = min(cfg.probe_batch, val)
         images += (periodic + 2) * probe + 3 * probe   # responses at each evaluation and step 0; step 0's gradients
-    return float(images) * run_macs(cfg.depth, cfg.block, cfg.width, cfg.span, info.channels, info.size)
+    return float(images) * _macs(cfg)
 
 
 def longest_first(configs: list[RunConfig]) -> list[int]:
@@ -134,26 +159,28 @@ def longest_first(configs: list[RunConfig]) -> list[int]:
 
 def estimate_sweep(store, configs: list[RunConfig], slots: int = 1) -> Estimate:
     """Wall time of `configs` run `slots` at a time on this machine: each run at the rate of this host's past runs
-    of its width (`past_gflops`), else at a quick measurement of its width on the threads a slot gets."""
+    of its width (`past_gflops`), else at a quick measurement of its width and precision on the threads a slot
+    gets."""
     rates, bases = {}, set()
     threads = max(1, (os.cpu_count() or 1) // max(1, slots))
     total = 0.0
     for cfg in configs:
-        if cfg.width not in rates:
+        key = (cfg.width, cfg.precision)
+        if key not in rates:
             past = past_gflops(store, cfg.width) if store is not None else None
             if past:
                 rate, n, word, of_width = past
                 if of_width != cfg.width:  # runs of other widths, scaled by the measured rates' ratio
-                    rate *= (measured_gflops(width=cfg.width, threads=threads)
-                             / measured_gflops(width=of_width, threads=threads))
-                rates[cfg.width] = rate
+                    rate *= (measured_gflops(width=cfg.width, threads=threads, precision=cfg.precision)
+                             / measured_gflops(width=of_width, threads=threads, precision=cfg.precision))
+                rates[key] = rate
                 bases.add(f"from {n} {word} run(s) on this machine"
                           + ("" if of_width == cfg.width else f" of width {of_width:g}, scaled to {cfg.width:g}"))
             else:
-                rates[cfg.width] = measured_gflops(width=cfg.width, threads=threads)
+                rates[key] = measured_gflops(width=cfg.width, threads=threads, precision=cfg.precision)
                 bases.add("from a quick ResNet-20 measurement on this machine")
         # 2 FLOPs per multiply-add; evaluations at the training rate (`evaluation_macs`)
-        total += STARTUP_S + 2 * (training_macs(cfg) + evaluation_macs(cfg)) / (rates[cfg.width] * 1e9)
+        total += STARTUP_S + 2 * (training_macs(cfg) + evaluation_macs(cfg)) / (rates[key] * 1e9)
     basis = "; ".join(sorted(bases)) or "from a quick ResNet-20 measurement on this machine"
     seconds = total / max(1, min(slots, len(configs))) if configs else 0.0
     return Estimate(seconds, format_duration(seconds), basis)
