@@ -12,8 +12,9 @@ normalisation and scaling). Each stage keeps its parent units, in order and with
   normalisation, gamma = sqrt(running_var + eps), beta = running_mean, so relu(I relu(v)) = relu(v) keeps the
   function. Only basic units can do this (a bottleneck or Inception branch is narrower than the stream).
 - a new residual unit: its branch starts at zero (the last layer's BN gamma and beta at 0, or the last conv at 0
-  without BN; ReZero's alpha and Fixup's zero last layer already are), the other branch layers keep the child's
-  own initialisation; a 1x1 projection shortcut (option C) becomes the identity like a plain layer, and the BN
+  without BN after it: a DiracNets conv by its alpha and beta, its W kept; ReZero's alpha and Fixup's zero last
+  layer already are), the other branch layers keep the child's own initialisation, so every parameter gets a
+  gradient within a few steps; a 1x1 projection shortcut (option C) becomes the identity like a plain layer, and the BN
   after the addition (unit 'bn-after-add') undoes itself.
 
 BN statistics of the new units: with `data` (an iterable of input batches, e.g. a few training batches) the net
@@ -52,6 +53,12 @@ def deepen_problems(spec: NetSpec) -> list[str]:
         problems.append(
             f"a plain {spec.block} unit cannot compute the identity (its branch is narrower than the stream); "
             "deepen a plain basic net or a residual one")
+    if spec.family != "cifar":
+        problems.append(f"only the CIFAR family's nets (three equal stages) can be deepened, not {spec.family!r}")
+    if spec.kind == "residual" and spec.unit == "relu-before-add" and spec.branch_init != "zero":
+        problems.append("a relu-before-add unit's branch ends in a ReLU, so a new unit whose branch starts at zero "
+                        "gets no gradient through it (a ReLU's gradient at zero is zero) and never trains; use "
+                        "branch_init 'zero' (its scalar starts the branch at zero instead) or another unit")
     if spec.kind == "residual" and spec.shortcut_scale != 1:
         problems.append(f"with shortcut_scale {spec.shortcut_scale:g} a unit whose branch is zero computes "
                         f"{spec.shortcut_scale:g} x its input, not the identity")
@@ -68,6 +75,23 @@ def _positions(m1: int, m2: int, where: str) -> tuple[list[int], list[int]]:
         for j in range(m1):
             order += [True] + [False] * ((j + 1) * new // m1 - j * new // m1)
     return [i for i, old in enumerate(order) if old], [i for i, old in enumerate(order) if not old]
+
+
+def child_names(spec: NetSpec, child_spec: NetSpec, where: str = "spread"):
+    """A function from a parameter or buffer name of a net of `spec` to the name of the same tensor in its
+    deepened child of `child_spec` (a unit's names follow the unit to its place in the child; `where` as in
+    `deepen`). With equal depths every name stays."""
+    m1, m2 = spec.units_per_stage, child_spec.units_per_stage
+    old_at, _ = _positions(m1, m2, where)
+    mapping = {stage * m1 + j: stage * m2 + c for stage in range(3) for j, c in enumerate(old_at)}
+
+    def rename(key: str) -> str:
+        if not key.startswith("units."):
+            return key
+        _, index, rest = key.split(".", 2)
+        return f"units.{mapping[int(index)]}.{rest}"
+
+    return rename
 
 
 def _identity_bn(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> None:
@@ -117,10 +141,14 @@ def _zero_branch(unit: Unit) -> None:
         bn.weight.zero_()
         bn.bias.zero_()
     else:
-        out.conv.weight.zero_()
-        if isinstance(out.conv, DiracConv2d):  # its filters are alpha * delta + beta * W / ||W||
+        if isinstance(out.conv, DiracConv2d):
+            # its filters are alpha * delta + beta * W / ||W||: alpha = beta = 0 is the zero filter, and W keeps
+            # the child's own initialisation, so beta's gradient <g, W / ||W||> is not zero and W's follows once
+            # beta has moved (W at zero too would leave both without a gradient for good)
             out.conv.alpha.zero_()
             out.conv.beta.zero_()
+        else:
+            out.conv.weight.zero_()
         if out.conv.bias is not None:
             out.conv.bias.zero_()
         if out.bias_out is not None:
@@ -201,17 +229,14 @@ def deepen(net: CifarNet, depth: int, data: Iterable | None = None, noise: float
     child = child.to(device=param.device, dtype=param.dtype)
 
     m1, m2 = spec.units_per_stage, child.spec.units_per_stage
-    old_at, new_at = _positions(m1, m2, where)
+    _, new_at = _positions(m1, m2, where)
     parent_units, child_units = list(net.units), list(child.units)
-    mapping = {stage * m1 + j: stage * m2 + c for stage in range(3) for j, c in enumerate(old_at)}
     new_units = [child_units[stage * m2 + c] for stage in range(3) for c in new_at]
 
     state = child.state_dict()
+    rename = child_names(spec, child.spec, where)
     for key, value in net.state_dict().items():
-        if key.startswith("units."):
-            _, index, rest = key.split(".", 2)
-            key = f"units.{mapping[int(index)]}.{rest}"
-        state[key] = value
+        state[rename(key)] = value
     child.load_state_dict(state)
     assert len(parent_units) == 3 * m1 and len(child_units) == 3 * m2
 
