@@ -1,6 +1,7 @@
 """Where a run executes: device and precision choice, and the facts recorded about the machine."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -114,20 +115,27 @@ def mps_status(environ: dict | None = None, proc: Path = Path("/proc")) -> dict:
                    "nvidia-cuda-mps-control`) so runs packed on a GPU (--per-gpu) execute at the same time"}
 
 
-def compile_cache_dir(run_dir: str | Path) -> Path:
-    """Where torch.compile keeps compiled code between runs: $LAB_COMPILE_CACHE, else `compile-cache` in the
-    results folder of a run directory laid out as RESULTS/runs/ID, else in the run directory itself."""
-    if os.environ.get("LAB_COMPILE_CACHE"):
-        return Path(os.environ["LAB_COMPILE_CACHE"])
-    run_dir = Path(run_dir).resolve()
-    root = run_dir.parent.parent if run_dir.parent.name == "runs" else run_dir
-    return root / "compile-cache"
+def compile_cache_dir(environ: dict | None = None) -> Path:
+    """Where torch.compile keeps compiled code between runs: $LAB_COMPILE_CACHE, else the user's own cache,
+    `lab/compile` under $XDG_CACHE_HOME (default ~/.cache). Never the results folder: on a cache hit inductor
+    loads pickled graphs and shared objects, so whoever can write the cache can run code in every compiled run;
+    a results folder is often shared, a user's cache is not. `environ` is for tests."""
+    environ = os.environ if environ is None else environ
+    if environ.get("LAB_COMPILE_CACHE"):
+        return Path(environ["LAB_COMPILE_CACHE"])
+    base = environ.get("XDG_CACHE_HOME") or ""
+    root = Path(base) if Path(base).is_absolute() else Path.home() / ".cache"  # the spec ignores relative paths
+    return root / "lab" / "compile"
 
 
 def use_compile_cache(folder: Path) -> None:
     """Point inductor's and Triton's on-disk caches at `folder`, so a second run of the same shapes (same
-    model, batch and mode) loads its compiled kernels instead of compiling them again."""
-    folder.mkdir(parents=True, exist_ok=True)
+    model, batch and mode) loads its compiled kernels instead of compiling them again. The folder is created
+    readable and writable by its owner only (mode 0700), and made so when this user owns it already."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        if folder.stat().st_uid == os.getuid():
+            folder.chmod(0o700)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
     os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
 

@@ -284,7 +284,7 @@ def test_grad_norms_are_the_mean_of_the_window_s_samples(tmp_path, monkeypatch):
         calls.append(len(calls) + 1)
         return torch.full((len(weights),), float(len(calls)))
 
-    monkeypatch.setattr("lab.train.grad_norms", fake)
+    monkeypatch.setattr("lab.train.trainer.grad_norms", fake)
     rep = MemoryReporter()
     cfg = make_config("smoke", iterations=8, log_every=4, grad_every=2, eval_every=8, checkpoint_every=8)
     train(cfg, tmp_path / "a", rep, resume=False)

@@ -1,10 +1,13 @@
 """The GPU path, checked on the CPU: RNG restore onto a GPU, the child process without UI libraries, fused SGD and
 cuDNN settings only on CUDA, compile modes, the background metrics writer, MPS detection, slot-to-device mapping."""
+import os
+import stat
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +16,7 @@ from conftest import ROOT
 from lab.checkpoint import load_checkpoint, restore_rng
 from lab.config import COMPILE_MODES, experiment_config, make_config
 from lab.models import ConfigError
-from lab.runtime import compile_cache_dir, mps_status
+from lab.runtime import compile_cache_dir, mps_status, use_compile_cache
 from lab.train import BackgroundLog, MemoryReporter, Reporter, make_optimizer, train
 
 UI = ("plotly", "streamlit", "kaleido")
@@ -66,7 +69,7 @@ def test_images_per_second_counts_the_device_work_queued_before_a_checkpoint(tmp
     """A checkpoint's write is left out of the window's throughput, but the GPU work queued before it is not:
     the trainer syncs the device before starting the checkpoint's clock. A sync that takes 1 s stands for that
     work here (a checkpoint at step 2, inside the window 1..4)."""
-    monkeypatch.setattr("lab.train._sync", lambda device: time.sleep(1.0))
+    monkeypatch.setattr("lab.train.trainer._sync", lambda device: time.sleep(1.0))
     cfg = make_config("smoke", depth=8, width=0.25, batch_size=8, iterations=4, log_every=4, eval_every=4,
                       checkpoint_every=2, probes=False, train_limit=64)
     rep = MemoryReporter()
@@ -94,12 +97,31 @@ def test_compile_mode_is_validated_and_is_not_part_of_the_experiment():
     assert experiment_config(a) == experiment_config(b)  # the same experiment, run faster
 
 
-def test_the_compile_cache_lives_in_the_results_folder(tmp_path, monkeypatch):
+def test_the_compile_cache_is_the_user_s_own_never_the_results_folder(tmp_path, monkeypatch):
+    """Inductor loads pickled graphs and shared objects from its cache: a cache in a (shared, writable) results
+    folder would let whoever writes there run code in every compiled run. The cache is per user, 0700."""
+    assert compile_cache_dir({}) == Path.home() / ".cache" / "lab" / "compile"
+    assert compile_cache_dir({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == tmp_path / "xdg" / "lab" / "compile"
+    assert compile_cache_dir({"XDG_CACHE_HOME": "relative"}) == Path.home() / ".cache" / "lab" / "compile"
+    assert compile_cache_dir({"XDG_CACHE_HOME": "/x", "LAB_COMPILE_CACHE": str(tmp_path / "c")}) == tmp_path / "c"
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # restored after the test
+        monkeypatch.setenv(name, str(tmp_path / "unused"))
+    cache = tmp_path / "xdg" / "lab" / "compile"
+    use_compile_cache(cache)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache / "inductor")
+    cache.chmod(0o777)  # one this user made with looser permissions is made private
+    use_compile_cache(cache)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    # a run's recorded cache is the per-user one, outside its results folder
     monkeypatch.delenv("LAB_COMPILE_CACHE", raising=False)
-    assert compile_cache_dir(tmp_path / "results" / "runs" / "r1") == (tmp_path / "results" / "compile-cache").resolve()
-    assert compile_cache_dir(tmp_path / "elsewhere") == (tmp_path / "elsewhere" / "compile-cache").resolve()
-    monkeypatch.setenv("LAB_COMPILE_CACHE", str(tmp_path / "cache"))
-    assert compile_cache_dir(tmp_path / "results" / "runs" / "r1") == tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr("lab.train.trainer.compile_model", lambda net, cfg, cache: use_compile_cache(cache) or net)
+    rep = MemoryReporter()
+    cfg = make_config("smoke", depth=8, width=0.25, iterations=2, log_every=2, eval_every=2, checkpoint_every=2,
+                      train_limit=64, probe_batch=16, probes=False, compile=True)
+    assert train(cfg, tmp_path / "results" / "runs" / "r1", rep) == "done"
+    assert rep.env["compile_cache"] == str(cache) and not (tmp_path / "results" / "compile-cache").exists()
 
 
 # --- the background metrics writer -------------------------------------------------------------------------
@@ -229,7 +251,7 @@ def test_mps_is_found_by_its_control_pipe_or_its_process(tmp_path):
 
 def test_a_compiled_run_trains_logs_probes_and_resumes(tmp_path, monkeypatch):
     """compile on (mode default, inductor on the CPU): the compiled module trains, the probe steps run the eager
-    net on the same parameters, a stopped run resumes, and the compiled code lands in the results folder's cache.
+    net on the same parameters, a stopped run resumes, and the compiled code lands in the user's cache.
     The slowest test here: compiling the forward and backward of even this tiny net took 339 s on the
     development machine with its 2 cores shared by four other test runs (load average 15)."""
     from torch._dynamo.utils import counters
@@ -237,6 +259,7 @@ def test_a_compiled_run_trains_logs_probes_and_resumes(tmp_path, monkeypatch):
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # restored after the test
         monkeypatch.setenv(name, str(tmp_path / "unused"))
     monkeypatch.delenv("LAB_COMPILE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     cfg = make_config("smoke", depth=8, width=0.25, iterations=8, log_every=2, grad_every=4, eval_every=8,
                       checkpoint_every=4, train_limit=128, probe_batch=16, precision="fp32", compile=True)
     run_dir = tmp_path / "results" / "runs" / "r1"
@@ -247,8 +270,8 @@ def test_a_compiled_run_trains_logs_probes_and_resumes(tmp_path, monkeypatch):
     second = MemoryReporter()
     assert train(cfg, run_dir, second) == "done"
     assert second.env["compile_mode"] == "default"
-    cache = tmp_path / "results" / "compile-cache"
-    assert second.env["compile_cache"] == str(cache.resolve()) and any((cache / "inductor").rglob("*.py"))
+    cache = tmp_path / "xdg" / "lab" / "compile"
+    assert second.env["compile_cache"] == str(cache) and any((cache / "inductor").rglob("*.py"))
     steps = [s for s, n, _ in first.scalars + second.scalars if n == "train_error"]
     assert steps == [2, 4, 6, 8]
     grads = {s for s, n, _ in first.layers + second.layers if n == "grad_norm"}

@@ -120,6 +120,35 @@ def test_warmup_returns_to_the_base_rate(tmp_path):
     assert set(lrs[back:]) == {0.1}  # it stays at 0.1 until the milestone
 
 
+def test_a_warmup_that_never_ends_stops_at_the_first_milestone(tmp_path):
+    """A net whose training error stays above warmup_error (a plain-110 above 80%) still gets the schedule's
+    decays: the warm-up ends at the first milestone at the latest, and the run records when it ended."""
+    cfg = make_config("smoke", depth=8, warmup="on", warmup_error=1e-9, iterations=12, milestones=(0.5, 0.75),
+                      log_every=4, eval_every=12, checkpoint_every=4, probes=False)
+    assert learning_rate(5, cfg, True) == cfg.warmup_lr
+    assert learning_rate(6, cfg, True) == pytest.approx(0.01)    # the first milestone: the base rate / 10
+    assert learning_rate(9, cfg, True) == pytest.approx(0.001)
+    assert learning_rate(100, replace(cfg, milestones=()), True) == cfg.warmup_lr  # no milestone: no end
+    rep = MemoryReporter(stop_at=8)   # stopped and resumed after the warm-up ended: the record survives
+    assert train(cfg, tmp_path / "run", rep) == "cancelled"
+    rest = MemoryReporter()
+    assert train(cfg, tmp_path / "run", rest) == "done"
+    scalars = rep.scalars + rest.scalars
+    lrs = {s: v for s, n, v in scalars if n == "lr"}   # the rate of each window's last iteration
+    assert lrs[4] == 0.01 and lrs[8] == pytest.approx(0.01) and lrs[12] == pytest.approx(0.001)
+    assert [(s, v) for s, n, v in scalars if n == "warmup_end"] == [(8, 6.0)]   # logged once, with iteration 7
+    assert rest.summary["warmup_end"] == 6
+
+
+def test_the_warmup_end_is_logged_after_the_error_falls(tmp_path):
+    cfg = make_config("smoke", depth=8, warmup="on", warmup_error=1.0, iterations=12, log_every=4,
+                      eval_every=12, checkpoint_every=12, probes=False)
+    rep = MemoryReporter()
+    assert train(cfg, tmp_path / "run", rep) == "done"
+    assert [(s, v) for s, n, v in rep.scalars if n == "warmup_end"] == [(8, 4.0)]   # the first window ended it
+    assert [v for s, n, v in rep.scalars if n == "lr"] == [0.01, 0.1, 0.1] and rep.summary["warmup_end"] == 4
+
+
 def test_divergence_ends_the_run_cleanly(store):
     cfg = make_config("smoke", kind="plain", depth=20, norm="none", lr=1e6)
     (rid,) = store.create_runs([cfg], status="running")

@@ -69,14 +69,14 @@ def test_deepening_is_refused_clearly(store, tmp_path):
     with pytest.raises(ConfigError, match="the parent's checkpoint '.*nothing.pt' does not exist"):
         train(make_config("smoke", depth=20, deepen_from="x", **FAST), tmp_path / "a",
               parent_checkpoint=tmp_path / "nothing.pt")
-    parent_cfg = make_config("smoke", kind="residual", depth=8, **FAST)
+    parent_cfg = make_config("smoke", kind="residual", depth=14, **FAST)
     (pid,) = store.create_runs([parent_cfg], status="running")
     assert execute_run(store, pid, handle_signals=False) == "done"
     ckpt = store.run_dir(pid) / "checkpoint.pt"
     with pytest.raises(ConfigError, match=r"keeps its parent's kind.*kind 'residual' \(this run: 'plain'\)"):
         train(make_config("smoke", kind="plain", depth=20, deepen_from=pid, **FAST), tmp_path / "b",
               parent_checkpoint=ckpt)
-    with pytest.raises(ConfigError, match="depth 8 must be above the parent's 8"):
+    with pytest.raises(ConfigError, match="depth 8 must be at least the parent's 14"):
         train(make_config("smoke", kind="residual", depth=8, deepen_from=pid, **FAST), tmp_path / "c",
               parent_checkpoint=ckpt)
     # through the store: an unknown parent fails the run with the store's message
