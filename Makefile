@@ -27,9 +27,10 @@ system:
 dashboard: $(VENV)/.app system
 	$(VENV)/bin/streamlit run dashboard.py
 
-# two pytest-xdist workers (one torch thread each); a module with module-scoped fixtures stays on one worker
+# two pytest-xdist workers (one torch thread each), each test file on one worker: a module-scoped fixture (a
+# trained net, a Ray cluster) is built once
 test: $(VENV)/.dev system
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(VENV)/.app
 	$(PY) -m lab bench --sweep

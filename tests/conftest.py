@@ -24,16 +24,6 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Keep each module whose fixtures are module-scoped (a net trained once, a Ray cluster) on one xdist worker
-    (`--dist loadgroup`), so the fixture is built once, not once per worker; other tests are spread one by one."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
-        if any(d.scope in ("module", "class") for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 def pytest_sessionfinish(session, exitstatus):
     """Close the browser that figure exports started, so the run ends promptly."""
     from lab.export import stop_server
