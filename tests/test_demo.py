@@ -109,3 +109,23 @@ def test_the_estimate_measures_in_the_runs_precision(monkeypatch):
     assert asked == ["fp32", "bf16"]
     startup = estimate.STARTUP_S * len(configs) / 2
     assert fp32.seconds - startup == pytest.approx(2 * (bf16.seconds - startup))
+
+
+def test_the_demo_costs_a_fifth_less_than_the_degradation_studys_cpu_runs_and_logs_within_seconds():
+    """Sized against a measured schedule: the degradation study's cpu runs took 182-205 s (56 layers) and 70-83 s
+    (20 layers) two at a time on 2 AVX2 cores; the demo's four runs, counted in multiply-adds, cost about 80% of
+    those (with its lighter gradient probes, which this count leaves out, about 75%: 3.5 minutes there). Its first
+    training window is logged after 20 iterations (seconds)."""
+    from lab.config import make_config
+    from lab.runs.estimate import evaluation_macs, training_macs
+    from lab.studies.budgets import schedule
+
+    preset, overrides, _ = schedule("cpu", "degradation")
+    study = [make_config(preset, kind=k, depth=d, **overrides) for k in ("plain", "residual") for d in (20, 56)]
+    configs = demo.demo_configs()
+
+    def cost(cfgs):
+        return sum(training_macs(c) + evaluation_macs(c) for c in cfgs)
+
+    assert cost(configs) <= 0.82 * cost(study)
+    assert all(c.log_every <= 20 and c.eval_every <= 200 and c.width == 0.5 for c in configs)
