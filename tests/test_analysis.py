@@ -440,4 +440,4 @@ def test_cli_commands(trained, capsys):
     assert main(["shatter", ids["plain"], "--results", root, "--at", "5", "--quiet"]) == 2
     assert "available: init (0) and 24" in capsys.readouterr().err
     assert main(["landscape", ids["plain"], "--results", root, "--points", "1", "--quiet"]) == 2
-    assert "points must be an integer >= 2" in capsys.readouterr().err
+    assert "points must be an integer from 2 to 1001, got 1" in capsys.readouterr().err
