@@ -12,8 +12,8 @@ and prints, side by side, the ratios a/c and a/b, the lab's training GFLOP/s (tr
 forward FLOPs: 6 x the forward multiply-adds per image) and their fraction of the machine's matrix-multiply
 ceiling, measured in the precision the lab trains in there (`resolve_precision`: bf16 where the hardware has it,
 fp32 elsewhere; `--precision` overrides it for the lab's figures and the ceiling alike). On the CPU the default
-(ResNet-20 and -56, 10 timed iterations of 128 images after untimed ones: about 9,000 trained images per depth
-and measurement) comes to about 2 minutes on 2 AVX2 cores at the rates measured there (ResNet-20 fp32: the lab
+(ResNet-20 and -56, 10 timed iterations of 128 images after untimed ones: about 7,000 trained images per depth,
+the three measurements together) comes to about 2 minutes on 2 AVX2 cores at the rates measured there (ResNet-20 fp32: the lab
 324 images/s, the reference loop 238).
 
 With --sweep, on the CPU it also measures a CPU sweep's aggregate images/s through the real worker with 1 and
