@@ -227,12 +227,12 @@ def experiment_config(cfg: RunConfig) -> dict:
 PRESETS: dict[str, dict] = {
     # The paper's CIFAR-10 protocol (section 4.2): its schedule, and its per-pixel mean subtraction.
     "paper": dict(normalize="pixel-mean"),
-    # The quick demo (lab.demo): degradation on a 2-core CPU in minutes. The schedule of the degradation study
-    # at the cpu budget (half-width nets, batches of 32 without
-    # augmentation, the warm-up for every net), shortened to 800 iterations with lighter probes and evaluations,
-    # so that its four runs (plain and ResNet-20 and -56) are done in about 3.5 minutes on 2 AVX2 cores, two at a
-    # time on one thread each (lab.demo; measurements: scripts/time_demo.py). A training window is logged every 20
-    # iterations (the first curve points within seconds), an evaluation on 500 + 500 images every 200.
+    # The quick demo (lab.demo): degradation on a 2-core CPU in minutes. The schedule of the degradation study at
+    # the cpu budget (half-width nets, batches of 32 without augmentation, the warm-up for every net), shortened to
+    # 800 iterations with lighter probes and evaluations, so that its four runs (plain and ResNet-20 and -56) are
+    # done in about 3.5 minutes on 2 AVX2 cores, two at a time on one thread each (scripts/time_demo.py times
+    # them). A training window is logged every 20 iterations (the first curve points within
+    # seconds), an evaluation on 500 + 500 images every 200.
     "quick": dict(
         dataset="fashion-mnist", width=0.5, batch_size=32, augment=False, iterations=800, warmup="on",
         warmup_error=0.6, log_every=20, eval_every=200, eval_images=500, grad_every=100, checkpoint_every=400,
