@@ -39,6 +39,7 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from ..runs.monitor import format_duration, overview
+    from ..runs.worker import auto_slots
     from ..studies.plan import make_plan, match, queue_missing, status
     from ..studies.registry import get
     from .common import start_worker
@@ -55,7 +56,8 @@ def cmd_run(args) -> int:
         print(f"  not in this build: {arm}: {why}")
     slots = match(plan, overview(store), store)[0]
     if status(plan, slots, estimate=False).active:
-        st = status(plan, slots, store, parallel=args.slots or 1)
+        at_once = args.slots or auto_slots("auto", store)[0]   # what the worker this starts would run at once
+        st = status(plan, slots, store, parallel=at_once)
         print(f"  estimated time until the study's runs are done: {format_duration(st.eta_s)} ({st.basis})")
         if st.queued:  # also for runs queued earlier with --no-worker
             start_worker(store, args, prefix="  ")
