@@ -54,6 +54,36 @@ class FolderIndex:
         return h.hexdigest()[:24]
 
 
+SYNTHETIC = "synthetic-v1"  # the generated folder's name in the cache (a new version is a new folder)
+
+
+def synthetic_folder() -> Path:
+    """Where the generated image folder lives: the lab's synthetic set (`lab.data.synthetic_set`, 10 classes)
+    written out as PNG files in the ImageFolder layout, 30 training and 10 validation images a class. The smoke
+    budget of the imagenet-degradation study trains on it, so its tests need no images of their own."""
+    return cache_dir() / SYNTHETIC
+
+
+def _write_synthetic(root: Path) -> None:
+    from PIL import Image
+
+    from .data import synthetic_set
+
+    tmp = root.with_name(f"{root.name}.{os.getpid()}.part")
+    for split, n, seed in (("train", 300, 11), ("val", 100, 12)):
+        images = synthetic_set(n, seed)
+        for i, (image, label) in enumerate(zip(images.images, images.labels.tolist())):
+            folder = tmp / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process wrote it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _classes(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -61,6 +91,9 @@ def _classes(folder: Path) -> list[str]:
 def scan(root: Path | str) -> FolderIndex:
     """Check the layout and list the images; a bad folder is refused in one line that names it."""
     root = Path(root).expanduser()
+    if (root.name, root.parent.name) == (SYNTHETIC, "imagefolder") and not root.is_dir():  # the generated one
+        root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_synthetic(root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist (expected {root}/train/CLASS/... and {root}/val/CLASS/...)")
     missing = [s for s in SPLITS if not (root / s).is_dir()]

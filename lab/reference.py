@@ -54,9 +54,12 @@ STUDY_NUMBERS: list[dict] = [
            value=e, sd=s, unit="% test error, CIFAR-10", source="nabla0001/resnet (5 runs, 64k iterations)", note="")
       for k, d, e, s in (("plain", 20, 9.78, 0.13), ("plain", 56, 12.95, 0.22), ("residual", 20, 8.51, 0.22),
                          ("residual", 56, 7.40, 0.27))],
-    *[dict(key=f"imagenet-{k}-{d}", studies=("degradation",), what=f"{'plain' if k == 'plain' else 'ResNet'}-{d}",
+    *[dict(key=f"imagenet-{k}-{d}", studies=("degradation", "imagenet-degradation"), what=f"{'plain' if k == 'plain' else 'ResNet'}-{d}",
            value=e, sd=None, unit="% top-1 error, ImageNet (10-crop)", source=f"{PAPER}, Table 2", note="")
       for (k, d), e in IMAGENET_TOP1.items()],
+    *[dict(key=f"table3-resnet-{d}", studies=("imagenet-degradation",), what=f"ResNet-{d}", value=e, sd=None,
+           unit="% top-1 error, ImageNet (10-crop)", source=f"{PAPER}, Table 3", note="")
+      for d, e in ((50, 22.85), (101, 21.75), (152, 21.43))],
     *[dict(key=f"li-{k}-{d}", studies=("degradation", "landscape"), what=f"{d} layers, {'with' if k == 'residual' else 'without'} shortcuts",
            value=e, sd=None, unit="% test error, CIFAR-10 (their schedule: 300 epochs, weight decay 5e-4)",
            source=LI, note="")
