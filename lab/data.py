@@ -271,6 +271,8 @@ def find_local(name: str, data_dir: Path | str | None = None) -> Path | None:
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if dataset_info(name).name == "synthetic":
         return root
+    if name == "imagefolder":  # the data folder itself, in the ImageFolder layout
+        return root if (root / "train").is_dir() and (root / "val").is_dir() else None
     for folder in local_folders(name, root):
         if name in CIFAR_FOLDERS:
             needed = ["test_batch", "data_batch_1"] if name == "cifar10" else ["train", "test"]
