@@ -398,13 +398,36 @@ def _chunked_moments(images: torch.Tensor, normalize: str, chunk: int = 512) -> 
     return channel_mean.float(), var.sqrt().float().clamp_min(1e-3)
 
 
+def write_synthetic_folder(root: Path) -> None:
+    """Write the generated image folder (`lab.imagefolder.synthetic_folder`): the synthetic set as PNG files."""
+    from PIL import Image
+
+    tmp = root.with_name(f"{root.name}.{os.getpid()}.part")
+    for split, n, seed in (("train", 300, 11), ("val", 100, 12)):
+        images = synthetic_set(n, seed)
+        for i, (image, label) in enumerate(zip(images.images, images.labels.tolist())):
+            folder = tmp / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process wrote it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_image_folder(folder: Path | str, image_size: int = 0) -> tuple[ImageSet, ImageSet, DatasetInfo]:
     """An image folder's training and test sets (train/ and val/), decoded once into the cache
     (`lab.imagefolder`), with the data set's facts: its classes, and `image_size` as the size the net sees."""
     from dataclasses import replace
 
-    from .imagefolder import DEFAULT_IMAGE_SIZE, load
+    from .imagefolder import DEFAULT_IMAGE_SIZE, is_synthetic, load
 
+    folder = Path(folder).expanduser()
+    if is_synthetic(folder) and not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_synthetic_folder(folder)
     size = image_size or DEFAULT_IMAGE_SIZE
     classes, sets = load(folder, size)
 

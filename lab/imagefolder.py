@@ -64,24 +64,9 @@ def synthetic_folder() -> Path:
     return cache_dir() / SYNTHETIC
 
 
-def _write_synthetic(root: Path) -> None:
-    from PIL import Image
-
-    from .data import synthetic_set
-
-    tmp = root.with_name(f"{root.name}.{os.getpid()}.part")
-    for split, n, seed in (("train", 300, 11), ("val", 100, 12)):
-        images = synthetic_set(n, seed)
-        for i, (image, label) in enumerate(zip(images.images, images.labels.tolist())):
-            folder = tmp / split / f"class{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
-    try:
-        os.replace(tmp, root)
-    except OSError:  # another process wrote it first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+def is_synthetic(root: Path) -> bool:
+    """Whether `root` names the generated folder (in any cache: $LAB_CACHE may differ between processes)."""
+    return (root.name, root.parent.name) == (SYNTHETIC, "imagefolder")
 
 
 def _classes(folder: Path) -> list[str]:
@@ -91,9 +76,6 @@ def _classes(folder: Path) -> list[str]:
 def scan(root: Path | str) -> FolderIndex:
     """Check the layout and list the images; a bad folder is refused in one line that names it."""
     root = Path(root).expanduser()
-    if (root.name, root.parent.name) == (SYNTHETIC, "imagefolder") and not root.is_dir():  # the generated one
-        root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_synthetic(root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist (expected {root}/train/CLASS/... and {root}/val/CLASS/...)")
     missing = [s for s in SPLITS if not (root / s).is_dir()]
