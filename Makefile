@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: dashboard test bench system help
+.PHONY: dashboard test lint bench system help
 
 help:
 	@echo "make dashboard   install (first time) and start the dashboard on http://127.0.0.1:8501"
-	@echo "make test        install (first time) and run the test suite"
+	@echo "make test        install (first time), lint (ruff, import-linter's layers) and run the test suite"
 	@echo "make bench       print the training-speed benchmark"
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
@@ -27,9 +27,14 @@ system:
 dashboard: $(VENV)/.app system
 	$(VENV)/bin/streamlit run dashboard.py
 
+# the style and the architecture: ruff, and the import contracts of pyproject.toml (lab's layers)
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
 # two pytest-xdist workers (one torch thread each), each test file on one worker: a module-scoped fixture (a
 # trained net, a Ray cluster) is built once
-test: $(VENV)/.dev system
+test: $(VENV)/.dev system lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(VENV)/.app
