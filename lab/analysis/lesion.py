@@ -214,18 +214,14 @@ def lesion(
         steps.advance()
         return out
 
+    def reordered_error(order) -> float:
+        return measure(reordered(net, order))[1]
+
     # every distinct set is evaluated once: with few deletable units the random sets repeat the single ones
     results = {s: measure(lesioned(net, s)) for s in wanted}
     base_loss, base_err = results[()]
     single_err = [finite(results[(r["index"],)][1]) if r["deletable"] else None for r in table]
     single_loss = [finite(results[(r["index"],)][0]) if r["deletable"] else None for r in table]
-    deleted = {"units": SHAPE_KEEPING, "candidates": candidates, "k": [], "error_mean": [], "error_sd": [],
-               "error_min": [], "error_max": [], "sets": [], "exhaustive": []}
-    for k, (sets, exhaustive) in plan.items():
-        s = _summary([results[x][1] for x in sets])
-        for key, value in (("k", k), ("error_mean", s["mean"]), ("error_sd", s["sd"]), ("error_min", s["min"]),
-                           ("error_max", s["max"]), ("sets", s["n"]), ("exhaustive", exhaustive)):
-            deleted[key].append(value)
     result = {
         "analysis": "lesion",
         "format": FORMAT,
@@ -235,20 +231,34 @@ def lesion(
         "unit_table": table,
         "single": {"error": single_err, "loss": single_loss},
         "single_by_kind": by_kind(table, single_err, finite(base_err)),
-        "deleted": deleted,
-        "reordered": None,
+        "deleted": _deleted(plan, results, candidates),
+        "reordered": _reordered(orders, reordered_error) if reorder else None,
         "options": {"draws": draws, "reorder": reorder, "max_swaps": max_swaps, "seed": seed,
                     "batch_size": batch_size},
     }
-    if reorder:
-        out = {"swaps": [], "error_mean": [], "error_sd": [], "kendall_tau": [], "orders": []}
-        for swaps, found in orders.items():
-            errs = [measure(reordered(net, order))[1] for order in found]
-            s = _summary(errs)
-            out["swaps"].append(swaps)
-            out["error_mean"].append(s["mean"])
-            out["error_sd"].append(s["sd"])
-            out["kendall_tau"].append(statistics.fmean(kendall_tau(o) for o in found))
-            out["orders"].append(s["n"])
-        result["reordered"] = out
     return result
+
+
+def _deleted(plan: dict, results: dict, candidates: list[int]) -> dict:
+    """The k-deletion summary: per k, the error over its random sets of shape-keeping units."""
+    deleted = {"units": SHAPE_KEEPING, "candidates": candidates, "k": [], "error_mean": [], "error_sd": [],
+               "error_min": [], "error_max": [], "sets": [], "exhaustive": []}
+    for k, (sets, exhaustive) in plan.items():
+        s = _summary([results[x][1] for x in sets])
+        for key, value in (("k", k), ("error_mean", s["mean"]), ("error_sd", s["sd"]), ("error_min", s["min"]),
+                           ("error_max", s["max"]), ("sets", s["n"]), ("exhaustive", exhaustive)):
+            deleted[key].append(value)
+    return deleted
+
+
+def _reordered(orders: dict, error_of: Callable) -> dict:
+    """The reordering summary: per number of swaps, the error over its random orders (`error_of(order)`)."""
+    out = {"swaps": [], "error_mean": [], "error_sd": [], "kendall_tau": [], "orders": []}
+    for swaps, found in orders.items():
+        s = _summary([error_of(order) for order in found])
+        out["swaps"].append(swaps)
+        out["error_mean"].append(s["mean"])
+        out["error_sd"].append(s["sd"])
+        out["kendall_tau"].append(statistics.fmean(kendall_tau(o) for o in found))
+        out["orders"].append(s["n"])
+    return out
