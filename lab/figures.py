@@ -141,6 +141,31 @@ def join_parent_curves(runs: pd.DataFrame, scalars: pd.DataFrame, ancestors: pd.
     return pd.concat(parts, ignore_index=True)
 
 
+def _seed_mean_line(fig: go.Figure, col: int, curves: list, mappers: list, name: str, group: str, colour: str,
+                    style: tuple[float, str], band: str, max_points: int) -> None:
+    """One configuration's line in panel `col`: the mean of its seeds' `curves` (each with the mapper of its x
+    axis), downsampled to about `max_points` (minima and maxima kept), with a min-max or sd band behind it."""
+    width, dash = style
+    agg = aggregate_seeds(curves)
+    xs = np.nanmean([f(agg["x"].to_numpy()) for f in mappers], axis=0)
+    cols = [agg[c].to_numpy(float) for c in ("mean", "min", "max", "sd")]
+    xs, (mean, lo, hi, sd) = downsample_minmax(xs, cols, max_points)
+    seeds = len(curves)
+    if seeds > 1 and band != "none":
+        lower, upper = (lo, hi) if band == "min-max" else (mean - sd, mean + sd)
+        fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([upper, lower[::-1]]),
+                                 fill="toself", fillcolor=_rgba(colour, 0.15), line=dict(width=0),
+                                 hoverinfo="skip", showlegend=False, legendgroup=group,
+                                 name=f"{name} {band} band"), row=1, col=col)
+    fig.add_trace(go.Scatter(
+        # a single point draws no line: show it as a marker
+        x=xs, y=mean, mode="lines" if len(xs) > 1 else "markers", legendgroup=group,
+        name=name + (f" (mean of {seeds})" if seeds > 1 else ""),
+        line=dict(color=colour, width=width, dash=dash), marker=dict(color=colour, size=7),
+        hovertemplate=f"{name}<br>%{{x:.4g}}: %{{y:.2f}}%<extra></extra>",
+    ), row=1, col=col)
+
+
 def training_curves(
     runs: pd.DataFrame,
     scalars: pd.DataFrame,
@@ -193,24 +218,8 @@ def training_curves(
                 mappers.append(_x_mapper(series, rid, x))
             if not curves:
                 continue
-            agg = aggregate_seeds(curves)
-            xs = np.nanmean([f(agg["x"].to_numpy()) for f in mappers], axis=0)
-            cols = [agg[c].to_numpy(float) for c in ("mean", "min", "max", "sd")]
-            xs, (mean, lo, hi, sd) = downsample_minmax(xs, cols, max_points)
-            seeds = len(curves)
-            name = f"{label} {suffix}" + (f" (mean of {seeds})" if seeds > 1 else "")
-            if seeds > 1 and band != "none":
-                lower, upper = (lo, hi) if band == "min-max" else (mean - sd, mean + sd)
-                fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([upper, lower[::-1]]),
-                                         fill="toself", fillcolor=_rgba(colour, 0.15), line=dict(width=0),
-                                         hoverinfo="skip", showlegend=False, legendgroup=label,
-                                         name=f"{label} {suffix} {band} band"), row=1, col=col)
-            fig.add_trace(go.Scatter(
-                # a single point draws no line: show it as a marker
-                x=xs, y=mean, mode="lines" if len(xs) > 1 else "markers", name=name, legendgroup=label,
-                line=dict(color=colour, width=width, dash=dash), marker=dict(color=colour, size=7),
-                hovertemplate=f"{label} {suffix}<br>%{{x:.4g}}: %{{y:.2f}}%<extra></extra>",
-            ), row=1, col=col)
+            _seed_mean_line(fig, col, curves, mappers, f"{label} {suffix}", label, colour, (width, dash), band,
+                            max_points)
             drawn.add(col)
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
     fig.update_yaxes(type="log" if log_y else "linear")
