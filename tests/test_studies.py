@@ -295,10 +295,10 @@ def test_a_deepened_arm_is_queued_after_its_parent_and_grows_from_it(store, fast
     store.set_status(stranger, "done", final_train_error=0.5, final_test_error=0.5)
     (other,) = store.create_runs([replace(plan.arm(child).configs[0], deepen_from=stranger)])
     first = queue_missing(store, plan)
-    assert sorted(first.reused) == sorted([old, shared]) and len(first.created) == 8
+    assert sorted(first.reused) == sorted([old, shared]) and len(first.created) == 14
     runs = store.runs().set_index("id")
     children = [rid for rid in first.created if runs.loc[rid, "config"]["deepen_from"]]
-    assert len(children) == 2
+    assert len(children) == 8   # four child arms: deepened and its control, each restarted and continued
     for rid in children:
         cfg = runs.loc[rid, "config"]
         parent_run = runs.loc[cfg["deepen_from"]]
@@ -312,9 +312,10 @@ def test_a_deepened_arm_is_queued_after_its_parent_and_grows_from_it(store, fast
         grew_from = runs.loc[rid, "config"]["deepen_from"]
         assert grew_from == old or claimed.index(grew_from) < claimed.index(rid)
     again = queue_missing(store, plan)
-    assert not again.created and len(again.reused) == 10 and other not in again.reused
+    assert not again.created and len(again.reused) == 16 and other not in again.reused
     result = evaluate("net2net", store, "smoke")
-    assert sorted(result.data.run_ids()[child]) == sorted(children)
+    assert sorted(result.data.run_ids()[child]) == sorted(
+        c for c in children if (runs.loc[c, "config"]["depth"], runs.loc[c, "config"]["deepen_schedule"]) == (14, "restart"))
 
 
 def test_simulated_runs_are_never_taken_for_measurements(store):
@@ -487,7 +488,7 @@ COMPARISONS = [
     ("gradients", 0, "plain-14", "plain-8", "train"),
     ("shortcuts", 0, "resnet-8 (B)", "resnet-8 (A)", "test"),
     ("bottleneck", 0, "resnet-20 (bottleneck)", "resnet-14 (basic)", "test"),
-    ("net2net", 0, "plain-8 → 14 (12 + 12 it)", "plain-8 (24 it)", "train"),
+    ("net2net", 0, "plain-8 → 14 (12 + 12 it)", "plain-8 → 8 (12 + 12 it)", "train"),
     ("inception", 1, "residual inception-14 ×1", "plain inception-14", "train"),
     ("preactivation", 0, "resnet-8 (pre-activation)", "resnet-8", "test"),
     ("without-bn", 5, "plain-14 (no BN)", "plain-14", "train"),
