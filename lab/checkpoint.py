@@ -20,8 +20,6 @@ FORMAT = 2          # 2: with the logging window's accumulators; 1 (no "format" 
 REQUIRED = ("model", "optimizer", "step", "schedule", "elapsed_s", "rng")
 
 
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

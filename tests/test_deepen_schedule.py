@@ -61,7 +61,7 @@ def test_a_continued_child_trains_at_the_parent_s_final_rate_and_resumes_so(pare
     lrs = [v for _, n, v in first.scalars + second.scalars if n == "lr"]
     assert len(lrs) == 4 and lrs == pytest.approx([0.001] * 4)   # no warm-up, no milestones: the parent's end
     assert first.env["milestones"] == [] and first.env["parent"]["schedule"] == "continue"
-    assert cfg.label().endswith("(deepened, parent's schedule continued)")
+    assert cfg.label().endswith(", parent's schedule continued)")
 
 
 def test_a_restarted_child_at_the_parent_s_depth_is_the_parent_on_a_fresh_schedule(parent, tmp_path):
