@@ -30,6 +30,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--eval-batches", default="500,128")
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--compile", action="store_true", help="also the training step of torch.compile's model "
+                                                          "(inductor, the CPU backend), its compile time apart")
+    p.add_argument("--no-eval", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     dtype_ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else (lambda: torch.autocast(
@@ -40,6 +43,16 @@ def main() -> None:
         net = build_net(a.kind, a.depth, width=a.width, in_channels=1).to(memory_format=fmt)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
         arms[layout] = (net, opt, fmt)
+    compile_s = None
+    if a.compile:
+        net, opt, fmt = arms["channels_last"]
+        arms["compiled"] = (torch.compile(net), opt, fmt)
+        x = torch.randn(a.batch, 1, 32, 32).contiguous(memory_format=fmt)
+        t = time.perf_counter()
+        with dtype_ctx():
+            loss = F.cross_entropy(arms["compiled"][0](x).float(), torch.randint(0, 10, (a.batch,)))
+        loss.backward()
+        compile_s = time.perf_counter() - t
     eval_batches = [int(b) for b in a.eval_batches.split(",")]
     times: dict[str, list[float]] = {}
 
@@ -74,11 +87,14 @@ def main() -> None:
             times.clear()   # round 0 warms up
         for layout in arms:
             train(layout)
+            if layout == "compiled" or a.no_eval:
+                continue
             for b in eval_batches:
                 evaluate(layout, b)
     med = {k: float(np.median(v)) for k, v in times.items()}
     base = med["train_channels_last"]
-    print(json.dumps(dict(depth=a.depth, threads=a.threads, bf16=a.bf16, s_per_image=med,
+    print(json.dumps(dict(depth=a.depth, threads=a.threads, bf16=a.bf16, batch=a.batch, compile_s=compile_s,
+                          s_per_image=med,
                           relative_to_trained_image=({k: round(v / base, 3) for k, v in med.items()}))), flush=True)
 
 
