@@ -105,7 +105,7 @@ def _by_name(reporter):
 
 def test_a_run_stopped_mid_window_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path):
     """Defect 9: the window's sums were lost, so the resumed window logged a loss over fewer batches."""
-    cfg = make_config("smoke", kind="plain", depth=20, precision="fp32", grad_every=2)
+    cfg = make_config("smoke", kind="plain", depth=20, width=0.25, precision="fp32", grad_every=2)
     ref = MemoryReporter()
     assert train(cfg, tmp_path / "ref", ref) == "done"
     first = StopAtIteration(6)  # the window 5..8 is half done
@@ -226,7 +226,7 @@ execute_run(Store(sys.argv[1]), sys.argv[2], attempt=sys.argv[4])
 
 
 def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_and_resume_works(store, tmp_path):
-    cfg = make_config("smoke", precision="fp32")
+    cfg = make_config("smoke", precision="fp32", width=0.25)
     rid, attempt = claim(store, cfg)
     writing = tmp_path / "writing"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, str(store.root), rid, str(writing), attempt],
@@ -286,13 +286,13 @@ def test_grad_norms_are_the_mean_of_the_window_s_samples(tmp_path, monkeypatch):
 
     monkeypatch.setattr("lab.train.trainer.grad_norms", fake)
     rep = MemoryReporter()
-    cfg = make_config("smoke", iterations=8, log_every=4, grad_every=2, eval_every=8, checkpoint_every=8)
+    cfg = make_config("smoke", width=0.25, iterations=8, log_every=4, grad_every=2, eval_every=8, checkpoint_every=8)
     train(cfg, tmp_path / "a", rep, resume=False)
     grads = {s: v[0] for s, n, v in rep.layers if n == "grad_norm" and s > 0}   # step 0: the gradient at init
     assert grads == {4: 1.5, 8: 3.5}  # samples at 2, 4 and at 6, 8
     calls.clear()
     rep = MemoryReporter()
-    train(make_config("smoke", iterations=8, log_every=4, grad_every=4, eval_every=8, checkpoint_every=8),
+    train(make_config("smoke", width=0.25, iterations=8, log_every=4, grad_every=4, eval_every=8, checkpoint_every=8),
           tmp_path / "b", rep, resume=False)
     assert {s: v[0] for s, n, v in rep.layers if n == "grad_norm" and s > 0} == {4: 1.0, 8: 2.0}  # one sample per window
     from lab.config import RunConfig
