@@ -30,4 +30,5 @@ pages = {
         st.Page("pages/report.py", title="Report", icon=":material/ios_share:"),
     ],
 }
+st.session_state["_via_dashboard"] = True  # pages.common.through_dashboard: this page runs through here
 st.navigation(pages).run()

@@ -37,6 +37,9 @@ def _open_store(root: str, url: str | None) -> Store:
     return Store(root, url=url)
 
 
+VIA_DASHBOARD = "_via_dashboard"  # set by dashboard.py before it runs the chosen page
+
+
 def through_dashboard() -> None:
     """Run this page through dashboard.py. Because a pages/ folder sits beside dashboard.py, Streamlit starts a
     server in its file-based multipage mode (the files of pages/ listed in the sidebar), which dashboard.py's
@@ -45,6 +48,8 @@ def through_dashboard() -> None:
     check of dashboard.py. Turn the mode off and run again, through dashboard.py."""
     from streamlit.runtime.pages_manager import PagesManager
 
+    if st.session_state.get(VIA_DASHBOARD):  # dashboard.py ran this page: nothing to do (and no rerun that
+        return                               # would drop the click that started this run)
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
