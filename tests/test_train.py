@@ -123,7 +123,7 @@ def test_warmup_returns_to_the_base_rate(tmp_path):
 def test_a_warmup_that_never_ends_stops_at_the_first_milestone(tmp_path):
     """A net whose training error stays above warmup_error (a plain-110 above 80%) still gets the schedule's
     decays: the warm-up ends at the first milestone at the latest, and the run records when it ended."""
-    cfg = make_config("smoke", depth=8, warmup="on", warmup_error=1e-9, iterations=12, milestones=(0.5, 0.75),
+    cfg = make_config("smoke", depth=8, warmup="on", warmup_error=1e-9, warmup_lr=0.05, iterations=12, milestones=(0.5, 0.75),
                       log_every=4, eval_every=12, checkpoint_every=4, probes=False)
     assert learning_rate(5, cfg, True) == cfg.warmup_lr
     assert learning_rate(6, cfg, True) == pytest.approx(0.01)    # the first milestone: the base rate / 10
@@ -135,18 +135,19 @@ def test_a_warmup_that_never_ends_stops_at_the_first_milestone(tmp_path):
     assert train(cfg, tmp_path / "run", rest) == "done"
     scalars = rep.scalars + rest.scalars
     lrs = {s: v for s, n, v in scalars if n == "lr"}   # the rate of each window's last iteration
-    assert lrs[4] == 0.01 and lrs[8] == pytest.approx(0.01) and lrs[12] == pytest.approx(0.001)
+    assert lrs[4] == 0.05 and lrs[8] == pytest.approx(0.01) and lrs[12] == pytest.approx(0.001)
     assert [(s, v) for s, n, v in scalars if n == "warmup_end"] == [(8, 6.0)]   # logged once, with iteration 7
     assert rest.summary["warmup_end"] == 6
 
 
 def test_the_warmup_end_is_logged_after_the_error_falls(tmp_path):
-    cfg = make_config("smoke", depth=8, warmup="on", warmup_error=1.0, iterations=12, log_every=4,
-                      eval_every=12, checkpoint_every=12, probes=False)
+    cfg = make_config("smoke", depth=8, warmup="on", warmup_error=1.0, iterations=12, milestones=(0.9,),
+                      log_every=4, eval_every=12, checkpoint_every=12, probes=False)
     rep = MemoryReporter()
     assert train(cfg, tmp_path / "run", rep) == "done"
     assert [(s, v) for s, n, v in rep.scalars if n == "warmup_end"] == [(8, 4.0)]   # the first window ended it
-    assert [v for s, n, v in rep.scalars if n == "lr"] == [0.01, 0.1, 0.1] and rep.summary["warmup_end"] == 4
+    assert [v for s, n, v in rep.scalars if n == "lr"] == pytest.approx([0.01, 0.1, 0.01])   # milestone at 11
+    assert rep.summary["warmup_end"] == 4
 
 
 def test_divergence_ends_the_run_cleanly(store):
