@@ -299,8 +299,8 @@ def test_grad_norms_are_the_mean_of_the_window_s_samples(tmp_path, monkeypatch):
 
     help_text = RunConfig.__dataclass_fields__["grad_every"].metadata["help"]
     assert "mean of its samples" in help_text and "one sample when equal to log_every" in help_text
-    readme = (ROOT / "README.md").read_text()
-    assert "averaged over the logging window" not in readme and "one sample" in readme
+    docs = "".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    assert "averaged over the logging window" not in docs and "one sample" in docs
 
 
 def test_the_trainer_needs_neither_sqlalchemy_nor_plotly():
