@@ -171,7 +171,8 @@ def snapshot(*roots: Path) -> dict:
             continue
         for p in sorted(root.rglob("*")):
             key = f"{root.name}/{p.relative_to(root)}"
-            if p.name in ("lab.db-wal", "lab.db-shm", "worker.lock"):
+            if p.name in ("lab.db-wal", "lab.db-shm", "worker.lock") or (p.name.startswith("worker-")
+                                                                         and p.name.endswith(".lock")):
                 continue
             if p.is_dir():
                 out[key] = "dir"

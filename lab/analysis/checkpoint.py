@@ -24,7 +24,7 @@ import torch
 
 from ..config import RunConfig
 from ..data import DeviceLoader, Splits, make_splits
-from ..models import CifarNet, ConfigError
+from ..models import CifarNet, ConfigError, net_for
 from ..runs.store import Store
 from ..runtime import resolve_device, resolve_precision
 from ..train import CHECKPOINT, _autocast_factory
@@ -106,11 +106,12 @@ def restore(store: Store, run_id: str, at: str | int = "checkpoint", data_dir=No
                 f"run {run['id']} has no weights at iteration {at}: the lab keeps only the last checkpoint; "
                 f"available: init (0) and {int(state['step'])}"
             )
-    splits = make_splits(cfg.dataset, data_dir, cfg.val_fraction, limit=cfg.train_limit, normalize=cfg.normalize)
+    splits = make_splits(cfg.dataset, data_dir, cfg.val_fraction, limit=cfg.train_limit, normalize=cfg.normalize,
+                         image_size=cfg.image_size, image_folder=cfg.image_folder or None)
     spec = cfg.net_spec(splits.info.channels, splits.info.classes)
     with torch.random.fork_rng(devices=[]):  # the trainer's seeding, without disturbing the caller's RNG
         torch.manual_seed(cfg.seed)
-        net = CifarNet(spec)
+        net = net_for(spec)
     step = 0
     if state is not None:
         step = int(state["step"])
