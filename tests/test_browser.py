@@ -85,11 +85,11 @@ def test_quick_demo_from_launch_to_curves(browser, server):
     assert set(store.runs()["status"]) <= {"queued", "running", "done"}
 
     page.goto(url + "/curves")
-    page.locator(".legendtext").filter(has_text="plain-20 [quick demo] train").first.wait_for(timeout=120000)
+    page.locator(".legendtext").filter(has_text="plain-20 (x0.5) [quick demo] train").first.wait_for(timeout=120000)
     with page.expect_download(timeout=120000) as download:
         page.get_by_role("button", name="SVG").first.click()
     svg = Path(download.value.path()).read_text()
-    assert svg.startswith("<svg") and "plain-20 [quick demo] train" in svg and "error (%)" in svg
+    assert svg.startswith("<svg") and "plain-20 (x0.5) [quick demo] train" in svg and "error (%)" in svg
 
 
 def test_studies_page_queues_a_study_and_shows_its_verdict(browser, server):

@@ -229,8 +229,11 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_and_resume_wor
     cfg = make_config("smoke", precision="fp32", width=0.25)
     rid, attempt = claim(store, cfg)
     writing = tmp_path / "writing"
+    # the killed process trains on as many threads as this one, which trains the rest and the reference: the
+    # results are compared to 1e-4, and sums over other thread counts round differently
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, str(store.root), rid, str(writing), attempt],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.time() + 300
         while not writing.exists():

@@ -93,5 +93,5 @@ register(Study(
     figures=figures,
     published=("imagenet-plain-18", "imagenet-plain-34", "imagenet-residual-18", "imagenet-residual-34",
                "table3-resnet-50", "table3-resnet-101", "table3-resnet-152"),
-    order=15,
+    order=160,
 ))
