@@ -1,7 +1,16 @@
 """precision 'auto' on a CPU: bf16 only where torch and oneDNN may use native bf16 instructions."""
+import pytest
 import torch
 
 from lab.runtime import cpu_has_bf16, resolve_precision
+
+
+@pytest.fixture(autouse=True)
+def fresh_answer():
+    """cpu_has_bf16 is asked once per process (the variables are set when the process starts): forget it."""
+    cpu_has_bf16.cache_clear()
+    yield
+    cpu_has_bf16.cache_clear()
 
 
 def test_an_emulated_avx2_cpu_trains_in_fp32(monkeypatch):
