@@ -24,7 +24,9 @@ def cmd_models(args) -> int:
     from ..models import count_parameters, create_model, list_models
 
     for name in list_models(args.pattern):
-        print(f"{name:<12} {count_parameters(create_model(name)):>12,} parameters (10 classes)")
+        net = create_model(name)
+        print(f"{name:<12} {count_parameters(net):>12,} parameters ({net.spec.num_classes} classes, "
+              f"{net.spec.family} family)")
     return 0
 
 
