@@ -118,3 +118,12 @@ def test_run_config_builds_the_family_and_validates_it():
     assert isinstance(net, ImageNetNet) and net.spec.stage_units() == (3, 4, 6, 3)
     with pytest.raises(ConfigError, match="depth 20 is not an imagenet-family depth"):
         validate(make_config("quick", family="imagenet", depth=20, dataset="synthetic"))
+
+
+def test_lab_models_names_each_nets_classes_and_family(capsys):
+    from lab.__main__ import main
+
+    assert main(["models", "resnet1*"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18       11,689,512 parameters (1000 classes, imagenet family)" in out
+    assert "resnet110       1,727,962 parameters (10 classes, cifar family)" in out
