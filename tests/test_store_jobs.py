@@ -32,7 +32,3 @@ def test_a_finished_identical_job_does_not_stop_a_new_one(db_store):
     db_store.set_status(job, "done")
     assert db_store.create_job("lesion", run, {"draws": 2}) != job
 
-
-def test_private_names_still_answer(store):
-    assert store._lost.__func__ is store.lost_run.__func__
-    assert store._unique_ids.__func__ is store.unique_ids.__func__

@@ -47,8 +47,6 @@ class ClaimsMixin:
             why = f"it is {row[0]}"
         return LostRun(f"run {run_id}: this process no longer owns the run ({why})")
 
-    _lost = lost_run  # the private name some callers still use
-
     def owns(self, run_id: str, attempt: str) -> bool:
         """True while attempt `attempt` owns `run_id` (the run is running under that token)."""
         with self.read() as conn:

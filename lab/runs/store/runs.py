@@ -100,8 +100,6 @@ class RunsMixin:
                 ids[i] = new_id(prefixes[i])
         raise StoreError("could not draw unused run ids (is the random source broken?)")
 
-    _unique_ids = unique_ids  # the private name some callers still use
-
     def create_runs(self, configs: Iterable, sweep_id: str | None = None, status: str = "queued",
                     job: str = JOBS_DEFAULT, parent_id: str | None = None) -> list[str]:
         """Insert runs for RunConfigs, all or none; returns their ids.
