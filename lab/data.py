@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -420,8 +420,6 @@ def write_synthetic_folder(root: Path) -> None:
 def load_image_folder(folder: Path | str, image_size: int = 0) -> tuple[ImageSet, ImageSet, DatasetInfo]:
     """An image folder's training and test sets (train/ and val/), decoded once into the cache
     (`lab.imagefolder`), with the data set's facts: its classes, and `image_size` as the size the net sees."""
-    from dataclasses import replace
-
     from .imagefolder import DEFAULT_IMAGE_SIZE, is_synthetic, load
 
     folder = Path(folder).expanduser()
@@ -483,36 +481,37 @@ class DeviceLoader:
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() - self.mean) * self.inv_std
 
+    def _windows(self, x: torch.Tensor, h: int, w: int, slack: int) -> torch.Tensor:
+        """An h x w window of each image, each at its own random offset from 0 to `slack` down and across."""
+        b = x.shape[0]
+        off = torch.randint(0, slack + 1, (2, b), device=x.device, generator=self.generator)
+        rows = (off[0].view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+        cols = (off[1].view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+        return x[torch.arange(b, device=x.device).view(b, 1, 1, 1), torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1), rows, cols]
+
+    def _flips(self, x: torch.Tensor) -> torch.Tensor:
+        """Each image flipped left-right with probability 1/2 (when the data set allows flips)."""
+        if not self.flip:
+            return x
+        mask = torch.rand(x.shape[0], device=x.device, generator=self.generator) < 0.5
+        return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
+        _, _, h, w = x.shape
         p = self.pad
-        if p:
-            padded = F.pad(x, (p, p, p, p))  # zeros = the mean pixel after normalisation, as in the paper
-            off = torch.randint(0, 2 * p + 1, (2, b), device=x.device, generator=self.generator)
-            rows = (off[0].view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1)
-            cols = (off[1].view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w)
-            x = padded[torch.arange(b, device=x.device).view(b, 1, 1, 1), torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1), rows, cols]
-        if self.flip:
-            mask = torch.rand(b, device=x.device, generator=self.generator) < 0.5
-            x = torch.where(mask.view(b, 1, 1, 1), x.flip(3), x)
-        return x
+        if p:  # zeros = the mean pixel after normalisation, as in the paper
+            x = self._windows(F.pad(x, (p, p, p, p)), h, w, 2 * p)
+        return self._flips(x)
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         """A `crop`-sided square of each image: at a random place, flipped at random, when augmenting (the
         training batches); the centre otherwise (evaluation)."""
-        b, _, h, w = x.shape
+        _, _, h, w = x.shape
         c = self.crop
         if not self.augment:
             top, left = (h - c) // 2, (w - c) // 2
             return x[:, :, top:top + c, left:left + c]
-        off = torch.randint(0, h - c + 1, (2, b), device=x.device, generator=self.generator)
-        rows = (off[0].view(b, 1) + torch.arange(c, device=x.device)).view(b, 1, c, 1)
-        cols = (off[1].view(b, 1) + torch.arange(c, device=x.device)).view(b, 1, 1, c)
-        x = x[torch.arange(b, device=x.device).view(b, 1, 1, 1), torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1), rows, cols]
-        if self.flip:
-            mask = torch.rand(b, device=x.device, generator=self.generator) < 0.5
-            x = torch.where(mask.view(b, 1, 1, 1), x.flip(3), x)
-        return x
+        return self._flips(self._windows(x, c, c, h - c))  # the stored images are squares
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.normalise(self.images[index])

@@ -36,16 +36,8 @@ class ImageNetNet(CifarNet):
         self.units, cin = stages(spec, widths, widths[0])
         self._finish(spec, cin)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(F.relu(self.stem(x)))
-        x = self.units(x)
-        x = self.final_bn(x)
-        if self.final_relu:
-            x = F.relu(x)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        if self.head_bias is not None:
-            x = x + self.head_bias
-        return self.head(x)
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(F.relu(self.stem(x)))
 
 
 def torchvision_names(net: ImageNetNet) -> dict[str, str]:

@@ -63,8 +63,12 @@ class CifarNet(nn.Module):
         self.head = nn.Linear(cin, spec.num_classes)
         initialise(self, spec.init)
 
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem: conv-BN-ReLU (the imagenet family adds its max-pool)."""
+        return F.relu(self.stem(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.stem(x))
+        x = self.enter(x)
         x = self.units(x)
         x = self.final_bn(x)
         if self.final_relu:
