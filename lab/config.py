@@ -5,7 +5,7 @@ import json
 import math
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .data import DATASETS, NORMALIZATIONS, TRAIN_IMAGES, held_out
 from .models import (
@@ -267,9 +267,9 @@ def make_config(preset: str = "paper", **overrides) -> RunConfig:
     values = {**PRESETS[preset], **given, "preset": preset}
     if "milestones" in values:
         values["milestones"] = tuple(values["milestones"])
-    cfg = RunConfig(**values)
-    validate(cfg)
-    return validate(with_epochs(cfg))
+    cfg = validate(RunConfig(**values))
+    counted = with_epochs(cfg)
+    return cfg if counted is cfg else validate(counted)
 
 
 MAX_DEPTH = 2000              # weighted layers; the paper's deepest net has 1202
@@ -475,8 +475,6 @@ def with_epochs(cfg: RunConfig) -> RunConfig:
             n = min(n, cfg.train_limit)
     if not n:
         raise ConfigError(f"epochs needs a data set whose training images are known, not {cfg.dataset!r}")
-    from dataclasses import replace
-
     return replace(cfg, iterations=max(1, math.ceil(cfg.epochs * n / cfg.batch_size)))
 
 

@@ -136,17 +136,6 @@ def _decode_split(index: FolderIndex, split: str, side: int, target: Path, progr
     os.replace(tmp, target)
 
 
-def _no_progress(total: int, desc: str, unit: str):
-    class Quiet:
-        def update(self, n: int) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    return Quiet()
-
-
 def load(root: Path | str, image_size: int = DEFAULT_IMAGE_SIZE, progress=None):
     """(classes, {"train": (images, labels), "val": (images, labels)}) with images a read-only memory-mapped
     (N, 3, S, S) uint8 array, S = stored_size(image_size), and labels int64. Decodes only what is not cached."""
@@ -157,20 +146,17 @@ def load(root: Path | str, image_size: int = DEFAULT_IMAGE_SIZE, progress=None):
     folder = cache_dir() / index.key(image_size)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     if progress is None:
-        try:
-            from tqdm import tqdm as progress
-        except ImportError:  # pragma: no cover - tqdm is a dependency
-            progress = _no_progress
+        from tqdm import tqdm as progress
     out = {}
     for split in SPLITS:
         target = folder / f"{split}.npy"
         if not target.exists():
             _decode_split(index, split, side, target, progress)
+            (folder / "index.json").write_text(json.dumps({"root": str(index.root), "classes": list(index.classes),
+                                                           "image_size": image_size}))
         images = np.load(target, mmap_mode="r")
         labels = np.asarray([label for _, label in index.files[split]], dtype=np.int64)
         if images.shape != (len(labels), 3, side, side):
             raise DataError(f"the decoded cache {target} does not match {index.root}; delete it and run again")
         out[split] = (images, labels)
-    (folder / "index.json").write_text(json.dumps({"root": str(index.root), "classes": list(index.classes),
-                                                   "image_size": image_size}))
     return index.classes, out
