@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .data import DATASETS, NORMALIZATIONS, TRAIN_IMAGES, held_out
+from .datasets import DATASETS, NORMALIZATIONS, TRAIN_IMAGES, held_out
 from .models import (
     BLOCKS, BRANCH_INITS, CONVS, DEEPEN_WHERE, FAMILIES, INITS, KINDS, NORMS, SHORTCUTS, UNITS, ConfigError, NetSpec,
     deepen_problems, spec_problems,
@@ -110,7 +110,7 @@ class RunConfig:
     # --- bookkeeping ---
     preset: str = opt("paper", "the preset the run started from")
     tag: str = opt("", "free text to group and filter runs (at most 200 characters, no control characters)")
-    # --- data: input normalisation (lab.data.NORMALIZATIONS) ---
+    # --- data: input normalisation (lab.datasets.NORMALIZATIONS) ---
     normalize: str = opt("channel", "'channel': subtract the training set's per-channel mean and divide by its "
                                     "per-channel std (the lab's default, a deviation from the paper); 'pixel-mean': "
                                     "subtract the training set's mean image pixel by pixel, no rescaling (the "

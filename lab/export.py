@@ -22,8 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from . import figures as figs
-from . import views
+from . import run_figures as figs
+from . import run_views
 from .runs.store import Store
 from .errors import ExportError  # noqa: F401 (re-exported)
 
@@ -172,7 +172,7 @@ def report_html(title: str, figures: dict[str, go.Figure], runs: pd.DataFrame, i
              f"{len(runs)} stored run(s). Errors in percent.</p>"]
     first = True
     for name, fig in figures.items():
-        parts.append(f"<h2>{html.escape(views.FIGURES.get(name, (None, name))[1])}</h2>")
+        parts.append(f"<h2>{html.escape(run_views.FIGURES.get(name, (None, name))[1])}</h2>")
         parts.append(pio.to_html(fig, include_plotlyjs="inline" if first else False, full_html=False))
         first = False
         links = [f"<a href='{html.escape(p)}'>{html.escape(p.rsplit('.', 1)[-1].upper())}</a>"
@@ -215,9 +215,9 @@ def report_zip(figures: dict[str, go.Figure], runs: pd.DataFrame, formats=("svg"
 def cli_export(args) -> int:
     """`python -m lab export`: write figures, CSV and (for a .zip --out) a report bundle."""
     names = [n.strip() for n in args.figures.split(",") if n.strip()]
-    unknown = [n for n in names if n not in views.FIGURES]
+    unknown = [n for n in names if n not in run_views.FIGURES]
     if unknown or not names:
-        raise ExportError(f"unknown figure(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(views.FIGURES)}")
+        raise ExportError(f"unknown figure(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(run_views.FIGURES)}")
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     allowed = IMAGE_FORMATS + ("csv", "html")
     bad = [f for f in formats if f not in allowed]
@@ -232,7 +232,7 @@ def cli_export(args) -> int:
         runs = runs[runs["status"].isin(["done", "running", "interrupted", "cancelled", "diverged"])]
     if runs.empty:
         raise ExportError("no runs to export (give run ids, or let some runs start first)")
-    built = {name: views.build(name, store, runs, reference=args.reference) for name in names}
+    built = {name: run_views.build(name, store, runs, reference=args.reference) for name in names}
     out = Path(args.out)
     if out.suffix == ".zip":
         data, notes = report_zip(built, runs, formats=[f for f in formats if f in IMAGE_FORMATS])

@@ -5,7 +5,7 @@ Decoding JPEGs dominates an epoch on small nets, so every image is decoded once:
 `stored_size(image_size)` (256 for 224, the paper's ratio), the centre square kept, and the result written to a
 memory-mapped uint8 file under the per-user cache (~/.cache/lab/imagefolder, or $LAB_CACHE/imagefolder), keyed by
 the folder's file list (names, sizes, modification times) and the size. Training cuts random `image_size`
-squares out of the stored ones and flips them; evaluation takes the centre square (`lab.data.DeviceLoader`).
+squares out of the stored ones and flips them; evaluation takes the centre square (`lab.datasets.DeviceLoader`).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ SYNTHETIC = "synthetic-v1"  # the generated folder's name in the cache (a new ve
 
 
 def synthetic_folder() -> Path:
-    """Where the generated image folder lives: the lab's synthetic set (`lab.data.synthetic_set`, 10 classes)
+    """Where the generated image folder lives: the lab's synthetic set (`lab.datasets.synthetic_set`, 10 classes)
     written out as PNG files in the ImageFolder layout, 30 training and 10 validation images a class. The smoke
     budget of the imagenet-degradation study trains on it, so its tests need no images of their own."""
     return cache_dir() / SYNTHETIC

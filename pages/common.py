@@ -24,7 +24,7 @@ FILTERS = [("kind", "Kind"), ("depth", "Depth"), ("dataset", "Data set"), ("stat
 
 def results_dir() -> str | None:
     """`streamlit run dashboard.py -- --results DIR`, else $LAB_RESULTS or results/ (the Store's default)."""
-    from lab.cli.common import add_results  # the one definition of --results
+    from lab.cli.shared import add_results  # the one definition of --results
 
     parser = argparse.ArgumentParser(add_help=False)
     add_results(parser)

@@ -1,8 +1,8 @@
 """Training curves (the paper's Fig. 6): plain and residual side by side, live while runs train."""
 import streamlit as st
 
-from lab import views
-from lab.figures import BANDS, X_AXES
+from lab import run_views
+from lab.run_figures import BANDS, X_AXES
 from pages.common import (apply_selection, figure_downloads, get_store, live_every, load_runs,
                           selected_runs_or_stop)
 
@@ -20,7 +20,7 @@ band = c4.selectbox("Seed band", list(BANDS), key="curves_band")
 
 
 def build():
-    return views.curves(store, apply_selection(load_runs(store)), x=x, smoothing=smoothing, log_y=log_y, band=band)
+    return run_views.curves(store, apply_selection(load_runs(store)), x=x, smoothing=smoothing, log_y=log_y, band=band)
 
 
 @st.fragment(run_every=live_every(runs))

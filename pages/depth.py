@@ -1,9 +1,9 @@
 """Error vs depth (the degradation plot) and a table in the shape of the paper's Table 6."""
 import streamlit as st
 
-from lab import views
+from lab import run_views
 from lab.export import table_csv
-from lab.figures import depth_table
+from lab.run_figures import depth_table
 from lab.reference import CIFAR10_TEST_ERROR
 from pages.common import (apply_selection, figure_downloads, get_store, live_every, load_runs,
                           selected_runs_or_stop)
@@ -19,7 +19,7 @@ reference = st.toggle("Overlay published CIFAR-10 numbers (paper and reproductio
 @st.fragment(run_every=live_every(runs, 10))
 def summary() -> None:
     current = apply_selection(load_runs(store))
-    st.plotly_chart(views.depth(store, current, reference=reference), width="stretch", key="depth_chart")
+    st.plotly_chart(run_views.depth(store, current, reference=reference), width="stretch", key="depth_chart")
     done = current[current["status"] == "done"]
     st.subheader("Table (the shape of the paper's Table 6)")
     if done.empty:
@@ -42,7 +42,7 @@ def summary() -> None:
 
 
 summary()
-figure_downloads(lambda: views.depth(store, apply_selection(load_runs(store)), reference=reference),
+figure_downloads(lambda: run_views.depth(store, apply_selection(load_runs(store)), reference=reference),
                  "error-vs-depth", "depth_dl")
 if reference:
     with st.expander("Sources of the published numbers"):

@@ -1,7 +1,7 @@
 """Gradients: is degradation vanishing gradients? Per-layer gradient norms of plain and residual nets."""
 import streamlit as st
 
-from lab import views
+from lab import run_views
 from pages.common import capped, figure_downloads, get_store, live_every, selected_runs_or_stop
 
 MAX_RUNS = 12
@@ -20,22 +20,22 @@ every = live_every(runs, 10)
 
 @st.fragment(run_every=every)
 def profile() -> None:
-    st.plotly_chart(views.gradients(store, selected(), at=at), width="stretch", key="grad_profile")
+    st.plotly_chart(run_views.gradients(store, selected(), at=at), width="stretch", key="grad_profile")
 
 
 profile()
-figure_downloads(lambda: views.gradients(store, selected(), at=at), "gradient-norms", "grad_dl")
+figure_downloads(lambda: run_views.gradients(store, selected(), at=at), "gradient-norms", "grad_dl")
 
 st.subheader("First-layer / last-layer ratio over training")
 
 
 @st.fragment(run_every=every)
 def ratio() -> None:
-    st.plotly_chart(views.gradient_ratio(store, selected()), width="stretch", key="grad_ratio")
+    st.plotly_chart(run_views.gradient_ratio(store, selected()), width="stretch", key="grad_ratio")
 
 
 ratio()
-figure_downloads(lambda: views.gradient_ratio(store, selected()), "gradient-ratio", "gratio_dl")
+figure_downloads(lambda: run_views.gradient_ratio(store, selected()), "gradient-ratio", "gratio_dl")
 
 st.subheader("Heatmap: layer x iteration")
 shown = runs.head(MAX_RUNS)
@@ -46,8 +46,8 @@ run = shown[shown["id"] == run_id].iloc[0]
 
 @st.fragment(run_every=every)
 def heatmap() -> None:
-    st.plotly_chart(views.gradient_heatmap(store, run), width="stretch", key="grad_heatmap")
+    st.plotly_chart(run_views.gradient_heatmap(store, run), width="stretch", key="grad_heatmap")
 
 
 heatmap()
-figure_downloads(lambda: views.gradient_heatmap(store, run), "gradient-heatmap", "heat_dl")
+figure_downloads(lambda: run_views.gradient_heatmap(store, run), "gradient-heatmap", "heat_dl")

@@ -3,9 +3,9 @@ button per missing result that queues it as a background job."""
 import streamlit as st
 
 from lab.analysis import AnalysisError, result_names
-from lab.analysis.checkpoint import checkpoint_path
+from lab.analysis.restore import checkpoint_path
 from lab.analysis.queue import in_flight, latest_jobs, queue_result
-from lab.analysis.views import FIGURES, build, command
+from lab.analysis.result_views import FIGURES, build, command
 from lab.runs.store import StoreError
 from lab.runs.worker import ensure_worker
 from pages.common import figure_downloads, get_store, selected_runs_or_stop

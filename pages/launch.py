@@ -7,7 +7,7 @@ import streamlit as st
 
 from lab import models
 from lab.config import COMPILE_MODES, PRECISIONS, PRESETS, RunConfig, make_config, parse_value
-from lab.data import DATASETS, find_local
+from lab.datasets import DATASETS, find_local
 from lab.demo import DEMO_SWEEP, demo_configs
 from lab.errors import ConfigError, LabError
 from lab.runs.estimate import estimate_sweep

@@ -3,7 +3,7 @@ import time
 
 import streamlit as st
 
-from lab import views
+from lab import run_views
 from lab.export import find_chromium, INSTALL_HINT, report_zip
 from pages.common import get_store, selected_runs_or_stop
 
@@ -13,8 +13,8 @@ st.caption("One zip with the selected figures as SVG, PDF and PNG, each figure's
            "configurations, and a self-contained HTML page that shows it all. The same from a shell: "
            "`python -m lab export --out report.zip`.")
 runs = selected_runs_or_stop(store)
-names = st.multiselect("Figures", list(views.FIGURES), default=["curves", "depth", "responses", "gradients"],
-                       format_func=lambda n: views.FIGURES[n][1], key="report_figures")
+names = st.multiselect("Figures", list(run_views.FIGURES), default=["curves", "depth", "responses", "gradients"],
+                       format_func=lambda n: run_views.FIGURES[n][1], key="report_figures")
 formats = st.multiselect("Image formats", ["svg", "pdf", "png"], default=["svg", "pdf", "png"], key="report_formats")
 size = st.radio("Size", ["column", "wide", "slide"], horizontal=True, key="report_size",
                 format_func={"column": "paper column", "wide": "two columns", "slide": "slide (16:9)"}.get)
@@ -24,7 +24,7 @@ if find_chromium() is None:
 
 
 def build() -> bytes:
-    figs = {n: views.build(n, store, runs, reference=reference) for n in names}
+    figs = {n: run_views.build(n, store, runs, reference=reference) for n in names}
     data, notes = report_zip(figs, runs, formats=formats, size=size)
     return data
 

@@ -1,7 +1,7 @@
 """Layer responses (the paper's Fig. 7) and how much each residual block changes its input."""
 import streamlit as st
 
-from lab import views
+from lab import run_views
 from pages.common import capped, figure_downloads, get_store, live_every, selected_runs_or_stop
 
 MAX_RUNS = 12
@@ -20,22 +20,22 @@ every = live_every(runs, 10)
 @st.fragment(run_every=every)
 def profiles() -> None:
     current = selected()
-    st.plotly_chart(views.responses(store, current, at=at), width="stretch", key="resp_profile")
+    st.plotly_chart(run_views.responses(store, current, at=at), width="stretch", key="resp_profile")
 
 
 profiles()
-figure_downloads(lambda: views.responses(store, selected(), at=at), "layer-responses", "resp_dl")
+figure_downloads(lambda: run_views.responses(store, selected(), at=at), "layer-responses", "resp_dl")
 
 st.subheader("Residual ratio ‖F(x)‖ / ‖x‖ per block")
 
 
 @st.fragment(run_every=every)
 def ratios() -> None:
-    st.plotly_chart(views.residual_ratios(store, selected(), at=at), width="stretch", key="resp_ratio")
+    st.plotly_chart(run_views.residual_ratios(store, selected(), at=at), width="stretch", key="resp_ratio")
 
 
 ratios()
-figure_downloads(lambda: views.residual_ratios(store, selected(), at=at), "residual-ratio", "ratio_dl")
+figure_downloads(lambda: run_views.residual_ratios(store, selected(), at=at), "residual-ratio", "ratio_dl")
 
 st.subheader("Over training")
 shown = runs.head(MAX_RUNS)
@@ -50,8 +50,8 @@ if run["kind"] == "residual":
 
 @st.fragment(run_every=every)
 def evolution() -> None:
-    st.plotly_chart(views.response_evolution(store, run, metric), width="stretch", key="resp_evolution")
+    st.plotly_chart(run_views.response_evolution(store, run, metric), width="stretch", key="resp_evolution")
 
 
 evolution()
-figure_downloads(lambda: views.response_evolution(store, run, metric), "response-evolution", "evo_dl")
+figure_downloads(lambda: run_views.response_evolution(store, run, metric), "response-evolution", "evo_dl")

@@ -21,7 +21,7 @@ from lab.analysis import Cancelled  # noqa: E402
 from lab.analysis.landscape import landscape  # noqa: E402
 from lab.analysis.lesion import lesion  # noqa: E402
 from lab.analysis.shatter import shatter  # noqa: E402
-from lab.data import DeviceLoader, make_splits  # noqa: E402
+from lab.datasets import DeviceLoader, make_splits  # noqa: E402
 from lab.models import build_net  # noqa: E402
 from lab.runtime import resolve_device, resolve_precision  # noqa: E402
 from lab.train import _autocast_factory  # noqa: E402

@@ -7,13 +7,13 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from lab.analysis import figures, save_result
-from lab.analysis.checkpoint import checkpoint_path
+from lab.analysis import result_figures, save_result
+from lab.analysis.restore import checkpoint_path
 from lab.analysis.landscape import landscape
 from lab.analysis.lesion import lesion
 from lab.analysis.shatter import shatter
-from lab.analysis.views import FIGURES, build, command
-from lab.figures import figure_data
+from lab.analysis.result_views import FIGURES, build, command
+from lab.run_figures import figure_data
 from lab.fill import simulate_run
 from lab.models import build_net
 
@@ -55,7 +55,7 @@ def nets():
 
 def test_lesion_figures_hold_the_plotted_numbers(nets):
     results = [nets[("plain", 14)]["lesion"], nets[("residual", 14)]["lesion"]]
-    fig = figures.lesion_units(results)
+    fig = result_figures.lesion_units(results)
     assert {a.text for a in fig.layout.annotations} >= {"plain", "residual (ResNet)"}
     assert [t.name for t in fig.data] == ["plain-14", "plain-14: nothing deleted", "resnet-14",
                                           "resnet-14: downsampling units", "resnet-14: nothing deleted"]
@@ -70,20 +70,20 @@ def test_lesion_figures_hold_the_plotted_numbers(nets):
     data = figure_data(fig)
     assert len(data[data["trace"] == "resnet-14"]) == 4
 
-    fig = figures.lesion_deleted(results)
+    fig = result_figures.lesion_deleted(results)
     assert list(fig.data[1].x) == [0, 1, 2, 3, 4] and "shape-keeping" in fig.layout.title.text
     assert fig.data[1].y[0] == pytest.approx(100 * res["baseline"]["error"])
     assert "error" in figure_data(fig).columns
-    fig = figures.lesion_reordered(results)
+    fig = result_figures.lesion_reordered(results)
     assert len(fig.data) == 2 and fig.data[0].x[0] == 1.0
 
 
 def test_landscape_figures(nets):
     runs = [nets[(k, d)] for k in ("plain", "residual") for d in (8, 14)]
-    fig = figures.landscape_1d([r["landscape"] for r in runs])
+    fig = result_figures.landscape_1d([r["landscape"] for r in runs])
     assert len(fig.data) == 8 and fig.data[0].line.dash == "dash" and fig.data[-1].line.dash == "solid"
     assert list(fig.data[0].y) == runs[0]["landscape"]["loss"] and fig.layout.yaxis.type == "log"
-    fig = figures.landscape_2d([r["landscape-2d"] for r in runs])
+    fig = result_figures.landscape_2d([r["landscape-2d"] for r in runs])
     contours = [t for t in fig.data if t.type == "contour"]
     assert [t.name for t in contours] == ["plain-8 log10 loss", "plain-14 log10 loss", "resnet-8 log10 loss",
                                           "resnet-14 log10 loss"]
@@ -93,13 +93,13 @@ def test_landscape_figures(nets):
     grid = runs[0]["landscape-2d"]["loss"]
     assert sorted(cells["z"]) == pytest.approx(sorted(math.log10(v) for row in grid for v in row))
     # the landscape figure never draws 2-D results as curves, nor the other way round
-    assert figures.landscape_1d([r["landscape-2d"] for r in runs]).layout.annotations[0].text.startswith("No 1-D")
+    assert result_figures.landscape_1d([r["landscape-2d"] for r in runs]).layout.annotations[0].text.startswith("No 1-D")
 
 
 def test_shattering_figures(nets):
     runs = [nets[(k, d)] for k in ("plain", "residual") for d in (8, 14)]
     results = [r["shatter"] for r in runs] + [r["shatter-init"] for r in runs]
-    fig = figures.shatter_distance(results)
+    fig = result_figures.shatter_distance(results)
     assert len(fig.data) == 10 and fig.layout.xaxis.type == "log"
     dashes = {t.name: t.line.dash for t in fig.data}
     assert dashes["plain-8 at init"] == "dot" and dashes["plain-8"] == "solid"
@@ -109,7 +109,7 @@ def test_shattering_figures(nets):
     assert brown.name.startswith("Brownian-motion gradients") and brown.y[0] == pytest.approx(0.9, abs=0.1)
     assert all(a > b for a, b in zip(brown.y[:20], brown.y[1:20]))   # it decorrelates slowly with distance
     assert "at init: BN running statistics recalibrated" in fig.layout.annotations[0].text
-    fig = figures.shatter_depth(results)
+    fig = result_figures.shatter_depth(results)
     assert [t.name for t in fig.data] == ["plain at init, BN recalibrated", "plain trained",
                                           "residual at init, BN recalibrated", "residual trained",
                                           "∝ 1/√L (Balduzzi et al., residual with BN)"]
@@ -126,17 +126,17 @@ def test_shattering_figures_say_which_bn_statistics(nets):
     named so and never averaged with recalibrated ones."""
     new = nets[("plain", 8)]["shatter-init"]
     old = {k: v for k, v in nets[("plain", 14)]["shatter-init"].items() if k != "bn_statistics"}
-    fig = figures.shatter_depth([new, old])
+    fig = result_figures.shatter_depth([new, old])
     assert [t.name for t in fig.data] == ["plain at init, BN recalibrated", "plain at init, BN (0, 1): the identity"]
     note = fig.layout.annotations[0].text
     assert "recalibrated on training batches" in note and "(0, 1), so every BN is the identity" in note
-    fig = figures.shatter_distance([new, old])
+    fig = result_figures.shatter_distance([new, old])
     assert [t.name for t in fig.data[:2]] == ["plain-8", "plain-14 (BN (0, 1): the identity)"]
 
 
-@pytest.mark.parametrize("builder", [figures.lesion_units, figures.lesion_deleted, figures.lesion_reordered,
-                                     figures.landscape_1d, figures.landscape_2d, figures.shatter_distance,
-                                     figures.shatter_depth])
+@pytest.mark.parametrize("builder", [result_figures.lesion_units, result_figures.lesion_deleted, result_figures.lesion_reordered,
+                                     result_figures.landscape_1d, result_figures.landscape_2d, result_figures.shatter_distance,
+                                     result_figures.shatter_depth])
 def test_no_results_gives_a_figure_that_says_how_to_get_them(builder):
     fig = builder([])
     assert len(fig.data) == 0 and "python -m lab" in fig.layout.annotations[0].text
@@ -146,7 +146,7 @@ def test_labels_tell_seeds_and_init_apart(nets):
     a = nets[("plain", 8)]["shatter"]
     b = dict(a, run=dict(a["run"], seed=1, run_id="other"))
     c = nets[("plain", 8)]["shatter-init"]
-    assert figures.labels([a, b, c]) == ["plain-8 seed 0", "plain-8 seed 1", "plain-8 seed 0 at init"]
+    assert result_figures.labels([a, b, c]) == ["plain-8 seed 0", "plain-8 seed 1", "plain-8 seed 0 at init"]
 
 
 @pytest.fixture

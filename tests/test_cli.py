@@ -26,7 +26,7 @@ def sources() -> dict:
 def test_shared_flags_are_defined_once_in_the_code_base():
     for flag in ("--results", "--data", "--no-worker", "--slots", "--per-gpu"):
         where = [name for name, text in sources().items() if re.search(rf"add_argument\(\s*\"{flag}\"", text)]
-        assert where == ["lab/cli/common.py"], (flag, where)
+        assert where == ["lab/cli/shared.py"], (flag, where)
 
 
 def test_every_command_that_opens_the_store_takes_results_with_one_help():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import require_system, write_cifar10, write_mnist
-from lab.data import DEBIAN_FASHION_MNIST, DataError, DeviceLoader, ImageSet, load_raw, make_splits, synthetic_set
+from lab.datasets import DEBIAN_FASHION_MNIST, DataError, DeviceLoader, ImageSet, load_raw, make_splits, synthetic_set
 from lab.models import ConfigError
 
 
@@ -63,12 +63,12 @@ def test_missing_data_offline_says_where_it_looked(tmp_path):
 
 
 def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
-    import lab.data
+    import lab.datasets
 
     def offline(name, root):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(lab.data, "_download", offline)
+    monkeypatch.setattr(lab.datasets, "_download", offline)
     with pytest.raises(DataError, match="the download failed .*network is unreachable"):
         load_raw("cifar100", tmp_path, download=True)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, require_system
-from lab import export, views
+from lab import export, run_views
 from lab.fill import simulate_run
 
 
@@ -30,14 +30,14 @@ def filled(store):
 
 def test_svg_has_the_legend_and_labels(filled):
     need_chromium()
-    fig = views.depth(filled, filled.runs())
+    fig = run_views.depth(filled, filled.runs())
     svg = export.figure_bytes(fig, "svg").decode()
     assert svg.startswith("<svg") and "plain (test)" in svg and "depth (layers)" in svg and "error (%)" in svg
 
 
 def test_pdf_has_one_page_and_png_is_a_png(filled):
     need_chromium()
-    fig = views.curves(filled, filled.runs())
+    fig = run_views.curves(filled, filled.runs())
     pdf = export.figure_bytes(fig, "pdf")
     assert pdf.startswith(b"%PDF")
     assert len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) == 1
@@ -48,7 +48,7 @@ def test_pdf_has_one_page_and_png_is_a_png(filled):
 
 
 def test_csv_round_trips(filled):
-    fig = views.curves(filled, filled.runs())
+    fig = run_views.curves(filled, filled.runs())
     df = pd.read_csv(io.BytesIO(export.csv_bytes(fig)))
     lines = [t for t in fig.data if t.mode == "lines"]
     for t in lines:
@@ -58,7 +58,7 @@ def test_csv_round_trips(filled):
 
 def test_without_chromium_images_say_what_is_missing_and_csv_html_still_work(filled, monkeypatch):
     monkeypatch.setattr(export, "find_chromium", lambda: None)
-    fig = views.depth(filled, filled.runs())
+    fig = run_views.depth(filled, filled.runs())
     with pytest.raises(export.ExportError, match="apt-get install chromium"):
         export.figure_bytes(fig, "png")
     data, notes = export.report_zip({"depth": fig}, filled.runs())
@@ -70,7 +70,7 @@ def test_without_chromium_images_say_what_is_missing_and_csv_html_still_work(fil
 
 def test_report_zip_contents(filled):
     need_chromium()
-    figs = {"curves": views.curves(filled, filled.runs()), "depth": views.depth(filled, filled.runs(), reference=True)}
+    figs = {"curves": run_views.curves(filled, filled.runs()), "depth": run_views.depth(filled, filled.runs(), reference=True)}
     data, notes = export.report_zip(figs, filled.runs())
     assert notes == []
     z = zipfile.ZipFile(io.BytesIO(data))
@@ -156,7 +156,7 @@ def test_the_depth_pages_table_csv_neutralises_formulas(filled, monkeypatch):
     from streamlit.runtime import memory_media_file_storage
     from streamlit.testing.v1 import AppTest
 
-    import lab.figures
+    import lab.run_figures
 
     storages = []
 
@@ -166,8 +166,8 @@ def test_the_depth_pages_table_csv_neutralises_formulas(filled, monkeypatch):
             storages.append(self)
 
     monkeypatch.setattr("streamlit.testing.v1.app_test.MemoryMediaFileStorage", Recorded)
-    real = lab.figures.depth_table
-    monkeypatch.setattr(lab.figures, "depth_table", lambda runs: real(runs).assign(method=FORMULA))
+    real = lab.run_figures.depth_table
+    monkeypatch.setattr(lab.run_figures, "depth_table", lambda runs: real(runs).assign(method=FORMULA))
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=180)
     at.switch_page("pages/depth.py")
     at.run()

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab import figures, views
+from lab import run_figures, run_views
 from lab.fill import simulate_run
 from lab.reference import CIFAR10_TEST_ERROR
 from lab.series import aggregate_seeds, downsample_minmax, ema, mean_sd
@@ -40,7 +40,7 @@ def test_seed_aggregation():
 def test_training_curves_traces_axes_and_bands(filled):
     store, _ = filled
     runs = store.runs()
-    fig = views.curves(store, runs, smoothing=0.5)
+    fig = run_views.curves(store, runs, smoothing=0.5)
     lines = [t for t in fig.data if t.mode == "lines"]
     bands = [t for t in fig.data if t.fill == "toself"]
     assert len(lines) == 8 and len(bands) == 8  # 4 configurations x (train, test), 3 seeds each
@@ -63,7 +63,7 @@ def test_training_curves_mean_is_the_seed_mean(filled):
     store, _ = filled
     runs = store.runs()
     sel = runs[(runs["kind"] == "plain") & (runs["depth"] == 56)]
-    fig = views.curves(store, sel, smoothing=0.0, band="none")
+    fig = run_views.curves(store, sel, smoothing=0.0, band="none")
     test = next(t for t in fig.data if "test" in t.name)
     sc = store.scalars(sel["id"].tolist(), ["test_error"])
     expect = sc.groupby("step")["value"].mean().to_numpy() * 100
@@ -73,32 +73,32 @@ def test_training_curves_mean_is_the_seed_mean(filled):
 @pytest.mark.parametrize("x,title", [("epochs", "epochs"), ("wall time", "wall time (minutes)")])
 def test_curves_x_axes(filled, x, title):
     store, _ = filled
-    fig = views.curves(store, store.runs(), x=x)
+    fig = run_views.curves(store, store.runs(), x=x)
     assert fig.layout.xaxis.title.text == title
     assert all(np.isfinite(t.x).all() for t in fig.data if t.mode == "lines")
 
 
 def test_empty_and_metricless_selections_show_a_message(store):
-    assert "No runs selected" in figures.training_curves(pd.DataFrame(), pd.DataFrame()).layout.annotations[0].text
+    assert "No runs selected" in run_figures.training_curves(pd.DataFrame(), pd.DataFrame()).layout.annotations[0].text
     from lab.config import make_config
 
     store.create_runs([make_config("smoke")])
-    fig = views.curves(store, store.runs())
+    fig = run_views.curves(store, store.runs())
     assert "not logged anything" in fig.layout.annotations[0].text
-    assert "No finished runs" in views.depth(store, store.runs()).layout.annotations[0].text
+    assert "No finished runs" in run_views.depth(store, store.runs()).layout.annotations[0].text
 
 
 def test_depth_summary_and_table(filled):
     store, _ = filled
     runs = store.runs()
-    table = figures.depth_table(runs)
+    table = run_figures.depth_table(runs)
     assert len(table) == 4 and set(table["seeds"]) == {3}
     row = table[(table.kind == "plain") & (table.depth == 56)].iloc[0]
     errs = runs[(runs.kind == "plain") & (runs.depth == 56)]["final_test_error"] * 100
     assert row["test_error_mean"] == pytest.approx(errs.mean()) and row["test_error_sd"] == pytest.approx(errs.std(ddof=1))
     assert row["paper_test_error"] is None or np.isnan(row["paper_test_error"]) or row["kind"] == "residual"
     assert table[(table.kind == "residual") & (table.depth == 56)].iloc[0]["paper_test_error"] == 6.97
-    fig = views.depth(store, runs)
+    fig = run_views.depth(store, runs)
     assert {t.name for t in fig.data} == {"plain (train)", "plain (test)", "residual (train)", "residual (test)"}
     plain_test = next(t for t in fig.data if t.name == "plain (test)")
     assert list(plain_test.x) == [20, 56] and plain_test.error_y.array is not None
@@ -106,13 +106,13 @@ def test_depth_summary_and_table(filled):
 
 def test_reference_overlay_is_labelled_with_sources(filled):
     store, _ = filled
-    fig = views.depth(store, store.runs(), reference=True)
+    fig = run_views.depth(store, store.runs(), reference=True)
     refs = [t for t in fig.data if t.name.startswith("published")]
     sources = {p["source"] for p in CIFAR10_TEST_ERROR}
     assert {t.name.split(": ", 1)[1].rsplit(" (", 1)[0] for t in refs} == sources
     paper = next(t for t in refs if "Table 6" in t.name)
     assert list(paper.y) == [8.75, 7.51, 7.17, 6.97, 6.43, 7.93]
-    off = views.depth(store, store.runs(), reference=False)
+    off = run_views.depth(store, store.runs(), reference=False)
     assert not any(t.name.startswith("published") for t in off.data)
 
 
@@ -120,7 +120,7 @@ def test_response_profile_and_sorting(filled):
     store, ids = filled
     runs = store.runs()
     sel = runs[runs["depth"] == 20].head(2)
-    fig = views.responses(store, sel)
+    fig = run_views.responses(store, sel)
     top = [t for t in fig.data if t.xaxis == "x"]
     bottom = [t for t in fig.data if t.xaxis == "x2"]
     assert len(top) == 2 and len(bottom) == 2
@@ -133,19 +133,19 @@ def test_gradient_views(filled):
     store, ids = filled
     runs = store.runs()
     sel = runs[(runs["depth"] == 20) & (runs["seed"] == 0)]
-    prof = views.gradients(store, sel)
+    prof = run_views.gradients(store, sel)
     assert len(prof.data) == 2 and all(len(t.y) == 20 for t in prof.data)
     assert prof.layout.yaxis.type == "log"
-    ratio = views.gradient_ratio(store, sel)
+    ratio = run_views.gradient_ratio(store, sel)
     assert len(ratio.data) == 2
-    heat = views.gradient_heatmap(store, sel.iloc[0])
+    heat = run_views.gradient_heatmap(store, sel.iloc[0])
     assert heat.data[0].type == "heatmap" and np.asarray(heat.data[0].z).shape == (20, 41)  # step 0 and 40 windows
 
 
 def test_figure_data_round_trips(filled):
     store, _ = filled
-    fig = views.depth(store, store.runs())
-    df = figures.figure_data(fig)
+    fig = run_views.depth(store, store.runs())
+    df = run_figures.figure_data(fig)
     assert set(df["trace"]) == {t.name for t in fig.data}
     assert len(df) == sum(len(t.x) for t in fig.data)
 
@@ -160,12 +160,12 @@ def test_tags_are_plain_text_in_figures_and_the_html_report(store):
     rid = simulate_run(store, "plain", 20, 0, iterations=400, log_every=100, eval_every=200)
     store.update_run(rid, tag=HOSTILE_TAG)
     runs = store.runs()
-    fig = views.curves(store, runs)
+    fig = run_views.curves(store, runs)
     assert fig.data
     for t in fig.data:
         assert "<a " not in (t.name or "") and "<b>" not in (t.name or "")
         assert "<a " not in (t.hovertemplate or "") and "&#37;{x}" in (t.hovertemplate or "&#37;{x}")
-    assert any(HOSTILE_TAG in name for name in figures.figure_data(fig)["trace"])  # the CSV has the text back
+    assert any(HOSTILE_TAG in name for name in run_figures.figure_data(fig)["trace"])  # the CSV has the text back
     page = report_html("report", {"curves": fig}, runs, {})
     assert "<a href='http://evil.example'>" not in page and "evil.example" in page
 
@@ -175,7 +175,7 @@ def test_a_curve_with_one_point_is_drawn_and_an_empty_panel_says_it_waits(store)
 
     simulate_run(store, "plain", 20, 0, iterations=100, log_every=100, eval_every=100)  # one point so far
     store.create_runs([make_config("smoke", kind="residual")])  # queued: nothing logged yet
-    fig = views.curves(store, store.runs())
+    fig = run_views.curves(store, store.runs())
     drawn = [t for t in fig.data if t.name and "plain-20" in t.name]
     assert drawn and all(t.mode == "markers" and len(t.x) == 1 for t in drawn)
     assert fig.layout.showlegend  # plotly would hide the legend of a lone trace
@@ -186,7 +186,7 @@ def test_a_curve_with_one_point_is_drawn_and_an_empty_panel_says_it_waits(store)
 
 def test_depth_figure_tells_train_from_test(filled):
     store, _ = filled
-    fig = views.depth(store, store.runs())
+    fig = run_views.depth(store, store.runs())
     styles = {t.name: (t.line.dash, t.marker.symbol) for t in fig.data}
     assert styles["plain (train)"] == ("dash", "circle-open") and styles["plain (test)"] == ("solid", "circle")
     assert styles["residual (train)"] != styles["residual (test)"]

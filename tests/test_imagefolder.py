@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from lab.config import make_config
-from lab.data import DataError, DeviceLoader, make_splits
+from lab.datasets import DataError, DeviceLoader, make_splits
 from lab.imagefolder import cache_dir, scan, stored_size
 from lab.runs.execute import execute_run
 

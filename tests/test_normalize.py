@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lab.config import PRESETS, RunConfig, config_problems, make_config
-from lab.data import DeviceLoader, make_splits
+from lab.datasets import DeviceLoader, make_splits
 from lab.models import ConfigError
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import write_cifar10
-from lab.data import DataError, load_raw
+from lab.datasets import DataError, load_raw
 
 
 class _MakesFolder:

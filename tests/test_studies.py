@@ -260,7 +260,7 @@ def test_estimates_count_the_images_a_run_evaluates(options, tmp_path, monkeypat
     """An estimate times a run's evaluations (periodic ones on eval_images, the final one on every validation and
     test image, the response probe's batch) from the images the trainer actually passes forward."""
     import lab.train
-    from lab.data import dataset_info
+    from lab.datasets import dataset_info
     from lab.runs import estimate
 
     cfg = make_config("smoke", width=0.5, depth=8, log_every=2, grad_every=2, **options)
@@ -745,7 +745,7 @@ def test_old_lesion_results_do_not_count(store, fast_estimates):
     """Lesion results of format 1 drew their k-sets from every deletable unit (a ResNet's downsampling ones too):
     a study does not use them, and queues the analysis again."""
     from lab.analysis.results import load_results, save_result
-    from lab.studies.common import analysis_results
+    from lab.studies.comparisons import analysis_results
 
     ids = fill(store, "ensembles")
     save_results(store, "ensembles", ids, lambda arm, seed: 0.05 + noise(arm, seed))
@@ -802,7 +802,7 @@ def test_results_at_init_without_recalibrated_bn_statistics_do_not_count(store, 
     """A shattering result at init made with a fresh net's (0, 1) BN statistics (or by a lab that did not record
     them) answers another question: the study neither uses it nor counts its job as done."""
     from lab.analysis.results import load_results, save_result
-    from lab.studies.common import analysis_results
+    from lab.studies.comparisons import analysis_results
 
     ids = fill(store, "shattering")
     save_results(store, "shattering", ids, lambda arm, seed: 0.5 + noise(arm, seed))

@@ -134,15 +134,15 @@ def _simulated_child(store, parent_id, parent_iteration, iterations=1000, seed=0
 
 
 def test_curves_can_be_joined_to_the_parent_curves(store):
-    from lab import figures, views
+    from lab import run_figures, run_views
     from lab.fill import simulate_run
 
     pid = simulate_run(store, "plain", 20, 0, iterations=1000, log_every=100, eval_every=500)
     cid = _simulated_child(store, pid, parent_iteration=600)  # grew from the parent's iteration 600
     runs = store.runs()
     child_only = runs[runs["id"] == cid]
-    alone = views.curves(store, child_only)
-    joined = views.curves(store, child_only, join_parents=True)
+    alone = run_views.curves(store, child_only)
+    joined = run_views.curves(store, child_only, join_parents=True)
     train_alone = next(t for t in alone.data if t.name.endswith("train"))
     train_joined = next(t for t in joined.data if t.name.endswith("train"))
     assert list(train_alone.x) == list(range(100, 1001, 100))
@@ -152,31 +152,31 @@ def test_curves_can_be_joined_to_the_parent_curves(store):
     assert np.allclose(np.array(train_joined.y[6:]), np.array(train_alone.y))
     # cumulative wall time continues from the parent's
     scalars = store.scalars([pid, cid], ["elapsed_s"])
-    out = figures.join_parent_curves(child_only, scalars)
+    out = run_figures.join_parent_curves(child_only, scalars)
     child_rows = out[out.run_id == cid].sort_values("step")
     parent_at = scalars[(scalars.run_id == pid) & (scalars.step == 600)]["value"].item()
     own_first = scalars[(scalars.run_id == cid) & (scalars.step == 100)]["value"].item()
     assert child_rows[child_rows.step == 700]["value"].item() == pytest.approx(parent_at + own_first)
     # a run without a parent, or whose parent is gone, is drawn as it is
-    assert figures.join_parent_curves(runs[runs["id"] == pid], scalars).equals(scalars)
+    assert run_figures.join_parent_curves(runs[runs["id"] == pid], scalars).equals(scalars)
 
 
 def test_join_follows_a_chain_of_deepened_runs(store):
-    from lab import views
+    from lab import run_views
     from lab.fill import simulate_run
 
     gid = simulate_run(store, "plain", 20, 0, iterations=400, log_every=100, eval_every=200)
     pid = _simulated_child(store, gid, parent_iteration=400, iterations=400)
     cid = _simulated_child(store, pid, parent_iteration=200, iterations=400, seed=1)
     runs = store.runs()
-    fig = views.curves(store, runs[runs["id"] == cid], join_parents=True)
+    fig = run_views.curves(store, runs[runs["id"] == cid], join_parents=True)
     train = next(t for t in fig.data if t.name.endswith("train"))
     # grandparent 100..400, parent 500..600 (its first 200), child 700..1000
     assert list(train.x) == list(range(100, 1001, 100))
 
 
 def test_simulated_runs_carry_every_layer_metric_and_the_views_draw_them(store):
-    from lab import views
+    from lab import run_views
     from lab.fill import simulate_run
     from lab.models import build_net
     from lab.probes import layer_names
@@ -191,9 +191,9 @@ def test_simulated_runs_carry_every_layer_metric_and_the_views_draw_them(store):
     gamma = store.layer_series(rid, "bn_gamma", steps=[1000])
     assert gamma["value"].iloc[0] > 5 * gamma["value"].iloc[-1]  # deep plain nets: early BN scales grow
     runs = store.runs()
-    for metric in views.RESPONSE_METRICS:
-        fig = views.responses(store, runs, metric=metric)
+    for metric in run_views.RESPONSE_METRICS:
+        fig = run_views.responses(store, runs, metric=metric)
         assert len(fig.data) == 2 and fig.layout.yaxis.title.text, metric
-    for metric in views.GRADIENT_METRICS:
-        fig = views.gradients(store, runs, metric=metric)
-        assert len(fig.data) == 1 and len(fig.data[0].y) == 56 and fig.layout.yaxis.title.text == views.LAYER_METRICS[metric]
+    for metric in run_views.GRADIENT_METRICS:
+        fig = run_views.gradients(store, runs, metric=metric)
+        assert len(fig.data) == 1 and len(fig.data[0].y) == 56 and fig.layout.yaxis.title.text == run_views.LAYER_METRICS[metric]

@@ -4,7 +4,7 @@ statistics of pandas' index alignment."""
 import numpy as np
 import pandas as pd
 
-from lab import figures, views
+from lab import run_figures, run_views
 from lab.fill import simulate_run
 from lab.series import aggregate_seeds, ema
 
@@ -22,7 +22,7 @@ def _same(a, b):
 
 
 def _full_read(store, runs, **kw):
-    return figures.training_curves(runs, store.scalars(runs["id"].tolist(), NAMES), max_points=60, **kw)
+    return run_figures.training_curves(runs, store.scalars(runs["id"].tolist(), NAMES), max_points=60, **kw)
 
 
 def test_cached_curves_draw_the_points_of_a_full_read_and_live_runs_stay_live(store):
@@ -33,11 +33,11 @@ def test_cached_curves_draw_the_points_of_a_full_read_and_live_runs_stay_live(st
     runs = store.runs()
     # 300 points a run, drawn as at most about 60: the downsampled points are compared too
     for _ in range(2):  # the first call reads the store, the second draws the finished runs from memory
-        before = _points(views.curves(store, runs, smoothing=0.6, max_points=60))
+        before = _points(run_views.curves(store, runs, smoothing=0.6, max_points=60))
         _same(before, _points(_full_read(store, runs, smoothing=0.6)))
     store.log(live, scalars=[(1510, "train_error", 0.9), (1520, "train_error", 0.9)], iteration=1520)
     runs = store.runs()
-    grown = _points(views.curves(store, runs, smoothing=0.6, max_points=60))
+    grown = _points(run_views.curves(store, runs, smoothing=0.6, max_points=60))
     _same(grown, _points(_full_read(store, runs, smoothing=0.6)))
     train = [(x, y) for name, x, y in grown if "train" in name]
     old = [(x, y) for name, x, y in before if "train" in name]
@@ -48,7 +48,7 @@ def test_cached_curves_draw_the_points_of_a_full_read_and_live_runs_stay_live(st
     store.truncate_after(done, 100)
     store.update_run(done, status="done", iteration=100)
     runs = store.runs()
-    _same(_points(views.curves(store, runs, smoothing=0.6, max_points=60)),
+    _same(_points(run_views.curves(store, runs, smoothing=0.6, max_points=60)),
           _points(_full_read(store, runs, smoothing=0.6)))
 
 
@@ -59,15 +59,15 @@ def test_cached_layer_series_are_the_stored_ones_and_live_runs_stay_live(store):
     runs = store.runs().set_index("id", drop=False)
     for _ in range(2):
         for rid in (done, live):
-            pd.testing.assert_frame_equal(views.layer_series(store, runs.loc[rid], "grad_norm"),
+            pd.testing.assert_frame_equal(run_views.layer_series(store, runs.loc[rid], "grad_norm"),
                                           store.layer_series(rid, "grad_norm"))
-    full = figures.gradient_ratio({views.run_label(runs.loc[rid]): store.layer_series(rid, "grad_norm")
+    full = run_figures.gradient_ratio({run_views.run_label(runs.loc[rid]): store.layer_series(rid, "grad_norm")
                                    for rid in runs["id"]})
-    _same(_points(views.gradient_ratio(store, runs)), _points(full))  # drawn from the first and last layers only
+    _same(_points(run_views.gradient_ratio(store, runs)), _points(full))  # drawn from the first and last layers only
     width = len(store.layer_series(live, "grad_norm")["layer"].unique())
     store.log(live, layers=[(300, "grad_norm", [1.0] * width)], iteration=300)
     runs = store.runs().set_index("id", drop=False)
-    assert views.layer_series(store, runs.loc[live], "grad_norm")["step"].max() == 300
+    assert run_views.layer_series(store, runs.loc[live], "grad_norm")["step"].max() == 300
 
 
 def test_fast_seed_aggregation_matches_pandas_alignment():

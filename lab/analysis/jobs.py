@@ -16,8 +16,8 @@ import torch
 
 from ..runtime import git_revision
 from ..runs.store import Store
-from .checkpoint import Restored, restore
-from .common import Progress, ShouldStop
+from .restore import Restored, restore
+from .evaluation import Progress, ShouldStop
 from .errors import AnalysisError
 from .landscape import landscape
 from .lesion import lesion
@@ -38,7 +38,7 @@ def run_analysis(store: Store, run_id: str, name: str, options: dict | None = No
     result = {"lesion": _lesion, "landscape": _landscape, "shatter": _shatter}[name](restored, opts, progress,
                                                                                   should_stop)
     result["run"] = restored.context()
-    result["bn_statistics"] = restored.bn_statistics  # "recalibrated", "running" or "none" (lab.analysis.checkpoint)
+    result["bn_statistics"] = restored.bn_statistics  # "recalibrated", "running" or "none" (lab.analysis.restore)
     result["options"] = {**result.get("options", {}), **opts}
     result["elapsed_s"] = time.perf_counter() - started
     result["created_at"] = time.time()

@@ -16,7 +16,7 @@ cannot be deleted where it changes it (the first unit of a stage). Three measure
   of one stage after its first), averaged over `draws` orders, with the Kendall tau of each order (Fig. 5b).
 
 Each evaluation is one pass over the given images in eval mode (BN running statistics as given: the
-checkpoint's, or at init those recalibrated on training batches by lab.analysis.checkpoint).
+checkpoint's, or at init those recalibrated on training batches by lab.analysis.restore).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .common import Progress, ShouldStop, Steps, evaluate, finite
+from .evaluation import Progress, ShouldStop, Steps, evaluate, finite
 from .options import RESULT_FORMATS
 
 FORMAT = RESULT_FORMATS["lesion"]   # format 2: each unit's kind named, k-sets from shape-keeping units only

@@ -1,7 +1,7 @@
 """The `lab` command (also `python -m lab`): `lab COMMAND --help` for each command.
 
 Each command group registers its commands (`register(subparsers)`); the flags they share, the store opening and
-the progress bar live in `lab.cli.common`. Heavy imports happen inside the commands, so `lab --help` stays quick.
+the progress bar live in `lab.cli.shared`. Heavy imports happen inside the commands, so `lab --help` stays quick.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import shlex
 
 from ..analysis.options import ANALYSES
 from ..errors import AnalysisError
-from .common import Progress, add_results, add_worker_flags, check_slots, open_store, pct
+from .shared import Progress, add_results, add_worker_flags, check_slots, open_store, pct
 
 
 def _int_or_word(*words: str):

@@ -8,10 +8,10 @@ import sys
 from dataclasses import fields
 
 from ..config import PRESETS, RunConfig, make_config, parse_value
-from ..data import DATASETS
+from ..datasets import DATASETS
 from ..errors import ConfigError
 from ..runs.monitor import printable
-from .common import (Progress, add_data, add_results, add_slot_flags, add_worker_flags, check_slots, open_store,
+from .shared import (Progress, add_data, add_results, add_slot_flags, add_worker_flags, check_slots, open_store,
                      pct, start_worker)
 
 # RunConfig fields with flags of their own (not derived from the field)

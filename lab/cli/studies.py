@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .common import add_results, add_worker_flags, open_store
+from .shared import add_results, add_worker_flags, open_store
 
 BUDGET_HELP = "smoke: synthetic data, seconds (tests); cpu: Fashion-MNIST on a CPU (default); paper: CIFAR-10, a GPU"
 DEFAULT_BUDGET = "cpu"
@@ -42,7 +42,7 @@ def cmd_run(args) -> int:
     from ..runs.worker import auto_slots
     from ..studies.plan import make_plan, match, queue_missing, status
     from ..studies.registry import get
-    from .common import start_worker
+    from .shared import start_worker
 
     study = get(args.name)
     plan = make_plan(study, args.budget, args.seeds, args.dataset)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, UsageError
-from .common import add_data, add_results, add_slot_flags, check_slots, open_store
+from .shared import add_data, add_results, add_slot_flags, check_slots, open_store
 
 # `make dashboard`'s settings (.streamlit/config.toml), passed as flags so that `lab dashboard` behaves the same
 # from any folder; the file next to dashboard.py, where there is one, is read instead.

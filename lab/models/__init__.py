@@ -15,7 +15,7 @@ from .init import fixup_, initialise
 from .layers import ConvNorm, DiracConv2d, PadShortcut, ProbeRecorder
 from .imagenet import ImageNetNet, load_torchvision_weights
 from .net import CifarNet, build_net, net_for
-from .registry import create_model, list_models, register
+from .model_names import create_model, list_models, register
 from .spec import (
     BLOCKS, BOTTLENECK_EXPANSION, BRANCH_INITS, CONVS, FAMILIES, IMAGENET_STAGES, INCEPTION_BRANCH, INITS, KINDS, NORMS, SHORTCUTS,
     STAGE_WIDTHS, UNITS, ConfigError, NetSpec, default_span, nearest_depths, spec_problems, valid_depths,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..data import TEST_IMAGES, TRAIN_IMAGES, DataError, dataset_info, held_out
+from ..datasets import TEST_IMAGES, TRAIN_IMAGES, DataError, dataset_info, held_out
 from ..models import build_net, forward_macs
 from ..runtime import resolve_device, resolve_precision
 from .monitor import format_duration

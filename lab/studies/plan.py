@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, experiment_config, make_config
-from ..data import DATASETS
+from ..datasets import DATASETS
 from ..fill import TAG as SIMULATED
 from ..models import ConfigError
 from ..runs.store import RESUMABLE, Store, new_id

@@ -11,7 +11,7 @@ Registering a study (any package can; the built-in ones live in `lab/studies/cat
     register(Study(
         id="my-study", title="...", question="... ?", literature="...",
         grid={"smoke": [Arm("plain-8", dict(kind="plain", depth=8)), ...], "cpu": [...], "paper": [...]},
-        analyse=my_analysis,            # StudyData -> Analysis (lab.studies.data, lab.studies.findings)
+        analyse=my_analysis,            # StudyData -> Analysis (lab.studies.reader, lab.studies.findings)
         figures=my_figures,             # StudyData -> {name: (title, plotly figure)}
     ))
 
@@ -30,7 +30,7 @@ from ..errors import StudyError  # noqa: F401 (re-exported)
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from .data import StudyData
+    from .reader import StudyData
     from .findings import Analysis
 
 BUDGET_NAMES = ("smoke", "cpu", "paper")

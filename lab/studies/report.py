@@ -21,7 +21,7 @@ from ..export import IMAGE_FORMATS, ExportError, csv_bytes, figure_bytes, runs_t
 from ..reference import STUDY_NUMBERS, cite
 from ..runs.monitor import format_duration, overview
 from ..runs.store import Store
-from .data import StudyData
+from .reader import StudyData
 from .findings import Analysis
 from .plan import FinishedRunsOnce, Plan, Slot, Status, make_plan, match, status
 from .registry import Study, get

@@ -10,7 +10,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..config import RunConfig
-from ..data import DeviceLoader
+from ..datasets import DeviceLoader
 from ..models import CifarNet, ConfigError, NetSpec, deepen
 from ..models.deepen import child_names
 from .schedule import momentum_by_name, schedule_rate

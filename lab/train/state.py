@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data import DeviceLoader
+from ..datasets import DeviceLoader
 from ..probes import WEIGHT_METRICS
 
 

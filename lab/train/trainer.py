@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import CHECKPOINT, FORMAT, restore, rng_state, save_checkpoint
 from ..config import RunConfig, validate
-from ..data import DeviceLoader, make_splits
+from ..datasets import DeviceLoader, make_splits
 from ..models import CifarNet, count_parameters, forward_macs, net_for
 from ..probes import (
     InputGradNorms, grad_norms, initial_gradients, layer_names, responses, update_ratios, weight_snapshot,

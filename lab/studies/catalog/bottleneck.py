@@ -11,7 +11,7 @@ at about 150 images/s on 2 cores, 11 minutes a run, which put the study at about
 from __future__ import annotations
 
 from ...reference import cite
-from .. import common
+from .. import comparisons
 from ..findings import TEST_ERROR, Analysis
 from ..registry import Arm, Study, register
 
@@ -38,21 +38,21 @@ def analyse(data) -> Analysis:
     findings = []
     for b, n in PAIRS[data.plan.budget]:
         findings += [
-            common.compare_arms(data, f"Does bottleneck-{n} reach a different test error than basic-{b}?",
+            comparisons.compare_arms(data, f"Does bottleneck-{n} reach a different test error than basic-{b}?",
                                 bottleneck(n), basic(b), "final_test_error", TEST_ERROR),
-            common.compare_arms(data, f"Does bottleneck-{n} train differently from basic-{b}?", bottleneck(n), basic(b)),
-            common.compare_speed_arms(data, f"Does bottleneck-{n} reach the target training error sooner than "
+            comparisons.compare_arms(data, f"Does bottleneck-{n} train differently from basic-{b}?", bottleneck(n), basic(b)),
+            comparisons.compare_speed_arms(data, f"Does bottleneck-{n} reach the target training error sooner than "
                                       f"basic-{b}?", bottleneck(n), basic(b)),
         ]
-    table = common.arm_table(data, speed=True)
-    return Analysis(findings, {"arms": common.table_numbers(table)}, {"arms": table})
+    table = comparisons.arm_table(data, speed=True)
+    return Analysis(findings, {"arms": comparisons.table_numbers(table)}, {"arms": table})
 
 
 def figures(data) -> dict:
     return {
-        "finals": ("Final errors, basic vs bottleneck", common.finals_figure(data)),
-        "curves": ("Training error over iterations", common.curves_figure(data, target=True)),
-        "speed": ("Iterations to the target training error", common.speed_figure(data)),
+        "finals": ("Final errors, basic vs bottleneck", comparisons.finals_figure(data)),
+        "curves": ("Training error over iterations", comparisons.curves_figure(data, target=True)),
+        "speed": ("Iterations to the target training error", comparisons.speed_figure(data)),
     }
 
 

@@ -1,9 +1,9 @@
 """Degradation (the paper's Fig. 6): deeper plain nets train worse, deeper residual nets better."""
 from __future__ import annotations
 
-from ...figures import depth_summary
+from ...run_figures import depth_summary
 from ...reference import cite
-from .. import common
+from .. import comparisons
 from ..findings import Analysis
 from ..registry import Arm, Study, register
 
@@ -22,21 +22,21 @@ def analyse(data) -> Analysis:
     depths = depths_of(data)
     low, high = depths[0], depths[-1]
     findings = [
-        common.compare_arms(data, "Does the plain net train worse as it gets deeper?", net("plain", high), net("plain", low)),
-        common.compare_arms(data, "Does the residual net train better as it gets deeper?", net("residual", high),
+        comparisons.compare_arms(data, "Does the plain net train worse as it gets deeper?", net("plain", high), net("plain", low)),
+        comparisons.compare_arms(data, "Does the residual net train better as it gets deeper?", net("residual", high),
                             net("residual", low)),
     ]
-    findings += [common.compare_arms(data, f"Does the residual net train better than the plain net at {d} layers?",
+    findings += [comparisons.compare_arms(data, f"Does the residual net train better than the plain net at {d} layers?",
                                      net("residual", d), net("plain", d)) for d in depths]
-    table = common.arm_table(data)
-    return Analysis(findings, {"arms": common.table_numbers(table)}, {"arms": table})
+    table = comparisons.arm_table(data)
+    return Analysis(findings, {"arms": comparisons.table_numbers(table)}, {"arms": table})
 
 
 def figures(data) -> dict:
     return {
-        "curves": ("Training curves (Fig. 6)", common.fig6_figure(data)),
+        "curves": ("Training curves (Fig. 6)", comparisons.fig6_figure(data)),
         "depth": ("Final error vs depth", depth_summary(data.frame(("done",)))),
-        "finals": ("Final errors per arm", common.finals_figure(data)),
+        "finals": ("Final errors per arm", comparisons.finals_figure(data)),
     }
 
 

@@ -1,10 +1,10 @@
 """Error vs depth (the paper's Table 6), with the published numbers beside the measured ones."""
 from __future__ import annotations
 
-from ...figures import depth_summary
+from ...run_figures import depth_summary
 from ...reference import cite
-from .. import common
-from ..figures import only_depths
+from .. import comparisons
+from ..arm_figures import only_depths
 from ..findings import TEST_ERROR, Analysis
 from ..registry import Arm, Study, register
 
@@ -21,15 +21,15 @@ def analyse(data) -> Analysis:
     depths = sorted({int(a.arm.options["depth"]) for a in data.plan.arms})
     low, high = depths[0], depths[-1]
     findings = [
-        common.compare_arms(data, "Does the test error fall as the ResNet gets deeper?", net(high), net(low),
+        comparisons.compare_arms(data, "Does the test error fall as the ResNet gets deeper?", net(high), net(low),
                             "final_test_error", TEST_ERROR),
-        common.compare_arms(data, "Does the training error fall as the ResNet gets deeper?", net(high), net(low)),
+        comparisons.compare_arms(data, "Does the training error fall as the ResNet gets deeper?", net(high), net(low)),
     ]
-    table = common.arm_table(data)
+    table = comparisons.arm_table(data)
     entries = [(dict(depth=d), f"{d} layers", net(d), cite(PUBLISHED[d]) if PUBLISHED.get(d) else None)
                for d in depths]
-    rows, comparable, notes = common.beside_published(data, entries, "the paper's Table 6", net(low))
-    numbers = {"arms": common.table_numbers(table), "published": rows, "comparable_with_published": comparable}
+    rows, comparable, notes = comparisons.beside_published(data, entries, "the paper's Table 6", net(low))
+    numbers = {"arms": comparisons.table_numbers(table), "published": rows, "comparable_with_published": comparable}
     return Analysis(findings, numbers, {"arms": table}, notes)
 
 
@@ -38,8 +38,8 @@ def figures(data) -> dict:
     overlay = only_depths(depth_summary(data.frame(("done",)), reference=True), depths)
     return {
         "depth": ("Final error vs depth, with the published numbers at these depths", overlay),
-        "curves": ("Training error over iterations", common.curves_figure(data)),
-        "finals": ("Final errors per depth", common.finals_figure(data)),
+        "curves": ("Training error over iterations", comparisons.curves_figure(data)),
+        "finals": ("Final errors per depth", comparisons.finals_figure(data)),
     }
 
 

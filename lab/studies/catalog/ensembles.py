@@ -15,9 +15,9 @@ import statistics
 
 import pandas as pd
 
-from ...analysis.figures import lesion_deleted, lesion_units
+from ...analysis.result_figures import lesion_deleted, lesion_units
 from ...analysis.lesion import DOWNSAMPLING, SHAPE_KEEPING, unit_kind
-from .. import common
+from .. import comparisons
 from ..findings import Analysis, Metric, compare
 from ..registry import Arm, Study, register
 
@@ -80,7 +80,7 @@ def quarter(data, *arms: str) -> int:
     """A quarter of the shape-keeping units both nets can delete (at least 1): the k of the many-deletions
     question, the same for both nets."""
     counts = [len(r["deleted"].get("candidates") or r["deleted"]["k"]) for arm in arms
-              for r in common.analysis_results(data, arm)[:1]]
+              for r in comparisons.analysis_results(data, arm)[:1]]
     return max(1, min(counts) // 4) if counts else 1
 
 
@@ -91,17 +91,17 @@ def analyse(data) -> Analysis:
     many = Metric(f"test error with {k} shape-keeping unit{'s' if k != 1 else ''} deleted at once", True,
                   "has a higher test error with units deleted than", "has a lower test error with units deleted than")
     findings = [
-        common.compare_results(data, f"Does deleting a single shape-keeping unit hurt {net('residual', d)} less "
+        comparisons.compare_results(data, f"Does deleting a single shape-keeping unit hurt {net('residual', d)} less "
                                f"than {net('plain', d)}?", res, plain, mean_increase, SINGLE),
-        common.compare_results(data, "Among the shape-keeping units, is the worst single deletion milder in the "
+        comparisons.compare_results(data, "Among the shape-keeping units, is the worst single deletion milder in the "
                                "residual net?", res, plain, worst_increase, WORST),
-        common.compare_results(data, f"With {k} shape-keeping unit{'s' if k != 1 else ''} deleted at once, is the "
+        comparisons.compare_results(data, f"With {k} shape-keeping unit{'s' if k != 1 else ''} deleted at once, is the "
                                "residual net's error lower?", res, plain, deleted_error(k), many),
         downsampling_finding(data, res, d),
     ]
     rows = []
     for arm in (res, plain):
-        found = common.analysis_results(data, arm)
+        found = comparisons.analysis_results(data, arm)
         means = [v for v in map(mean_increase, found) if v is not None]
         worst = [v for v in map(worst_increase, found) if v is not None]
         down = [v for v in map(downsampling_increase, found) if v is not None]
@@ -116,29 +116,29 @@ def analyse(data) -> Analysis:
              "error over the intact net's. Plain and residual nets are compared on their shape-keeping units, the "
              "units both can delete (a plain net's downsampling units cannot become the identity); the ResNet's "
              "downsampling units are reported apart (downsampling_single_increase)."]
-    return Analysis(findings, {"lesions": common.table_numbers(table), "k": k}, {"lesions": table}, notes)
+    return Analysis(findings, {"lesions": comparisons.table_numbers(table), "k": k}, {"lesions": table}, notes)
 
 
 def downsampling_finding(data, arm: str, depth: int):
     """Veit et al.'s exception within the ResNet: its downsampling units against its shape-keeping units, per
     seed (paired)."""
     question = f"In {net('residual', depth)}, does deleting a downsampling unit hurt more than a shape-keeping one?"
-    gone = common.missing_results(data, question, arm)
+    gone = comparisons.missing_results(data, question, arm)
     if gone:
         return gone
-    found = common.analysis_results(data, arm)
+    found = comparisons.analysis_results(data, arm)
     return compare(question, "its downsampling units", "its shape-keeping units",
-                   common.by_seed(found, downsampling_increase), common.by_seed(found, mean_increase), DOWN,
+                   comparisons.by_seed(found, downsampling_increase), comparisons.by_seed(found, mean_increase), DOWN,
                    unfinished=data.unfinished(net("residual", depth)))
 
 
 def figures(data) -> dict:
     d = DEPTH[data.plan.budget]
-    found = common.analysis_results(data, lesions("residual", d)) + common.analysis_results(data, lesions("plain", d))
+    found = comparisons.analysis_results(data, lesions("residual", d)) + comparisons.analysis_results(data, lesions("plain", d))
     return {
         "lesion-units": ("Test error with one unit deleted (Veit Fig. 3)", lesion_units(found)),
         "lesion-deleted": ("Test error with k units deleted (Veit Fig. 5a)", lesion_deleted(found)),
-        "finals": ("Final errors of the trained nets", common.finals_figure(data)),
+        "finals": ("Final errors of the trained nets", comparisons.finals_figure(data)),
     }
 
 

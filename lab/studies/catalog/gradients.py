@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .. import common
-from ..figures import layer_lines, ratio_over_training
+from .. import comparisons
+from ..arm_figures import layer_lines, ratio_over_training
 from ..findings import EFFECT, NO_CLEAR, NOT_ENOUGH, Analysis, Finding
 from ..registry import Arm, Study, register
 from ..stats import MIN_SEEDS, summarise
@@ -91,8 +91,8 @@ def gradient_finding(data, arm: str) -> Finding:
         numbers["input_start"] = geometric([s.iloc[0] for s in inputs])
     err = summarise(data.finals(arm, "final_train_error"))
     if start["n"] < MIN_SEEDS:
-        at = common.diverged_at(data.runs(arm, ("diverged",)))
-        gone = f"; {len(at)} diverged, at {common.iterations_phrase(at)}" if at else ""
+        at = comparisons.diverged_at(data.runs(arm, ("diverged",)))
+        gone = f"; {len(at)} diverged, at {comparisons.iterations_phrase(at)}" if at else ""
         numbers["diverged_at"] = at
         return Finding(question, NOT_ENOUGH, f"Not enough seeds to tell whether {arm}'s gradients vanish: "
                        f"{start['n']} finished (at least {MIN_SEEDS} needed){gone}.", numbers)
@@ -133,13 +133,13 @@ def synthesis(data, degradation: Finding, deep: str) -> Finding:
 
 def analyse(data) -> Analysis:
     shallow, deep = DEPTHS[data.plan.budget]
-    degradation = common.compare_arms(data, f"Does plain-{deep} train worse than plain-{shallow}?",
+    degradation = comparisons.compare_arms(data, f"Does plain-{deep} train worse than plain-{shallow}?",
                                       name("plain", deep, "bn"), name("plain", shallow, "bn"))
     findings = [degradation]
     findings += [gradient_finding(data, name(k, deep, n)) for n in ("bn", "none") for k in ("plain", "residual")
                  if data.has_arm(name(k, deep, n))]
     findings.append(synthesis(data, degradation, name("plain", deep, "bn")))
-    table = common.arm_table(data)
+    table = comparisons.arm_table(data)
     ratio_rows = []
     for arm in data.arm_names:
         series = run_ratios(data, arm)
@@ -151,7 +151,7 @@ def analyse(data) -> Analysis:
                 row[f"{metric}_ratio_start"] = geometric([s.iloc[0] for s in other])["ratio"]
         ratio_rows.append(row)
     ratio_table = pd.DataFrame(ratio_rows)
-    numbers = {"arms": common.table_numbers(table), "ratios": common.table_numbers(ratio_table)}
+    numbers = {"arms": comparisons.table_numbers(table), "ratios": comparisons.table_numbers(ratio_table)}
     return Analysis(findings, numbers, {"arms": table, "gradient ratios": ratio_table})
 
 
@@ -170,7 +170,7 @@ def figures(data) -> dict:
     def profiles(metric, when):
         out = {}
         for a in arms:
-            df = common.mean_profile(data, a, metric, when)
+            df = comparisons.mean_profile(data, a, metric, when)
             if not df.empty:
                 out[a] = df
         return out
@@ -193,7 +193,7 @@ def figures(data) -> dict:
             profiles("update_ratio", "first"), "‖ΔW‖ / ‖W‖ per layer, start", "‖ΔW‖ / ‖W‖", True))
         out["update-end"] = ("Update-to-weight ratio per layer at the end", layer_lines(
             profiles("update_ratio", "last"), "‖ΔW‖ / ‖W‖ per layer, end", "‖ΔW‖ / ‖W‖", True))
-    out["curves"] = ("Training error over iterations", common.curves_figure(data))
+    out["curves"] = ("Training error over iterations", comparisons.curves_figure(data))
     return out
 
 

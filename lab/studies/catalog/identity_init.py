@@ -1,7 +1,7 @@
 """Identity initialisation: does a plain net that starts as (nearly) the identity still degrade?"""
 from __future__ import annotations
 
-from .. import common
+from .. import comparisons
 from ..findings import Analysis
 from ..registry import Arm, Study, register
 
@@ -32,22 +32,22 @@ def analyse(data) -> Analysis:
     shallow, deep = DEPTHS[data.plan.budget]
     n = names(deep)
     findings = [
-        common.compare_arms(data, "With BN, does identity initialisation change how the deep plain net trains?",
+        comparisons.compare_arms(data, "With BN, does identity initialisation change how the deep plain net trains?",
                             n["identity"], n["he"]),
-        common.compare_arms(data, "Without BN, does identity initialisation change how the deep plain net trains?",
+        comparisons.compare_arms(data, "Without BN, does identity initialisation change how the deep plain net trains?",
                             n["identity-nobn"], n["he-nobn"]),
-        common.compare_arms(data, "Does the identity-initialised plain net still degrade (train worse than the "
+        comparisons.compare_arms(data, "Does the identity-initialised plain net still degrade (train worse than the "
                             "shallow plain net)?", n["identity"], f"plain-{shallow}"),
-        common.compare_arms(data, "How does it compare with the ResNet of the same depth?", n["identity"], n["resnet"]),
+        comparisons.compare_arms(data, "How does it compare with the ResNet of the same depth?", n["identity"], n["resnet"]),
     ]
-    table = common.arm_table(data)
-    return Analysis(findings, {"arms": common.table_numbers(table)}, {"arms": table})
+    table = comparisons.arm_table(data)
+    return Analysis(findings, {"arms": comparisons.table_numbers(table)}, {"arms": table})
 
 
 def figures(data) -> dict:
     return {
-        "curves": ("Training error over iterations", common.curves_figure(data)),
-        "finals": ("Final errors per arm", common.finals_figure(data)),
+        "curves": ("Training error over iterations", comparisons.curves_figure(data)),
+        "finals": ("Final errors per arm", comparisons.finals_figure(data)),
     }
 
 

@@ -11,11 +11,11 @@ The nets are the paper's Table 1 (the `imagenet` family, shortcut B). Budgets:
 """
 from __future__ import annotations
 
-from ...figures import depth_summary
+from ...run_figures import depth_summary
 from ...imagefolder import synthetic_folder
 from ...models import IMAGENET_STAGES
 from ...reference import cite
-from .. import common
+from .. import comparisons
 from ..findings import Analysis
 from ..registry import Arm, Study, register
 
@@ -48,27 +48,27 @@ def grid(budget: str) -> list[Arm]:
 def analyse(data) -> Analysis:
     low, high = 18, 34
     findings = [
-        common.compare_arms(data, "Does the plain net train worse as it gets deeper?", net("plain", high),
+        comparisons.compare_arms(data, "Does the plain net train worse as it gets deeper?", net("plain", high),
                             net("plain", low)),
-        common.compare_arms(data, "Does the residual net train better as it gets deeper?", net("residual", high),
+        comparisons.compare_arms(data, "Does the residual net train better as it gets deeper?", net("residual", high),
                             net("residual", low)),
     ]
-    findings += [common.compare_arms(data, f"Does the residual net train better than the plain net at {d} layers?",
+    findings += [comparisons.compare_arms(data, f"Does the residual net train better than the plain net at {d} layers?",
                                      net("residual", d), net("plain", d)) for d in (low, high)]
     names = {a.name for a in data.plan.arms}
-    findings += [common.compare_arms(data, f"Does ResNet-{d} (bottleneck units) train better than ResNet-34?",
+    findings += [comparisons.compare_arms(data, f"Does ResNet-{d} (bottleneck units) train better than ResNet-34?",
                                      net("residual", d), net("residual", high))
                  for d in (50, 101, 152) if net("residual", d) in names]
-    table = common.arm_table(data)
-    return Analysis(findings, {"arms": common.table_numbers(table)}, {"arms": table})
+    table = comparisons.arm_table(data)
+    return Analysis(findings, {"arms": comparisons.table_numbers(table)}, {"arms": table})
 
 
 def figures(data) -> dict:
     return {
-        "curves": ("Training curves (Fig. 4)", common.fig6_figure(
+        "curves": ("Training curves (Fig. 4)", comparisons.fig6_figure(
             data, title="Training curves (Fig. 4): training error (thin, dashed), test error (bold)")),
         "depth": ("Final error vs depth", depth_summary(data.frame(("done",)))),
-        "finals": ("Final errors per arm", common.finals_figure(data)),
+        "finals": ("Final errors per arm", comparisons.finals_figure(data)),
     }
 
 

@@ -6,7 +6,7 @@ projection back to the stream), 12n+2 layers, plain (no shortcut) or residual wi
 """
 from __future__ import annotations
 
-from .. import common
+from .. import comparisons
 from ..findings import Analysis
 from ..registry import Arm, Study, register
 
@@ -41,30 +41,30 @@ def analyse(data) -> Analysis:
     for d in DEPTHS[budget]:
         plain, res = name(d, None), name(d, 1.0)
         findings += [
-            common.compare_speed_arms(data, f"At {d} layers, does the residual Inception net reach the target "
+            comparisons.compare_speed_arms(data, f"At {d} layers, does the residual Inception net reach the target "
                                       "training error sooner than the plain one?", res, plain),
-            common.compare_arms(data, f"At {d} layers, does the residual Inception net end with a lower training "
+            comparisons.compare_arms(data, f"At {d} layers, does the residual Inception net end with a lower training "
                                 "error than the plain one?", res, plain),
         ]
-        findings += [common.compare_arms(data, f"At {d} layers, does scaling the residual branch by {s:g} change "
+        findings += [comparisons.compare_arms(data, f"At {d} layers, does scaling the residual branch by {s:g} change "
                                          "the final training error?", name(d, s), res)
                      for s in scales(budget, d) if s != 1.0]
     low, high = DEPTHS[budget]
     findings += [
-        common.compare_arms(data, "Does the plain Inception net train worse as it gets deeper?", name(high, None),
+        comparisons.compare_arms(data, "Does the plain Inception net train worse as it gets deeper?", name(high, None),
                             name(low, None)),
-        common.compare_arms(data, "Does the residual Inception net train better as it gets deeper?", name(high, 1.0),
+        comparisons.compare_arms(data, "Does the residual Inception net train better as it gets deeper?", name(high, 1.0),
                             name(low, 1.0)),
     ]
-    table = common.arm_table(data, speed=True)
-    return Analysis(findings, {"arms": common.table_numbers(table)}, {"arms": table})
+    table = comparisons.arm_table(data, speed=True)
+    return Analysis(findings, {"arms": comparisons.table_numbers(table)}, {"arms": table})
 
 
 def figures(data) -> dict:
     return {
-        "curves": ("Training error over iterations", common.curves_figure(data, target=True)),
-        "speed": ("Iterations to the target training error", common.speed_figure(data)),
-        "finals": ("Final errors per arm", common.finals_figure(data)),
+        "curves": ("Training error over iterations", comparisons.curves_figure(data, target=True)),
+        "speed": ("Iterations to the target training error", comparisons.speed_figure(data)),
+        "finals": ("Final errors per arm", comparisons.finals_figure(data)),
     }
 
 

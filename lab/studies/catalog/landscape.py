@@ -15,9 +15,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from ...analysis.figures import landscape_1d
+from ...analysis.result_figures import landscape_1d
 from ...reference import cite
-from .. import common
+from .. import comparisons
 from ..findings import Analysis, Metric
 from ..registry import Arm, Study, register
 
@@ -74,18 +74,18 @@ def non_convexity(result: dict) -> float | None:
 def analyse(data) -> Analysis:
     depths = DEPTHS[data.plan.budget]
     low, deep = depths[0], depths[-1]
-    findings = [common.compare_results(data, f"Is resnet-{d}'s loss basin flatter than plain-{d}'s?",
+    findings = [comparisons.compare_results(data, f"Is resnet-{d}'s loss basin flatter than plain-{d}'s?",
                                        sliced("residual", d), sliced("plain", d), flatness, FLAT) for d in depths]
     findings += [
-        common.compare_results(data, f"Is resnet-{deep}'s loss slice more convex than plain-{deep}'s?",
+        comparisons.compare_results(data, f"Is resnet-{deep}'s loss slice more convex than plain-{deep}'s?",
                                sliced("residual", deep), sliced("plain", deep), non_convexity, BENT),
-        common.compare_results(data, f"Does the plain net's slice get less convex with depth ({low} to {deep} layers)?",
+        comparisons.compare_results(data, f"Does the plain net's slice get less convex with depth ({low} to {deep} layers)?",
                                sliced("plain", deep), sliced("plain", low), non_convexity, BENT),
     ]
     rows = []
     for k in ("plain", "residual"):
         for d in depths:
-            found = common.analysis_results(data, sliced(k, d))
+            found = comparisons.analysis_results(data, sliced(k, d))
             flat = [v for v in map(flatness, found) if v is not None]
             bent = [v for v in map(non_convexity, found) if v is not None]
             rows.append(dict(arm=sliced(k, d), results=len(found),
@@ -93,15 +93,15 @@ def analyse(data) -> Analysis:
                              non_convexity=float(np.mean(bent)) if bent else None,
                              origin_loss=float(np.mean([r["origin"]["loss"] for r in found])) if found else None))
     table = pd.DataFrame(rows)
-    return Analysis(findings, {"landscapes": common.table_numbers(table)}, {"landscapes": table})
+    return Analysis(findings, {"landscapes": comparisons.table_numbers(table)}, {"landscapes": table})
 
 
 def figures(data) -> dict:
     found = [r for k in ("plain", "residual") for d in DEPTHS[data.plan.budget]
-             for r in common.analysis_results(data, sliced(k, d))]
+             for r in comparisons.analysis_results(data, sliced(k, d))]
     return {
         "landscape-1d": ("Loss landscape, 1-D slices (Li et al.)", landscape_1d(found)),
-        "finals": ("Final errors of the trained nets", common.finals_figure(data)),
+        "finals": ("Final errors of the trained nets", comparisons.finals_figure(data)),
     }
 
 

@@ -19,9 +19,9 @@ after 2N iterations in total. The arms:
 """
 from __future__ import annotations
 
-from ...figures import join_parent_curves
-from .. import common
-from .. import figures as sfig
+from ...run_figures import join_parent_curves
+from .. import comparisons
+from .. import arm_figures as sfig
 from ..budgets import iterations
 from ..findings import TEST_ERROR, Analysis
 from ..registry import Arm, Study, register
@@ -64,22 +64,22 @@ def grid(budget: str) -> list[Arm]:
 def analyse(data) -> Analysis:
     n = names(data.plan.budget)
     findings = [
-        common.compare_arms(data, "With the same two cycles of the schedule (a warm restart after N iterations), "
+        comparisons.compare_arms(data, "With the same two cycles of the schedule (a warm restart after N iterations), "
                             "does the deepened plain net end worse than the shallow one (does degradation come "
                             "back)?", n["deepened"], n["restarted"]),
-        common.compare_arms(data, "Does it end with a higher test error than the shallow one restarted the same "
+        comparisons.compare_arms(data, "Does it end with a higher test error than the shallow one restarted the same "
                             "way?", n["deepened"], n["restarted"], "final_test_error", TEST_ERROR),
-        common.compare_arms(data, "Continuing the parent's optimizer and final learning rate instead (no restart), "
+        comparisons.compare_arms(data, "Continuing the parent's optimizer and final learning rate instead (no restart), "
                             "does the deepened net end worse than the shallow one continued the same way?",
                             n["deepened_continued"], n["continued"]),
-        common.compare_arms(data, "Does the warm restart itself change where the shallow net ends, against one "
+        comparisons.compare_arms(data, "Does the warm restart itself change where the shallow net ends, against one "
                             "schedule of the same total length?", n["restarted"], n["shallow"]),
-        common.compare_arms(data, "How far is the deepened net from the ResNet of the same depth trained as long "
+        comparisons.compare_arms(data, "How far is the deepened net from the ResNet of the same depth trained as long "
                             "(one schedule)?", n["deepened"], n["resnet"]),
-        common.compare_arms(data, "Does deepening a trained net beat training the deep plain net from scratch "
+        comparisons.compare_arms(data, "Does deepening a trained net beat training the deep plain net from scratch "
                             "(one schedule)?", n["deepened"], n["plain"]),
     ]
-    table = common.arm_table(data)
+    table = comparisons.arm_table(data)
     notes = [f"{n['deepened']} and {n['restarted']} start from the final checkpoint of {n['parent']} (same seed), "
              "one deepened and one not, and both train on a fresh schedule of their own (a warm restart): "
              "the first two verdicts compare them, so the schedule is the same on both sides and only the "
@@ -88,7 +88,7 @@ def analyse(data) -> Analysis:
              f"{2 * iterations(data.plan.budget, ID)} iterations from scratch follow one schedule, so the last "
              "three verdicts compare different schedules; every final number is after the same total number of "
              "iterations."]
-    return Analysis(findings, {"arms": common.table_numbers(table)}, {"arms": table}, notes)
+    return Analysis(findings, {"arms": comparisons.table_numbers(table)}, {"arms": table}, notes)
 
 
 def joined_curves(data, name: str = "train_error") -> dict[str, list]:
@@ -112,7 +112,7 @@ def figures(data) -> dict:
         "curves": ("Training error over total iterations (each child joined to its parent)", sfig.arm_curves(
             joined_curves(data), f"Training error (smoothed) over total iterations; {deepened} and the other "
             "children continue their parent's curve")),
-        "finals": ("Final errors after the same total iterations", common.finals_figure(data)),
+        "finals": ("Final errors after the same total iterations", comparisons.finals_figure(data)),
     }
 
 

@@ -3,7 +3,7 @@ numbers beside the measured ones."""
 from __future__ import annotations
 
 from ...reference import cite
-from .. import common
+from .. import comparisons
 from ..findings import TEST_ERROR, Analysis
 from ..registry import Arm, Study, register
 
@@ -31,29 +31,29 @@ def analyse(data) -> Analysis:
     findings = []
     for d, _ in nets:
         findings += [
-            common.compare_arms(data, f"At {d} layers, do pre-activation units reach a different test error than "
+            comparisons.compare_arms(data, f"At {d} layers, do pre-activation units reach a different test error than "
                                 "the original ones?", name(d, "preact"), name(d, "original"), "final_test_error",
                                 TEST_ERROR),
-            common.compare_arms(data, f"At {d} layers, do pre-activation units train differently from the original "
+            comparisons.compare_arms(data, f"At {d} layers, do pre-activation units train differently from the original "
                                 "ones?", name(d, "preact"), name(d, "original")),
         ]
     low, high = nets[0][0], nets[-1][0]
-    findings.append(common.compare_arms(data, f"Does the pre-activation net gain from depth ({low} to {high} layers)?",
+    findings.append(comparisons.compare_arms(data, f"Does the pre-activation net gain from depth ({low} to {high} layers)?",
                                         name(high, "preact"), name(low, "preact"), "final_test_error", TEST_ERROR))
-    table = common.arm_table(data)
+    table = comparisons.arm_table(data)
     entries = [(dict(arm=name(d, u)), name(d, u), name(d, u),
                 cite(PUBLISHED[(d, u)]) if PUBLISHED.get((d, u)) else None) for d, _ in nets for u in UNITS]
-    rows, comparable, notes = common.beside_published(data, entries, "He et al. 2016", name(low, "original"),
+    rows, comparable, notes = comparisons.beside_published(data, entries, "He et al. 2016", name(low, "original"),
                                                       detail=" (median of 5)")
-    numbers = {"arms": common.table_numbers(table), "published": rows, "comparable_with_published": comparable}
+    numbers = {"arms": comparisons.table_numbers(table), "published": rows, "comparable_with_published": comparable}
     return Analysis(findings, numbers, {"arms": table}, notes)
 
 
 def figures(data) -> dict:
     return {
-        "finals": ("Final errors, original vs pre-activation units", common.finals_figure(data)),
-        "curves": ("Training error over iterations", common.curves_figure(data)),
-        "test-curves": ("Test error over iterations", common.curves_figure(
+        "finals": ("Final errors, original vs pre-activation units", comparisons.finals_figure(data)),
+        "curves": ("Training error over iterations", comparisons.curves_figure(data)),
+        "test-curves": ("Test error over iterations", comparisons.curves_figure(
             data, name="test_error", title="Test error at each evaluation, mean over seeds")),
     }
 

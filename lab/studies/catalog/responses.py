@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from ...figures import response_profile
-from .. import common
-from ..figures import layer_lines
+from ...run_figures import response_profile
+from .. import comparisons
+from ..arm_figures import layer_lines
 from ..findings import Analysis, Metric, compare, unavailable
 from ..registry import Arm, Study, register
 
@@ -44,7 +44,7 @@ def layer_mean(df, early: bool = False) -> float:
 
 
 def per_seed(data, arm, metric, when="last", early=False) -> list[float]:
-    return [layer_mean(df, early) for df in common.per_run_layers(data, arm, metric, when)]
+    return [layer_mean(df, early) for df in comparisons.per_run_layers(data, arm, metric, when)]
 
 
 def mean_of(values) -> float:
@@ -87,9 +87,9 @@ def analyse(data) -> Analysis:
     else:
         findings.append(unavailable(question, f"Explaining {pdeep}'s early responses needs the probes "
                                     f"{', '.join(EXPLAIN)}, which these runs did not record."))
-    table = common.arm_table(data)
+    table = comparisons.arm_table(data)
     means = {arm: {"response_std_end": mean_of(per_seed(data, arm, "response_std"))} for arm in data.arm_names}
-    return Analysis(findings, {"arms": common.table_numbers(table), "responses": means, "explanation": numbers},
+    return Analysis(findings, {"arms": comparisons.table_numbers(table), "responses": means, "explanation": numbers},
                     {"arms": table}, notes)
 
 
@@ -113,9 +113,9 @@ def figures(data) -> dict:
     def profiles(metric, when="last"):
         out = {}
         for a in arms:
-            df = common.mean_profile(data, a, metric, when)
+            df = comparisons.mean_profile(data, a, metric, when)
             if not df.empty:
-                out[common.profile_label(data, a, metric)] = df
+                out[comparisons.profile_label(data, a, metric)] = df
         return out
 
     out = {"responses": ("Layer responses at the end (Fig. 7), running BN statistics",
@@ -134,7 +134,7 @@ def figures(data) -> dict:
                                                                    "mean |γ|", log_y=True))
         out["bn-beta"] = ("BN shift spread std(β) per layer", layer_lines(
             profiles("bn_beta_std"), "std(β) per layer, end of training", "std(β)", log_y=True))
-    out["finals"] = ("Final errors per arm", common.finals_figure(data))
+    out["finals"] = ("Final errors per arm", comparisons.finals_figure(data))
     return out
 
 

@@ -38,9 +38,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from ...analysis.figures import shatter_depth, shatter_distance
+from ...analysis.result_figures import shatter_depth, shatter_distance
 from ...analysis.shatter import white_noise_level
-from .. import common
+from .. import comparisons
 from ..findings import Analysis, Finding, Metric
 from ..registry import Arm, Study, register
 
@@ -91,7 +91,7 @@ def correlation(result: dict) -> float | None:
 def compare(data, question: str, a: tuple[str, int], b: tuple[str, int], when: str):
     """Nets a and b ((kind, depth)) on their summary correlation, at initialisation or trained."""
     label = "at init" if when == "init" else "trained"
-    return common.compare_results(data, question, shattering(*a, when), shattering(*b, when), correlation, CORRELATION,
+    return comparisons.compare_results(data, question, shattering(*a, when), shattering(*b, when), correlation, CORRELATION,
                                   names=(f"{net(*a)} {label}", f"{net(*b)} {label}"))
 
 
@@ -114,7 +114,7 @@ def analyse(data) -> Analysis:
     for w in WHEN:
         for k in ("plain", "residual"):
             for d in measured(data.plan.budget, w):
-                values = [v for v in map(correlation, common.analysis_results(data, shattering(k, d, w)))
+                values = [v for v in map(correlation, comparisons.analysis_results(data, shattering(k, d, w)))
                           if v is not None]
                 rows.append(dict(arm=shattering(k, d, w), kind=k, depth=d, when=w, results=len(values),
                                  correlation_mean=float(np.mean(values)) if values else None,
@@ -124,7 +124,7 @@ def analyse(data) -> Analysis:
              "gradients are taken (a fresh net's (0, 1) statistics would make every BN the identity); the "
              "correlation compared is that of neighbouring inputs on the line (see the study's docstring for why "
              "that distance)."]
-    return Analysis(findings, {"correlations": common.table_numbers(table), "depth_fit": fits},
+    return Analysis(findings, {"correlations": comparisons.table_numbers(table), "depth_fit": fits},
                     {"correlations": table}, notes)
 
 
@@ -141,7 +141,7 @@ def depth_fit(data, kind: str) -> dict:
     decay length instead."""
     depths, means, floors = [], [], []
     for d in measured(data.plan.budget, "init"):
-        found = common.analysis_results(data, shattering(kind, d, "init"))
+        found = comparisons.analysis_results(data, shattering(kind, d, "init"))
         values = [v for v in map(correlation, found) if v is not None]
         if not values:
             continue
@@ -215,7 +215,7 @@ def with_fit(finding: Finding, fit: dict) -> Finding:
 
 def _all(data) -> list[dict]:
     return [r for w in WHEN for k in ("plain", "residual") for d in measured(data.plan.budget, w)
-            for r in common.analysis_results(data, shattering(k, d, w))]
+            for r in comparisons.analysis_results(data, shattering(k, d, w))]
 
 
 def figures(data) -> dict:
@@ -223,7 +223,7 @@ def figures(data) -> dict:
     return {
         "shatter-depth": ("Gradient correlation vs depth, at initialisation and trained", shatter_depth(found)),
         "shatter-distance": ("Gradient correlation vs input distance", shatter_distance(found)),
-        "finals": ("Final errors of the trained nets", common.finals_figure(
+        "finals": ("Final errors of the trained nets", comparisons.finals_figure(
             data, [net(k, d) for k in ("plain", "residual") for d in DEPTHS[data.plan.budget]
                    if d not in INIT_ONLY[data.plan.budget]])),
     }

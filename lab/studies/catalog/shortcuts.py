@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...reference import cite
-from .. import common
+from .. import comparisons
 from ..findings import TEST_ERROR, Analysis
 from ..registry import Arm, Study, register
 
@@ -32,17 +32,17 @@ def analyse(data) -> Analysis:
     findings = []
     for d in DEPTHS[data.plan.budget]:
         for other in ("B", "C"):
-            findings.append(common.compare_arms(
+            findings.append(comparisons.compare_arms(
                 data, f"At {d} layers, does option {other} reach a different test error than option A?",
                 name(d, other), name(d, "A"), "final_test_error", TEST_ERROR))
-    table = common.arm_table(data)
-    return Analysis(findings, {"arms": common.table_numbers(table)}, {"arms": table})
+    table = comparisons.arm_table(data)
+    return Analysis(findings, {"arms": comparisons.table_numbers(table)}, {"arms": table})
 
 
 def figures(data) -> dict:
     return {
-        "finals": ("Final errors per shortcut option", common.finals_figure(data)),
-        "curves": ("Training error over iterations", common.curves_figure(data)),
+        "finals": ("Final errors per shortcut option", comparisons.finals_figure(data)),
+        "curves": ("Training error over iterations", comparisons.curves_figure(data)),
     }
 
 

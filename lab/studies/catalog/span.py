@@ -1,7 +1,7 @@
 """Shortcut span: a fixed number of weighted layers, only the number of layers a shortcut skips varies."""
 from __future__ import annotations
 
-from .. import common
+from .. import comparisons
 from ..findings import Analysis
 from ..registry import Arm, Study, register
 
@@ -27,27 +27,27 @@ def grid(budget: str) -> list[Arm]:
 def analyse(data) -> Analysis:
     d = DEPTH[data.plan.budget]
     base = arm(d, PAPER_SPAN)
-    findings = [common.compare_arms(data, f"Does a span of {s} train differently from the paper's span of 2?",
+    findings = [comparisons.compare_arms(data, f"Does a span of {s} train differently from the paper's span of 2?",
                                     arm(d, s), base) for s in SPANS[data.plan.budget] if s != PAPER_SPAN]
-    findings.append(common.compare_arms(data, "Does the plain net train worse than the paper's span of 2?",
+    findings.append(comparisons.compare_arms(data, "Does the plain net train worse than the paper's span of 2?",
                                         f"plain-{d}", base))
-    findings.append(common.compare_speed_arms(data, "Does a single-layer shortcut (span 1) train faster or slower "
+    findings.append(comparisons.compare_speed_arms(data, "Does a single-layer shortcut (span 1) train faster or slower "
                                               "than span 2?", arm(d, 1), base))
-    table = common.arm_table(data, speed=True)
+    table = comparisons.arm_table(data, speed=True)
     notes = []
     done = table.dropna(subset=["train_error_mean"])
     if len(done) > 1:
         best = done.sort_values("train_error_mean").iloc[0]
         notes.append(f"Lowest mean final training error: {best['arm']} ({best['train_error_mean']:.1f}%, "
                      f"{int(best['done'])} seed(s)); the findings above say which differences are clear.")
-    return Analysis(findings, {"arms": common.table_numbers(table)}, {"arms": table}, notes)
+    return Analysis(findings, {"arms": comparisons.table_numbers(table)}, {"arms": table}, notes)
 
 
 def figures(data) -> dict:
     return {
-        "curves": ("Training error over iterations, per span", common.curves_figure(data, target=True)),
-        "finals": ("Final errors per span", common.finals_figure(data)),
-        "speed": ("Iterations to the target training error", common.speed_figure(data)),
+        "curves": ("Training error over iterations, per span", comparisons.curves_figure(data, target=True)),
+        "finals": ("Final errors per span", comparisons.finals_figure(data)),
+        "speed": ("Iterations to the target training error", comparisons.speed_figure(data)),
     }
 
 

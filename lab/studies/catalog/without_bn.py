@@ -9,10 +9,10 @@ never averaged into a final error.
 """
 from __future__ import annotations
 
-from ...data import dataset_info
+from ...datasets import dataset_info
 from ...reference import cite
 from ...series import mean_sd
-from .. import common
+from .. import comparisons
 from ..findings import EFFECT, NO_CLEAR, NOT_ENOUGH, Analysis, Finding
 from ..registry import Arm, Study, register
 from ..stats import MIN_SEEDS
@@ -62,7 +62,7 @@ def trains(data, arm: str) -> Finding:
     runs = data.runs(arm, ("done", "diverged"))
     done = runs[runs["status"] == "done"] if not runs.empty else runs
     diverged = runs[runs["status"] == "diverged"] if not runs.empty else runs
-    at = common.diverged_at(runs)
+    at = comparisons.diverged_at(runs)
     finals = data.finals(arm)
     chance = chance_error(data, arm)
     learned = [100 * v for v in finals if v < chance - CHANCE_MARGIN]
@@ -74,7 +74,7 @@ def trains(data, arm: str) -> Finding:
     if n < MIN_SEEDS:
         return Finding(question, NOT_ENOUGH, f"Not enough seeds to tell whether {arm} trains: {n} finished (at least "
                        f"{MIN_SEEDS} needed).", numbers)
-    where = common.iterations_phrase(at)
+    where = comparisons.iterations_phrase(at)
     trained = f"final training error {err:.1f}%" + (f" ± {sd:.1f}" if len(learned) > 1 else "")
     at_chance = (f"{len(stuck)} of {n} ended at chance ({', '.join(f'{v:.1f}%' for v in stuck)} training error)"
                  if stuck else "")
@@ -99,17 +99,17 @@ def analyse(data) -> Analysis:
     deep = depths[-1]
     for arm, kind, v in arms_at(deep):
         if v != "BN":
-            findings.append(common.compare_arms(data, f"Without BN, does {arm} train worse than with BN?", arm,
+            findings.append(comparisons.compare_arms(data, f"Without BN, does {arm} train worse than with BN?", arm,
                                                 name(kind, deep, "BN")))
-    table = common.arm_table(data)
-    return Analysis(findings, {"arms": common.table_numbers(table)}, {"arms": table})
+    table = comparisons.arm_table(data)
+    return Analysis(findings, {"arms": comparisons.table_numbers(table)}, {"arms": table})
 
 
 def figures(data) -> dict:
     return {
         "curves": ("Training error over iterations (a diverged run's curve stops where it diverged)",
-                   common.curves_figure(data)),
-        "finals": ("Final errors of the runs that finished", common.finals_figure(data)),
+                   comparisons.curves_figure(data)),
+        "finals": ("Final errors of the runs that finished", comparisons.finals_figure(data)),
     }
 
 

@@ -1,4 +1,4 @@
-"""Named views: stored results -> figures. The dashboard pages and `python -m lab export` both use these,
+"""Named views: stored results -> run_figures. The dashboard pages and `python -m lab export` both use these,
 so a figure in a report is the figure on the screen."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import figures
+from . import run_figures
 from .runs.store import Store, StoreError
 
 
@@ -29,7 +29,7 @@ def curves(store: Store, runs: pd.DataFrame, x: str = "iterations", smoothing: f
         ids += ancestors["id"].tolist()
     known = pd.concat([runs, ancestors], ignore_index=True) if not ancestors.empty else runs
     scalars = cached_scalars(store, known, names) if ids else pd.DataFrame()
-    return figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band,
+    return run_figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band,
                                    max_points=max_points, join_parents=join_parents, ancestors=ancestors)
 
 
@@ -130,7 +130,7 @@ def _ancestors(store: Store, runs: pd.DataFrame, limit: int = 16) -> pd.DataFram
     """Rows (config fields as columns, like `store.runs()`) of the parents, and their parents, of the deepened
     runs among `runs` that are not in `runs` themselves."""
     rows: dict[str, dict] = {}
-    frontier = figures.parent_links(runs)
+    frontier = run_figures.parent_links(runs)
     for _ in range(limit):
         nxt = {}
         for ref, _iteration in frontier.values():
@@ -140,7 +140,7 @@ def _ancestors(store: Store, runs: pd.DataFrame, limit: int = 16) -> pd.DataFram
                 continue
             if parent["id"] not in rows and parent["id"] not in set(runs["id"]):
                 rows[parent["id"]] = row = {**parent["config"], **parent}
-                nxt.update(figures.parent_links(pd.DataFrame([row])))
+                nxt.update(run_figures.parent_links(pd.DataFrame([row])))
         if not nxt:
             break
         frontier = nxt
@@ -148,7 +148,7 @@ def _ancestors(store: Store, runs: pd.DataFrame, limit: int = 16) -> pd.DataFram
 
 
 def depth(store: Store, runs: pd.DataFrame, reference: bool = False) -> go.Figure:
-    return figures.depth_summary(runs, reference=reference)
+    return run_figures.depth_summary(runs, reference=reference)
 
 
 def layer_profiles(store: Store, runs: pd.DataFrame, metric: str, at: float = 1.0) -> tuple[dict[str, pd.DataFrame], str]:
@@ -191,13 +191,13 @@ def responses(store: Store, runs: pd.DataFrame, at: float = 1.0, metric: str = "
     profiles, note = layer_profiles(store, runs, metric, at)
     what = LAYER_METRICS[metric]
     title = ("Layer responses, " + what + " (Fig. 7)") if metric.startswith("response") else ("3x3 layers: " + what)
-    return figures.response_profile(profiles, title=title + (f", {note}" if note else ""),
+    return run_figures.response_profile(profiles, title=title + (f", {note}" if note else ""),
                                     what=what.split(" (")[0] if metric.startswith("response") else what)
 
 
 def residual_ratios(store: Store, runs: pd.DataFrame, at: float = 1.0) -> go.Figure:
     profiles, _ = layer_profiles(store, runs[runs["kind"] == "residual"] if not runs.empty else runs, "residual_ratio", at)
-    return figures.residual_ratio_profile(profiles)
+    return run_figures.residual_ratio_profile(profiles)
 
 
 def gradients(store: Store, runs: pd.DataFrame, at: float = 1.0, metric: str = "grad_norm") -> go.Figure:
@@ -205,7 +205,7 @@ def gradients(store: Store, runs: pd.DataFrame, at: float = 1.0, metric: str = "
     profiles, note = layer_profiles(store, runs, metric, at)
     title = {"grad_norm": "Gradient norm by layer", "input_grad_norm": "Input-gradient norm by layer",
              "update_ratio": "Update-to-weight ratio by layer"}[metric]
-    return figures.gradient_profile(profiles, note, what=LAYER_METRICS[metric], title=title)
+    return run_figures.gradient_profile(profiles, note, what=LAYER_METRICS[metric], title=title)
 
 
 def gradient_ratio(store: Store, runs: pd.DataFrame) -> go.Figure:
@@ -219,16 +219,16 @@ def gradient_ratio(store: Store, runs: pd.DataFrame) -> go.Figure:
             df = df[df["layer"].isin([df["layer"].min(), df["layer"].max()])]
         if not df.empty:
             series[run_label(run, with_seed=seeds.get(run["label"], 1) > 1)] = df
-    return figures.gradient_ratio(series)
+    return run_figures.gradient_ratio(series)
 
 
 def gradient_heatmap(store: Store, run: pd.Series | dict) -> go.Figure:
-    return figures.gradient_heatmap(layer_series(store, run, "grad_norm"), run_label(run))
+    return run_figures.gradient_heatmap(layer_series(store, run, "grad_norm"), run_label(run))
 
 
 def response_evolution(store: Store, run: pd.Series | dict, metric: str = "response_std") -> go.Figure:
     what = LAYER_METRICS.get(metric, metric)
-    return figures.response_evolution(layer_series(store, run, metric), run_label(run), what)
+    return run_figures.response_evolution(layer_series(store, run, metric), run_label(run), what)
 
 
 # name -> (builder over a set of runs, title for menus and file names)

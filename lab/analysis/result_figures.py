@@ -1,6 +1,6 @@
 """Figures of the analyses: plain functions from result dicts (as `run_analysis` returns and `load_results`
-gives back) to plotly figures, like `lab.figures`. Errors are plotted in percent. Every trace holds exactly
-the plotted numbers, so `lab.figures.figure_data` exports them as CSV.
+gives back) to plotly figures, like `lab.run_figures`. Errors are plotted in percent. Every trace holds exactly
+the plotted numbers, so `lab.run_figures.figure_data` exports them as CSV.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import statistics
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..figures import KIND_TITLES, PALETTE, empty_figure
+from ..run_figures import KIND_TITLES, PALETTE, empty_figure
 
 KIND_ORDER = ("plain", "residual")
 KIND_COLOURS = {"plain": PALETTE[3], "residual": PALETTE[0]}  # the depth figure's colours

@@ -83,7 +83,7 @@ class StudyData:
 
     def frame(self, statuses=LIVE) -> pd.DataFrame:
         """The study's runs in these states, one per arm and seed, with `label` set to the arm's name and the
-        bookkeeping columns evened out, so lab.figures' builders group them by arm."""
+        bookkeeping columns evened out, so lab.run_figures' builders group them by arm."""
         parts = [self.runs(arm, statuses) for arm in self.arm_names]
         parts = [p for p in parts if not p.empty]
         if not parts:

@@ -1,5 +1,5 @@
 """Named analysis figures over a selection of runs, from their stored results: the dashboard page and exports
-build them here (the analysis counterpart of `lab.views.FIGURES`), and `command` says how to produce a result
+build them here (the analysis counterpart of `lab.run_views.FIGURES`), and `command` says how to produce a result
 that is missing."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..runs.store import Store, default_results_dir
-from . import figures
+from . import result_figures
 from .results import load_results
 
 # result name -> the command that produces it (RUN stands for the run id)
@@ -41,14 +41,14 @@ def _view(builder, *names: str):
 
 # figure name -> (builder over (store, runs), title, the result names it draws)
 FIGURES = {
-    "lesion-units": (_view(figures.lesion_units, "lesion"), "Error per deleted unit (Veit Fig. 3)", ("lesion",)),
-    "lesion-deleted": (_view(figures.lesion_deleted, "lesion"), "Error vs units deleted (Veit Fig. 5a)", ("lesion",)),
-    "lesion-reordered": (_view(figures.lesion_reordered, "lesion"), "Error vs unit order (Veit Fig. 5b)", ("lesion",)),
-    "landscape-1d": (_view(figures.landscape_1d, "landscape"), "Loss landscape, 1-D (Li et al.)", ("landscape",)),
-    "landscape-2d": (_view(figures.landscape_2d, "landscape-2d"), "Loss landscape, 2-D (Li et al.)", ("landscape-2d",)),
-    "shatter-distance": (_view(figures.shatter_distance, "shatter", "shatter-init"),
+    "lesion-units": (_view(result_figures.lesion_units, "lesion"), "Error per deleted unit (Veit Fig. 3)", ("lesion",)),
+    "lesion-deleted": (_view(result_figures.lesion_deleted, "lesion"), "Error vs units deleted (Veit Fig. 5a)", ("lesion",)),
+    "lesion-reordered": (_view(result_figures.lesion_reordered, "lesion"), "Error vs unit order (Veit Fig. 5b)", ("lesion",)),
+    "landscape-1d": (_view(result_figures.landscape_1d, "landscape"), "Loss landscape, 1-D (Li et al.)", ("landscape",)),
+    "landscape-2d": (_view(result_figures.landscape_2d, "landscape-2d"), "Loss landscape, 2-D (Li et al.)", ("landscape-2d",)),
+    "shatter-distance": (_view(result_figures.shatter_distance, "shatter", "shatter-init"),
                          "Gradient correlation vs distance (Balduzzi et al.)", ("shatter", "shatter-init")),
-    "shatter-depth": (_view(figures.shatter_depth, "shatter", "shatter-init"),
+    "shatter-depth": (_view(result_figures.shatter_depth, "shatter", "shatter-init"),
                       "Gradient correlation vs depth (Balduzzi et al.)", ("shatter", "shatter-init")),
 }
 

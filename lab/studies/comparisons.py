@@ -5,10 +5,10 @@ import math
 
 import pandas as pd
 
-from ..figures import training_curves
+from ..run_figures import training_curves
 from ..series import mean_sd
-from . import figures as sfig
-from .data import StudyData
+from . import arm_figures as sfig
+from .reader import StudyData
 from .findings import NOT_AVAILABLE, TEST_ERROR, TRAIN_ERROR, Finding, Metric, compare, compare_speed
 from .stats import iterations_to_target
 
@@ -161,7 +161,7 @@ def finals_figure(data: StudyData, arms: list[str] | None = None,
 
 
 def fig6_figure(data: StudyData, title: str = "Training curves (Fig. 6): training error (thin, dashed), test error (bold)"):
-    """lab.figures' Fig. 6 view of the study's runs (plain left, residual right, a colour per depth)."""
+    """lab.run_figures' Fig. 6 view of the study's runs (plain left, residual right, a colour per depth)."""
     runs = data.frame()
     scalars = pd.DataFrame(columns=["run_id", "name", "step", "value"])
     if not runs.empty:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
-from ..data import DeviceLoader, Splits, make_splits
+from ..datasets import DeviceLoader, Splits, make_splits
 from ..models import CifarNet, ConfigError, net_for
 from ..runs.store import Store
 from ..runtime import resolve_device, resolve_precision

@@ -1,8 +1,8 @@
 """Figure builders for the studies: plain functions from per-arm numbers to plotly figures (no store, no UI).
 
 One colour per arm, in the study's order. Every trace holds exactly the plotted numbers, so
-`lab.figures.figure_data` exports them as CSV (error bars are the half-widths of 95% t-intervals over seeds).
-The studies also use lab.figures' builders where they fit (training curves, error vs depth, layer profiles).
+`lab.run_figures.figure_data` exports them as CSV (error bars are the half-widths of 95% t-intervals over seeds).
+The studies also use lab.run_figures' builders where they fit (training curves, error vs depth, layer profiles).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..figures import PALETTE, _rgba, empty_figure
+from ..run_figures import PALETTE, _rgba, empty_figure
 from ..series import aggregate_seeds, downsample_minmax, ema
 from .stats import summarise
 
@@ -156,7 +156,7 @@ def speed(iterations: dict[str, list[int | None]], totals: dict[str, int], targe
 
 def only_depths(fig: go.Figure, depths, prefix: str = "published") -> go.Figure:
     """Keep only the points at `depths` in the traces whose name starts with `prefix` (the published numbers
-    lab.figures.depth_summary overlays), dropping traces left empty: published depths the study did not run (1202
+    lab.run_figures.depth_summary overlays), dropping traces left empty: published depths the study did not run (1202
     layers, say) would otherwise squeeze its own points into a corner."""
     keep = {float(d) for d in depths}
     data = []
