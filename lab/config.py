@@ -345,9 +345,7 @@ def field_problems(cfg: RunConfig) -> list[tuple[str, str]]:
     if _is_int(cfg.depth) and not depth_ok:
         problems.append(("depth", f"depth must be from 1 to {MAX_DEPTH} weighted layers (the paper's deepest is "
                                   f"1202), got {cfg.depth}"))
-    for msg in spec_problems(cfg.net_spec()):
-        if depth_ok or not msg.startswith("depth "):
-            problems.append((problem_field(msg), msg))
+    problems += [(name, msg) for name, msg in spec_problems(cfg.net_spec()) if depth_ok or name != "depth"]
 
     integer("iterations", 1, MAX_ITERATIONS)
     integer("batch_size", 1, MAX_BATCH)
@@ -395,21 +393,9 @@ def field_problems(cfg: RunConfig) -> list[tuple[str, str]]:
     problem = tag_problem(cfg.tag)
     if problem:
         problems.append(("tag", problem))
-    problems += [(problem_field(msg), msg) for msg in deepen_config_problems(cfg)]
+    problems += deepen_config_problems(cfg)
     problems += image_folder_problems(cfg)
     return problems
-
-
-def problem_field(message: str) -> str:
-    """The option a problem message is about (its first word names it), or '' when none does."""
-    first = message.split(" ", 1)[0].strip(":")
-    if first in {f.name for f in fields(RunConfig)}:
-        return first
-    if "bottleneck" in message and "span" in message:
-        return "span"
-    if message.startswith("unknown data set"):
-        return "dataset"
-    return ""
 
 
 def config_problems(cfg: RunConfig) -> list[str]:
@@ -417,21 +403,24 @@ def config_problems(cfg: RunConfig) -> list[str]:
     return [msg for _, msg in field_problems(cfg)]
 
 
-def deepen_config_problems(cfg: RunConfig) -> list[str]:
-    """The deepening options; the parent itself (its checkpoint, kind, block, width, depth) is checked when the
-    run starts (`lab.train`), since only the store knows it."""
+def deepen_config_problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """The deepening options' problems as (field, message) pairs; the parent itself (its checkpoint, kind, block,
+    width, depth) is checked when the run starts (`lab.train`), since only the store knows it."""
     problems = []
     if not isinstance(cfg.deepen_from, str):
-        problems.append(f"deepen_from must be a run id or '', got {cfg.deepen_from!r}")
+        problems.append(("deepen_from", f"deepen_from must be a run id or '', got {cfg.deepen_from!r}"))
     noise = cfg.deepen_noise
     if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise) and 0 <= noise <= 10):
-        problems.append(f"deepen_noise must be a number from 0 to 10 (units of the He std), got {noise!r}")
+        problems.append(("deepen_noise",
+                         f"deepen_noise must be a number from 0 to 10 (units of the He std), got {noise!r}"))
     if cfg.deepen_where not in DEEPEN_WHERE:
-        problems.append(f"deepen_where must be one of {', '.join(DEEPEN_WHERE)}, got {cfg.deepen_where!r}")
+        problems.append(("deepen_where",
+                         f"deepen_where must be one of {', '.join(DEEPEN_WHERE)}, got {cfg.deepen_where!r}"))
     if cfg.deepen_schedule not in DEEPEN_SCHEDULES:
-        problems.append(f"deepen_schedule must be one of {', '.join(DEEPEN_SCHEDULES)}, got {cfg.deepen_schedule!r}")
+        problems.append(("deepen_schedule", f"deepen_schedule must be one of {', '.join(DEEPEN_SCHEDULES)}, "
+                                            f"got {cfg.deepen_schedule!r}"))
     if cfg.deepen_from and not spec_problems(cfg.net_spec()):
-        problems += [f"deepen_from: {p}" for p in deepen_problems(cfg.net_spec())]
+        problems += [("deepen_from", f"deepen_from: {p}") for p in deepen_problems(cfg.net_spec())]
     return problems
 
 
@@ -492,6 +481,8 @@ def parse_value(name: str, text: str):
         raise ConfigError(f"unknown option {name!r}; known: {', '.join(sorted(types))}")
     typ = str(types[name])
     text = str(text).strip()
+    if typ.startswith("tuple"):
+        _refuse_empty_items(name, text)
     try:
         if typ == "bool":
             low = text.lower()
@@ -503,9 +494,21 @@ def parse_value(name: str, text: str):
         if typ == "float":
             return float(text)
         if typ.startswith("tuple"):
-            return tuple(float(t) for t in text.replace(";", ",").split(",") if t.strip())
+            return tuple(float(t) for t in text.replace(";", ",").split(",")) if text else ()
         return text
     except ValueError:
         hint = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(
             typ, "comma-separated numbers" if typ.startswith("tuple") else "text")
         raise ConfigError(f"option {name}: {text!r} is not a valid {typ} ({hint})") from None
+
+
+def _refuse_empty_items(name: str, text: str) -> None:
+    """Refuse a list value with an empty item ('0.5,,0.75', a trailing '0.5,'), naming the option and the item,
+    rather than read it as fewer values; '' is the empty list."""
+    items = text.replace(";", ",").split(",")
+    if not text or all(t.strip() for t in items):
+        return
+    at = next(i for i, t in enumerate(items, 1) if not t.strip())
+    where = "after the last comma" if at == len(items) > 1 else f"item {at} of {len(items)}"
+    raise ConfigError(f"option {name}: {text!r} has an empty value ({where}); give the values separated by single "
+                      f"commas, e.g. 0.5,0.75")

@@ -85,7 +85,7 @@ class NetSpec:
         """Validate every field and fill in the default span; raises ConfigError naming what is allowed."""
         problems = spec_problems(self)
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(msg for _, msg in problems))
         return NetSpec(**{
             **asdict(self), "span": self.span or default_span(self.block), "shortcut": self.shortcut.upper(),
             "depth": int(self.depth), "width": float(self.width),
@@ -136,36 +136,39 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _choice(problems: list[str], name: str, value, allowed: tuple) -> bool:
+def _choice(problems: list[tuple[str, str]], name: str, value, allowed: tuple) -> bool:
     if value not in allowed:
-        problems.append(f"{name} {value!r} is not one of {', '.join(map(str, allowed))}")
+        problems.append((name, f"{name} {value!r} is not one of {', '.join(map(str, allowed))}"))
         return False
     return True
 
 
-def _imagenet_problems(spec: NetSpec) -> list[str]:
+def _imagenet_problems(spec: NetSpec) -> list[tuple[str, str]]:
     """The `imagenet` family's rules: Table 1's depths, each with its unit, and the span of that unit."""
     if spec.block == "inception":
-        return ["the imagenet family has basic and bottleneck units (Table 1); Inception units are cifar-family only"]
+        return [("", "the imagenet family has basic and bottleneck units (Table 1); Inception units are cifar-family "
+                     "only")]
     table = ", ".join(f"{d} ({b})" for d, (b, _) in IMAGENET_STAGES.items())
     if spec.depth not in IMAGENET_STAGES:
-        return [f"depth {spec.depth} is not an imagenet-family depth; the paper's Table 1 has {table}"]
+        return [("depth", f"depth {spec.depth} is not an imagenet-family depth; the paper's Table 1 has {table}")]
     block = IMAGENET_STAGES[spec.depth][0]
     if spec.block != block:
-        return [f"an imagenet-family net of depth {spec.depth} uses {block} units (block {block!r}); Table 1 has {table}"]
+        return [("", f"an imagenet-family net of depth {spec.depth} uses {block} units (block {block!r}); "
+                     f"Table 1 has {table}")]
     if spec.span not in (0, default_span(block)):
-        return [f"imagenet-family {block} units have span {default_span(block)} (span 0 or {default_span(block)})"]
+        return [("span", f"imagenet-family {block} units have span {default_span(block)} "
+                         f"(span 0 or {default_span(block)})")]
     return []
 
 
-def _depth_problems(spec: NetSpec) -> list[str]:
+def _depth_problems(spec: NetSpec) -> list[tuple[str, str]]:
     """The depth rule for this block and span; refusals name the nearest depths and the spans that fit."""
     if not isinstance(spec.depth, int) or isinstance(spec.depth, bool):
-        return [f"depth {spec.depth!r} must be an integer"]
+        return [("depth", f"depth {spec.depth!r} must be an integer")]
     if spec.family == "imagenet":
         return _imagenet_problems(spec)
     if spec.depth > MAX_DEPTH:
-        return [f"depth {spec.depth} is more than {MAX_DEPTH}"]
+        return [("depth", f"depth {spec.depth} is more than {MAX_DEPTH}")]
     span = spec.span or default_span(spec.block)
     step = 3 * span
     if spec.depth >= step + 2 and (spec.depth - 2) % step == 0:
@@ -178,52 +181,62 @@ def _depth_problems(spec: NetSpec) -> list[str]:
         spans = valid_spans(spec.depth, "basic")
         msg += (f"; at depth {spec.depth} the span can be {', '.join(map(str, spans))}" if spans
                 else f"; no span fits depth {spec.depth} (basic depths are 3*span*n+2)")
-    return [msg]
+    return [("depth", msg)]
 
 
-def _placement_problems(spec: NetSpec) -> list[str]:
-    """Combinations of unit placement, scaling and initialisation that define no sensible network."""
-    problems = []
+def _placement_problems(spec: NetSpec) -> list[tuple[str, str]]:
+    """Combinations of unit placement, scaling and initialisation that define no sensible network, as
+    (field, message) pairs."""
+    problems: list[tuple[str, str]] = []
     residual = spec.kind == "residual"
     if spec.unit != "original":
         if spec.block == "inception":
-            problems.append(f"unit {spec.unit!r} is defined for basic and bottleneck blocks; "
-                            "an Inception unit uses unit 'original'")
+            problems.append(("unit", f"unit {spec.unit!r} is defined for basic and bottleneck blocks; "
+                                     "an Inception unit uses unit 'original'"))
         if not residual:
-            problems.append(
+            problems.append(("unit",
                 f"unit {spec.unit!r} needs a residual net: without the addition every placement gives the same "
-                "conv-BN-ReLU chain as a plain net with unit 'original' (its plain twin)")
+                "conv-BN-ReLU chain as a plain net with unit 'original' (its plain twin)"))
     if not residual:
         if spec.residual_scale != 1:
-            problems.append("residual_scale needs a residual net (a plain net has no addition to scale)")
+            problems.append(("residual_scale",
+                             "residual_scale needs a residual net (a plain net has no addition to scale)"))
         if spec.shortcut_scale != 1:
-            problems.append("shortcut_scale needs a residual net (a plain net has no shortcut)")
+            problems.append(("shortcut_scale", "shortcut_scale needs a residual net (a plain net has no shortcut)"))
         if spec.branch_init == "zero":
-            problems.append("branch_init 'zero' needs a residual net "
-                            "(a plain unit whose branch is zero passes nothing on)")
+            problems.append(("branch_init", "branch_init 'zero' needs a residual net "
+                                            "(a plain unit whose branch is zero passes nothing on)"))
     if spec.init == "fixup":
-        if not residual:
-            problems.append("init 'fixup' needs a residual net (it zeroes the last layer of each residual branch)")
-        if spec.norm != "none":
-            problems.append("init 'fixup' replaces normalisation: use norm 'none'")
-        if spec.block == "inception":
-            problems.append("init 'fixup' is defined for basic and bottleneck blocks (branches of equal length)")
-        if spec.unit != "original":
-            problems.append("init 'fixup' uses unit 'original' (Zhang et al.'s placement)")
-        if spec.branch_init != "none":
-            problems.append("init 'fixup' has its own scalar multiplier per branch: use branch_init 'none'")
-        if spec.conv != "standard":
-            problems.append("init 'fixup' scales He-initialised weights, which Dirac convs normalise away: "
-                            "use conv 'standard'")
+        problems += [("init", msg) for msg in _fixup_problems(spec, residual)]
     if spec.conv == "dirac" and spec.init == "identity":
-        problems.append("conv 'dirac' has the identity built in (alpha * delta); init 'identity' would add nothing: "
-                        "use init 'he'")
+        problems.append(("conv", "conv 'dirac' has the identity built in (alpha * delta); init 'identity' would "
+                                 "add nothing: use init 'he'"))
     return problems
 
 
-def spec_problems(spec: NetSpec) -> list[str]:
-    """Every problem with a NetSpec, as messages; empty when it is valid."""
-    problems: list[str] = []
+def _fixup_problems(spec: NetSpec, residual: bool) -> list[str]:
+    """What init 'fixup' needs of the rest of the spec (every message is about the init field)."""
+    problems = []
+    if not residual:
+        problems.append("init 'fixup' needs a residual net (it zeroes the last layer of each residual branch)")
+    if spec.norm != "none":
+        problems.append("init 'fixup' replaces normalisation: use norm 'none'")
+    if spec.block == "inception":
+        problems.append("init 'fixup' is defined for basic and bottleneck blocks (branches of equal length)")
+    if spec.unit != "original":
+        problems.append("init 'fixup' uses unit 'original' (Zhang et al.'s placement)")
+    if spec.branch_init != "none":
+        problems.append("init 'fixup' has its own scalar multiplier per branch: use branch_init 'none'")
+    if spec.conv != "standard":
+        problems.append("init 'fixup' scales He-initialised weights, which Dirac convs normalise away: "
+                        "use conv 'standard'")
+    return problems
+
+
+def spec_problems(spec: NetSpec) -> list[tuple[str, str]]:
+    """Every problem with a NetSpec as (field, message) pairs, the field being the option at fault ('' where
+    none is: in_channels and num_classes come from the data set); empty when it is valid."""
+    problems: list[tuple[str, str]] = []
     choices_ok = all([
         _choice(problems, "kind", spec.kind, KINDS),
         _choice(problems, "block", spec.block, BLOCKS),
@@ -235,29 +248,30 @@ def spec_problems(spec: NetSpec) -> list[str]:
         _choice(problems, "family", spec.family, FAMILIES),
     ])
     if str(spec.shortcut).upper() not in SHORTCUTS:
-        problems.append(f"shortcut {spec.shortcut!r} is not one of {', '.join(SHORTCUTS)}")
+        problems.append(("shortcut", f"shortcut {spec.shortcut!r} is not one of {', '.join(SHORTCUTS)}"))
     span_ok = isinstance(spec.span, int) and not isinstance(spec.span, bool) and spec.span >= 0
     if not span_ok:
-        problems.append(f"span {spec.span!r} must be an integer >= 1 (0: the block's own)")
+        problems.append(("span", f"span {spec.span!r} must be an integer >= 1 (0: the block's own)"))
     elif spec.block in ("bottleneck", "inception") and spec.span not in (0, default_span(spec.block)):
         span_ok = False
         fixed = default_span(spec.block)
         what = "a bottleneck unit has 3 convolutions" if spec.block == "bottleneck" else (
             "an Inception unit has 4 weighted layers on its longest path")
-        problems.append(f"{what}, so its shortcut span is {fixed} (span 0 or {fixed})")
+        problems.append(("span", f"{what}, so its shortcut span is {fixed} (span 0 or {fixed})"))
     for name in ("residual_scale", "shortcut_scale"):
         v = getattr(spec, name)
         if not (_is_number(v) and SCALE_RANGE[0] < v <= SCALE_RANGE[1]):
-            problems.append(f"{name} {v!r} must be a number above {SCALE_RANGE[0]:g} and at most {SCALE_RANGE[1]:g}")
+            problems.append((name, f"{name} {v!r} must be a number above {SCALE_RANGE[0]:g} and at most "
+                                   f"{SCALE_RANGE[1]:g}"))
     if not (_is_number(spec.width) and 0.0625 <= spec.width <= 16):
-        problems.append(f"width {spec.width!r} must be a number from 0.0625 to 16")
+        problems.append(("width", f"width {spec.width!r} must be a number from 0.0625 to 16"))
     if not (isinstance(spec.in_channels, int) and spec.in_channels >= 1):
-        problems.append(f"in_channels {spec.in_channels!r} must be a positive integer")
+        problems.append(("", f"in_channels {spec.in_channels!r} must be a positive integer"))
     if not (isinstance(spec.num_classes, int) and spec.num_classes >= 2):
-        problems.append(f"num_classes {spec.num_classes!r} must be an integer >= 2")
+        problems.append(("", f"num_classes {spec.num_classes!r} must be an integer >= 2"))
     if choices_ok and span_ok:
         problems += _depth_problems(spec)
         problems += _placement_problems(spec)
     elif not (isinstance(spec.depth, int) and not isinstance(spec.depth, bool)):
-        problems.append(f"depth {spec.depth!r} must be an integer")
+        problems.append(("depth", f"depth {spec.depth!r} must be an integer"))
     return problems
