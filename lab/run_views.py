@@ -11,6 +11,8 @@ import plotly.graph_objects as go
 
 from . import run_figures
 from .runs.store import Store, StoreError
+from .runs.store.summaries import scalar_grid
+from .series import bucket_summary, bucket_width
 
 
 def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
@@ -19,28 +21,32 @@ def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
 
 
 def curves(store: Store, runs: pd.DataFrame, x: str = "iterations", smoothing: float = 0.0, log_y: bool = False,
-           band: str = "min-max", max_points: int = 1200, join_parents: bool = False) -> go.Figure:
-    """Fig. 6 for `runs`; `join_parents`: each deepened run's curve starts with its parent's (x: total
-    iterations), the parents' scalars read from the store even when they are not among `runs`."""
+           band: str = "min-max", max_points: int = 1200, join_parents: bool = False,
+           window: tuple[int, int] | None = None) -> go.Figure:
+    """Fig. 6 for `runs`, drawn from each run's downsampled series (`curve_scalars`); `window` (first, last
+    iteration): that range only, read from the stored rows. `join_parents`: each deepened run's curve starts with
+    its parent's (x: total iterations), the parents' series read from the store even when they are not among
+    `runs`."""
     names = ["train_error", "test_error"] + {"epochs": ["epoch"], "wall time": ["elapsed_s"]}.get(x, [])
     ids = runs["id"].tolist() if not runs.empty else []
     ancestors = _ancestors(store, runs) if join_parents and ids else pd.DataFrame()
     if not ancestors.empty:
         ids += ancestors["id"].tolist()
     known = pd.concat([runs, ancestors], ignore_index=True) if not ancestors.empty else runs
-    scalars = cached_scalars(store, known, names) if ids else pd.DataFrame()
+    scalars = curve_scalars(store, known, names, window=window) if ids else pd.DataFrame()
     return run_figures.training_curves(runs, scalars, x=x, smoothing=smoothing, log_y=log_y, band=band,
-                                   max_points=max_points, join_parents=join_parents, ancestors=ancestors)
+                                       max_points=max_points, join_parents=join_parents, ancestors=ancestors)
 
 
-# Scalar series of runs that can no longer change, in process memory: a dashboard redraws the same finished
-# runs on every rerun and every live refresh, and reading them again is most of a big store's page time.
-# (store url, run id, name) -> (the run's version, steps, values); least recently used dropped past CACHE_ROWS.
+# Downsampled series of runs that can no longer change, in process memory: a dashboard redraws the same finished
+# runs on every rerun and every live refresh. (store url, run id, name) -> (the run's version, x, mean); least
+# recently used dropped past CACHE_ROWS points.
 CACHE_ROWS = 5_000_000  # about 80 MB
 LIVE = ("queued", "running")  # statuses whose series may still grow (or be cut back by a resume)
 _cache: OrderedDict[tuple[str, str, str], tuple[tuple, np.ndarray, np.ndarray]] = OrderedDict()
 _cache_rows = 0
 _cache_lock = threading.Lock()  # Streamlit runs each session's script in a thread of its own
+_EMPTY = (np.zeros(0), np.zeros(0))
 
 
 def _version(run: dict) -> tuple | None:
@@ -52,15 +58,44 @@ def _version(run: dict) -> tuple | None:
                  (run.get(k) for k in ("status", "attempt", "iteration", "finished_at", "total_iterations")))
 
 
-def cached_scalars(store: Store, runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """The rows of `store.scalars(runs' ids, names)`, sorted by run, name and step (run_id and name as
-    categoricals), with the series of finished runs kept in process memory after their first read; queued and
-    running runs are always read from the store."""
-    global _cache_rows
-    fields = [c for c in ("id", "status", "attempt", "iteration", "finished_at", "total_iterations") if c in runs.columns]
-    versions = {r["id"]: _version(r) for r in runs[fields].drop_duplicates("id").to_dict("records")}
-    ids = sorted(versions)
+RUN_FIELDS = ("id", "status", "attempt", "iteration", "finished_at", "total_iterations", "log_every", "config")
+
+
+def curve_scalars(store: Store, runs: pd.DataFrame, names: list[str],
+                  window: tuple[int, int] | None = None) -> pd.DataFrame:
+    """The runs' scalar series `names` downsampled (`lab.series.bucket_summary`: per bucket of whole logging
+    intervals, at most SUMMARY_POINTS per series, the mean step and the mean value) as a long DataFrame run_id,
+    name, step, value, sorted by run, name and step (run_id and name as categoricals). Finished runs' series
+    come from the store's summaries and are kept in process memory after their first read; queued and running
+    runs' rows are read and bucketed the same way on every call. `window` (first, last iteration): the rows in
+    that range, read from the store and bucketed over it (nothing cached)."""
+    fields = [c for c in RUN_FIELDS if c in runs.columns]
+    records = {r["id"]: r for r in runs[fields].drop_duplicates("id").to_dict("records")}
+    ids = sorted(records)
     names = sorted(set(names))
+    if window is not None:
+        found = _bucketed_rows(store, records, ids, names, window)
+    else:
+        found = _cached_summaries(store, records, ids, names)
+        live = [rid for rid in ids if _version(records[rid]) is None]
+        if live:
+            found.update(_bucketed_rows(store, records, live, names))
+    keys = [(rid, name) for rid in ids for name in names]
+    counts = [len(found.get(k, _EMPTY)[0]) for k in keys]
+    # run ids and names as categoricals (sorted categories, so they sort as the strings do): a column of
+    # hundreds of thousands of repeated strings costs more to build than all the numbers
+    return pd.DataFrame({
+        "run_id": pd.Categorical.from_codes(np.repeat(np.arange(len(ids)).repeat(len(names)), counts), ids),
+        "name": pd.Categorical.from_codes(np.repeat(np.tile(np.arange(len(names)), len(ids)), counts), names),
+        "step": np.concatenate([found.get(k, _EMPTY)[0] for k in keys]) if keys else np.zeros(0),
+        "value": np.concatenate([found.get(k, _EMPTY)[1] for k in keys]) if keys else np.zeros(0),
+    })
+
+
+def _cached_summaries(store: Store, records: dict, ids: list[str], names: list[str]) -> dict:
+    """{(run id, name): (x, mean)} of the finished runs among `ids`: process memory first, then the store."""
+    global _cache_rows
+    versions = {rid: _version(records[rid]) for rid in ids}
     found: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     with _cache_lock:
         for rid in ids:
@@ -69,34 +104,41 @@ def cached_scalars(store: Store, runs: pd.DataFrame, names: list[str]) -> pd.Dat
                 if hit is not None and versions[rid] is not None and hit[0] == versions[rid]:
                     _cache.move_to_end((store.url, rid, name))
                     found[(rid, name)] = hit[1:]
-    missing = [rid for rid in ids if any((rid, name) not in found for name in names)]
-    if missing:
-        read = store.scalars(missing, names)
-        groups = {key: g for key, g in read.groupby(["run_id", "name"], sort=False)}
-        empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
-        with _cache_lock:
-            for rid in missing:
-                for name in names:
-                    g = groups.get((rid, name))
-                    arrays = (g["step"].to_numpy(np.int64), g["value"].to_numpy(float)) if g is not None else empty
-                    found[(rid, name)] = arrays
-                    if versions[rid] is not None:
-                        old = _cache.pop((store.url, rid, name), None)
-                        _cache_rows -= len(old[1]) if old else 0
-                        _cache[(store.url, rid, name)] = (versions[rid], *arrays)
-                        _cache_rows += len(arrays[0])
-            while _cache_rows > CACHE_ROWS and _cache:
-                _cache_rows -= len(_cache.popitem(last=False)[1][1])
-    keys = [(rid, name) for rid in ids for name in names]
-    counts = [len(found[k][0]) for k in keys]
-    # run ids and names as categoricals (sorted categories, so they sort as the strings do): a column of
-    # hundreds of thousands of repeated strings costs more to build than all the numbers
-    return pd.DataFrame({
-        "run_id": pd.Categorical.from_codes(np.repeat(np.arange(len(ids)).repeat(len(names)), counts), ids),
-        "name": pd.Categorical.from_codes(np.repeat(np.tile(np.arange(len(names)), len(ids)), counts), names),
-        "step": np.concatenate([found[k][0] for k in keys]) if keys else np.zeros(0, dtype=np.int64),
-        "value": np.concatenate([found[k][1] for k in keys]) if keys else np.zeros(0),
-    })
+    missing = [rid for rid in ids if versions[rid] is not None and any((rid, n) not in found for n in names)]
+    if not missing:
+        return found
+    read = store.summaries([records[rid] for rid in missing], names, "scalar")
+    with _cache_lock:
+        for rid in missing:
+            for name in names:
+                s = read.get((rid, name))
+                arrays = (s["x"], s["mean"]) if s is not None else _EMPTY
+                found[(rid, name)] = arrays
+                old = _cache.pop((store.url, rid, name), None)
+                _cache_rows -= len(old[1]) if old else 0
+                _cache[(store.url, rid, name)] = (versions[rid], *arrays)
+                _cache_rows += len(arrays[0])
+        while _cache_rows > CACHE_ROWS and _cache:
+            _cache_rows -= len(_cache.popitem(last=False)[1][1])
+    return found
+
+
+def _bucketed_rows(store: Store, records: dict, ids: list[str], names: list[str],
+                   window: tuple[int, int] | None = None) -> dict:
+    """{(run id, name): (x, mean)} bucketed from the stored rows: each run on its summaries' grid, or, with
+    `window`, on a grid of at most SUMMARY_POINTS buckets over that range."""
+    read = store.scalars(ids, names, steps=window)
+    found = {}
+    for (rid, name), g in read.groupby(["run_id", "name"], sort=False, observed=True):
+        run = records[rid]
+        if window is None:
+            width, start = scalar_grid(run), 0
+        else:
+            every = run.get("log_every") or (run.get("config") or {}).get("log_every") or 1
+            width, start = bucket_width(window[1] - window[0], int(every)), window[0] - 1
+        s = bucket_summary(g["step"].to_numpy(np.int64), g["value"].to_numpy(float), width, start=start)
+        found[(rid, name)] = (s["x"], s["mean"])
+    return found
 
 
 LAYER_CACHE_ROWS = 1_000_000  # about 50 MB
@@ -105,17 +147,24 @@ _layer_rows = 0
 
 
 def layer_series(store: Store, run: pd.Series | dict, metric: str, steps=None) -> pd.DataFrame:
-    """`store.layer_series(run id, metric, steps)`, kept in process memory (like `cached_scalars`) once the run
-    is finished: the gradient and response pages redraw every selected run's per-layer series on each rerun."""
+    """A run's per-layer `metric` as a long DataFrame step, layer, layer_name, value (at `steps` only, if
+    given): for a finished run its summary (at most LAYER_SUMMARY_STEPS evenly spread steps, the first and last
+    among them), kept in process memory; for a queued or running run every stored step."""
     global _layer_rows
     version = _version(run)
+    if version is not None and steps is not None:  # a finished run: cut from its whole (cached) summary
+        whole = layer_series(store, run, metric)
+        return whole[whole["step"].isin(list(steps))].reset_index(drop=True)
     key = (store.url, run["id"], metric, None if steps is None else tuple(steps))
     with _cache_lock:
         hit = _layer_cache.get(key)
         if hit is not None and version is not None and hit[0] == version:
             _layer_cache.move_to_end(key)
             return hit[1].copy()
-    df = store.layer_series(run["id"], metric, steps=steps)
+    if version is None:
+        df = store.layer_series(run["id"], metric, steps=steps)
+    else:
+        df = _summary_frame(store, run, metric)
     if version is not None:
         with _cache_lock:
             old = _layer_cache.pop(key, None)
@@ -124,6 +173,28 @@ def layer_series(store: Store, run: pd.Series | dict, metric: str, steps=None) -
             while _layer_rows > LAYER_CACHE_ROWS and _layer_cache:
                 _layer_rows -= len(_layer_cache.popitem(last=False)[1][1])
     return df
+
+
+def _summary_frame(store: Store, run: pd.Series | dict, metric: str) -> pd.DataFrame:
+    """A finished run's summarised per-layer series as layer_series' long DataFrame."""
+    run = dict(run)
+    found = store.summaries([run], [metric], "layer").get((run["id"], metric))
+    if found is None:
+        return pd.DataFrame({"step": pd.Series(dtype=np.int64), "layer": pd.Series(dtype=np.int64),
+                             "layer_name": pd.Series(dtype=object), "value": pd.Series(dtype=float)})
+    at, values = found
+    layers = values.shape[1]
+    names = (run.get("layers") if isinstance(run.get("layers"), dict) else {}).get(metric, [])
+    labels = np.array([names[i] if i < len(names) else f"layer {i}" for i in range(layers)], dtype=object)
+    return pd.DataFrame({"step": np.repeat(at, layers), "layer": np.tile(np.arange(layers), len(at)),
+                         "layer_name": np.tile(labels, len(at)), "value": values.ravel()})
+
+
+def layer_steps(store: Store, run: pd.Series | dict, metric: str) -> list[int]:
+    """The steps `layer_series` has for a run's `metric` (a finished run's summarised steps)."""
+    if _version(run) is None:
+        return store.layer_steps(run["id"], metric)
+    return sorted(set(layer_series(store, run, metric)["step"].tolist()))
 
 
 def _ancestors(store: Store, runs: pd.DataFrame, limit: int = 16) -> pd.DataFrame:
@@ -158,7 +229,7 @@ def layer_profiles(store: Store, runs: pd.DataFrame, metric: str, at: float = 1.
     out, used = {}, set()
     seeds = runs.groupby("label")["seed"].nunique().to_dict() if not runs.empty else {}
     for _, run in runs.iterrows():
-        steps = store.layer_steps(run["id"], metric)
+        steps = layer_steps(store, run, metric)
         if not steps:
             continue
         target = at * max(steps)

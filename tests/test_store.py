@@ -190,7 +190,7 @@ def test_a_failed_upgrade_changes_nothing(tmp_path, monkeypatch):
         raise sa.exc.OperationalError("CREATE TABLE artifacts", {}, sqlite3.OperationalError("disk I/O error"))
 
     monkeypatch.setattr("lab.runs.store.artifacts_table.create", broken)
-    with pytest.raises(StoreError, match="disk I/O error .*could not be upgraded from schema version 1 to 3"):
+    with pytest.raises(StoreError, match=f"disk I/O error .*could not be upgraded from schema version 1 to {SCHEMA_VERSION}"):
         Store(root)
     assert snapshot(root) == before  # the columns added before the failure were rolled back with it
     columns = {r[1] for r in sqlite3.connect(root / "lab.db").execute("PRAGMA table_info(runs)")}

@@ -32,7 +32,8 @@ and boot (a recycled pid is not it). Long writes (creating or deleting many runs
 
 The package: schema (tables, constants, ids), engine (connections, transactions, retries, upserts, clock),
 migrations, runs (life cycle, archiving, deleting), jobs, claims (attempts, heartbeats, reaping, workers),
-metrics (scalars, layer metrics, artifacts), process (liveness); `Store` joins them into one facade.
+metrics (scalars, layer metrics, artifacts), summaries (the downsampled series the pages draw), process
+(liveness); `Store` joins them into one facade.
 """
 from __future__ import annotations
 
@@ -49,11 +50,12 @@ from .metrics import MetricsMixin
 from .migrations import SchemaMixin
 from .process import pid_alive, process_alive
 from .runs import RunsMixin
+from .summaries import SummariesMixin
 from .schema import (
     AMBIGUOUS_LISTED, CREATE_CHUNK, DELETE_CHUNK, FINISHED, FOREIGN_GRACE_S, IN_CHUNK, IN_FLIGHT, JOBS_DEFAULT,
     LOCAL_GRACE_S, RECONNECT_S, RESUMABLE, RUN_ID_PATTERN, SCHEMA_LOCK_KEY, SCHEMA_VERSION, STATUSES, V2_COLUMNS,
     V3_COLUMNS, artifacts_table, default_results_dir, is_job, layer_table, meta_table, metadata, metric_cap, new_id,
-    new_token, runs_table, scalars_table, valid_run_id, workers_table,
+    new_token, runs_table, scalars_table, summaries_table, valid_run_id, workers_table,
 )
 
 __all__ = [
@@ -61,11 +63,12 @@ __all__ = [
     "JOBS_DEFAULT", "LOCAL_GRACE_S", "RECONNECT_S", "RESUMABLE", "RUN_ID_PATTERN", "SCHEMA_LOCK_KEY",
     "SCHEMA_VERSION", "STATUSES", "V2_COLUMNS", "V3_COLUMNS", "LostRun", "Store", "StoreError", "artifacts_table",
     "default_results_dir", "is_job", "layer_table", "meta_table", "metadata", "metric_cap", "new_id", "new_token",
-    "pid_alive", "process_alive", "runs_table", "scalars_table", "valid_run_id", "workers_table",
+    "pid_alive", "process_alive", "runs_table", "scalars_table", "summaries_table", "valid_run_id",
+    "workers_table",
 ]
 
 
-class Store(EngineMixin, SchemaMixin, RunsMixin, JobsMixin, ClaimsMixin, MetricsMixin):
+class Store(EngineMixin, SchemaMixin, RunsMixin, JobsMixin, ClaimsMixin, MetricsMixin, SummariesMixin):
     """A results store rooted at `results_dir` (default $LAB_RESULTS or results/).
 
     `create`: make the folder and database when missing (else a missing store is an error). `readonly`: never

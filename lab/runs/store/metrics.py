@@ -101,9 +101,11 @@ class MetricsMixin:
             return int(conn.execute(sa.select(sa.func.count()).select_from(scalars_table)
                                     .where(scalars_table.c.run_id == run_id)).scalar())
 
-    def scalars(self, run_ids: str | Iterable[str], names: Iterable[str] | None = None) -> pd.DataFrame:
-        """Scalar metrics as a long DataFrame: run_id, name, step, value (sorted by run, name, step). Any number
-        of runs: their ids are asked for IN_CHUNK at a time."""
+    def scalars(self, run_ids: str | Iterable[str], names: Iterable[str] | None = None,
+                steps: tuple[int, int] | None = None) -> pd.DataFrame:
+        """Scalar metrics as a long DataFrame: run_id, name, step, value (sorted by run, name, step); `steps`
+        (first, last): only the rows in that range (a range of the primary key). Any number of runs: their ids
+        are asked for IN_CHUNK at a time."""
         ids = list(dict.fromkeys([run_ids] if isinstance(run_ids, str) else run_ids))
         names = None if names is None else list(names)
         rows = []
@@ -112,6 +114,8 @@ class MetricsMixin:
                 q = sa.select(scalars_table).where(scalars_table.c.run_id.in_(ids[i : i + IN_CHUNK]))
                 if names is not None:
                     q = q.where(scalars_table.c.name.in_(names))
+                if steps is not None:
+                    q = q.where(scalars_table.c.step.between(int(steps[0]), int(steps[1])))
                 rows += conn.execute(q.order_by(scalars_table.c.run_id, scalars_table.c.name, scalars_table.c.step)).all()
         cols = ["run_id", "name", "step", "value"]
         columns = list(zip(*rows)) if rows else [[] for _ in cols]  # columnar: far faster than rows for pandas

@@ -4,7 +4,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from ...errors import StoreError
-from .schema import SCHEMA_LOCK_KEY, SCHEMA_VERSION, V2_COLUMNS, V3_COLUMNS, artifacts_table, meta_table, metadata, runs_table
+from .schema import (
+    SCHEMA_LOCK_KEY, SCHEMA_VERSION, V2_COLUMNS, V3_COLUMNS, artifacts_table, meta_table, metadata, runs_table,
+    summaries_table,
+)
 
 
 class SchemaMixin:
@@ -74,6 +77,9 @@ def _migrate(conn: sa.Connection, version: int) -> None:
     if version == 2:  # a process's start time and boot beside its id (a recycled pid is not the run's process)
         _add_columns(conn, V3_COLUMNS)
         version = 3
+    if version == 3:  # downsampled series for the pages (made as runs finish, or when first read)
+        summaries_table.create(conn, checkfirst=True)
+        version = 4
     if version != SCHEMA_VERSION:
         raise StoreError(f"no upgrade from schema version {version} to {SCHEMA_VERSION}")
     conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))

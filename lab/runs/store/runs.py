@@ -1,6 +1,7 @@
 """Runs: ids and prefixes, creation, reading, status changes, cancelling, resuming (with archiving) and deleting."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -14,10 +15,11 @@ import sqlalchemy as sa
 
 from ...errors import StoreError
 from .process import process_identity
+from .summaries import ENDED
 from .schema import (
     AMBIGUOUS_LISTED, CREATE_CHUNK, DELETE_CHUNK, FINISHED, IN_CHUNK, JOBS_DEFAULT, RESUMABLE, STATUSES, _decode,
     _encode, _like_escape, _show, artifacts_table, bad_id_message, is_job, layer_table, new_id, new_token,
-    runs_table, scalars_table, usable_id, valid_run_id,
+    runs_table, scalars_table, summaries_table, usable_id, valid_run_id,
 )
 
 
@@ -236,7 +238,15 @@ class RunsMixin:
         if status in FINISHED + ("cancelled", "interrupted"):
             values.setdefault("finished_at", time.time())
         q = q.values(status=status, **_encode(values))
-        return self._transact(lambda conn: conn.execute(q).rowcount) == 1
+        moved = self._transact(lambda conn: conn.execute(q).rowcount) == 1
+        if moved and status in ENDED:
+            try:  # the pages' downsampled copy; a read makes it later if this fails
+                self.summarize(run_id)
+            except StoreError as exc:
+                logging.getLogger("lab.runs.store").warning(
+                    "run %s: its series were not summarised (%s); the pages summarise them when they first read them",
+                    run_id, exc)
+        return moved
 
     def request_cancel(self, ref: str) -> str:
         """Cancel a queued run at once, or ask a running one to stop; returns the resulting status."""
@@ -329,6 +339,7 @@ class RunsMixin:
                 row.update(id=aid, attempt=None, pid=None, pid_started=None, boot_id=None, cancel_requested=0, created_at=row["created_at"] - 1e-6,
                            message=f"archive: the metrics of run {run['id']} before it was restarted from scratch")
                 conn.execute(runs_table.insert().values(**row))
+                conn.execute(summaries_table.delete().where(summaries_table.c.run_id == run["id"]))
                 for table in (scalars_table, layer_table, artifacts_table):
                     conn.execute(table.update().where(table.c.run_id == run["id"]).values(run_id=aid))
         except Exception:
@@ -385,7 +396,7 @@ class RunsMixin:
         if conn.dialect.name == "postgresql":  # a claimer skips locked rows (FOR UPDATE SKIP LOCKED)
             locked = locked.with_for_update()
         present = [r[0] for r in conn.execute(locked)]
-        for table in (scalars_table, layer_table, artifacts_table):
+        for table in (scalars_table, layer_table, artifacts_table, summaries_table):
             conn.execute(table.delete().where(table.c.run_id.in_(present)))
         n = conn.execute(runs_table.delete().where(runs_table.c.id.in_(present),
                                                    runs_table.c.status != "running")).rowcount

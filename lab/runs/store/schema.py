@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from ...errors import LostRun
 from .process import process_identity
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "diverged")
 RESUMABLE = ("cancelled", "interrupted", "failed")
@@ -115,6 +115,20 @@ layer_table = sa.Table(
     sa.Column("metric", sa.String(32), primary_key=True),   # grad_norm, response_std, residual_ratio
     sa.Column("step", sa.Integer, primary_key=True),
     sa.Column("vals", sa.Text, nullable=False),             # JSON list, one value per layer in network order
+)
+
+# A downsampled copy of each finished run's series (`lab.series`: scalar series in buckets, per-layer series at
+# evenly spread steps), made when the run finishes (or when first read), for the pages: valid while the run's
+# attempt and iteration are those it was made from. `data`: little-endian float64 arrays (`summaries.py`).
+summaries_table = sa.Table(
+    "series_summaries",
+    metadata,
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("source", sa.String(8), primary_key=True),    # 'scalar' or 'layer'
+    sa.Column("name", sa.String(32), primary_key=True),     # train_error, ... or grad_norm, ...
+    sa.Column("attempt", sa.String(64)),
+    sa.Column("iteration", sa.Integer),
+    sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
 workers_table = sa.Table(
