@@ -342,9 +342,9 @@ def field_problems(cfg: RunConfig) -> list[tuple[str, str]]:
     need("dataset", cfg.dataset in DATASETS, f"unknown data set {cfg.dataset!r}; known: {', '.join(DATASETS)}")
     need("preset", cfg.preset in PRESETS, f"unknown preset {cfg.preset!r}; known: {', '.join(PRESETS)}")
     depth_ok = _is_int(cfg.depth) and 1 <= cfg.depth <= MAX_DEPTH
-    if _is_int(cfg.depth) and not depth_ok:
-        problems.append(("depth", f"depth must be from 1 to {MAX_DEPTH} weighted layers (the paper's deepest is "
-                                  f"1202), got {cfg.depth}"))
+    if not depth_ok:  # one depth problem: this one, not the spec's rules for a depth it cannot have
+        problems.append(("depth", f"depth must be from 1 to {MAX_DEPTH} weighted layers, a whole number (the paper's "
+                                  f"deepest is 1202), got {cfg.depth!r}"))
     problems += [(name, msg) for name, msg in spec_problems(cfg.net_spec()) if depth_ok or name != "depth"]
 
     integer("iterations", 1, MAX_ITERATIONS)

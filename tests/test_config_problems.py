@@ -111,3 +111,12 @@ def test_the_launch_page_shows_spec_and_deepen_problems_under_their_controls(sto
     assert any(e.startswith("deepen_noise must be a number from 0 to 10") for e in errors), errors
     assert "This sweep cannot be queued: see the marked fields above." in errors  # nothing left without a control
     assert next(b for b in at.button if b.label == "Queue runs").disabled
+
+
+def test_a_depth_that_is_not_a_whole_number_is_one_depth_problem():
+    import dataclasses
+
+    from lab.config import field_problems, make_config
+
+    problems = field_problems(dataclasses.replace(make_config("smoke"), depth="x"))
+    assert [f for f, _ in problems] == ["depth"] and "got 'x'" in problems[0][1]
