@@ -107,7 +107,7 @@ def _cached_summaries(store: Store, records: dict, ids: list[str], names: list[s
     missing = [rid for rid in ids if versions[rid] is not None and any((rid, n) not in found for n in names)]
     if not missing:
         return found
-    read = store.summaries([records[rid] for rid in missing], names, "scalar")
+    read = store.series_summaries([records[rid] for rid in missing], names, "scalar")
     with _cache_lock:
         for rid in missing:
             for name in names:
@@ -178,7 +178,7 @@ def layer_series(store: Store, run: pd.Series | dict, metric: str, steps=None) -
 def _summary_frame(store: Store, run: pd.Series | dict, metric: str) -> pd.DataFrame:
     """A finished run's summarised per-layer series as layer_series' long DataFrame."""
     run = dict(run)
-    found = store.summaries([run], [metric], "layer").get((run["id"], metric))
+    found = store.series_summaries([run], [metric], "layer").get((run["id"], metric))
     if found is None:
         return pd.DataFrame({"step": pd.Series(dtype=np.int64), "layer": pd.Series(dtype=np.int64),
                              "layer_name": pd.Series(dtype=object), "value": pd.Series(dtype=float)})

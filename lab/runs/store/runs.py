@@ -241,7 +241,7 @@ class RunsMixin:
         moved = self._transact(lambda conn: conn.execute(q).rowcount) == 1
         if moved and status in ENDED:
             try:  # the pages' downsampled copy; a read makes it later if this fails
-                self.summarize(run_id)
+                self.summarize_series(run_id)
             except StoreError as exc:
                 logging.getLogger("lab.runs.store").warning(
                     "run %s: its series were not summarised (%s); the pages summarise them when they first read them",

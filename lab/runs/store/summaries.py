@@ -68,7 +68,7 @@ def layer_matrix(vals: Iterable[str]) -> np.ndarray:
 class SummariesMixin:
     """Downsampled series of finished runs (see the module's docstring)."""
 
-    def summarize(self, run_id: str, sources: Iterable[str] = ("scalar", "layer")) -> dict:
+    def summarize_series(self, run_id: str, sources: Iterable[str] = ("scalar", "layer")) -> dict:
         """Make (and keep, unless the store is read-only) run `run_id`'s summaries of `sources` from its stored
         rows; returns {(source, name): decoded summary}. A run that is not there gives {}."""
         with self.read() as conn:
@@ -118,7 +118,7 @@ class SummariesMixin:
 
         self._transact(put)
 
-    def summaries(self, runs: pd.DataFrame | list[dict], names: Iterable[str], source: str = "scalar") -> dict:
+    def series_summaries(self, runs: pd.DataFrame | list[dict], names: Iterable[str], source: str = "scalar") -> dict:
         """{(run id, name): decoded summary} of the finished runs among `runs` (rows with id, status, attempt,
         iteration) for the series `names` of `source` ('scalar': dicts of arrays x, mean, min, max, n; 'layer':
         (steps, steps x layers matrix)). A finished run without a valid summary gets one made from its rows; a
@@ -143,7 +143,7 @@ class SummariesMixin:
                             out[(rid, name)] = decode(data)
         for rid in ids:
             if rid not in valid:
-                made = self.summarize(rid, [source])
+                made = self.summarize_series(rid, [source])
                 out.update({(rid, n): s for (_, n), s in made.items() if n in names})
         return out
 
