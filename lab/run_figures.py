@@ -52,14 +52,16 @@ def groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     if runs.empty:
         return []
     fields = [f for f in GROUP_FIELDS if f in runs.columns]
-    keyed = runs.assign(_key=runs[fields].astype(str).agg("|".join, axis=1))
+    text = runs[fields].astype(str)
+    # one code per distinct combination of the fields' texts (row-wise string joins cost far more at 1,000 runs)
+    codes, _ = pd.factorize(pd.Series(list(zip(*(text[f].to_numpy() for f in fields))), index=runs.index))
     out = []
-    for _, g in keyed.groupby("_key", sort=False):
+    for _, g in runs.groupby(codes, sort=False):
         first = g.iloc[0]
         label = str(first.get("label") or f"{first['kind']}-{first['depth']}")
         if first.get("tag"):
             label += f" [{first['tag']}]"
-        out.append((label, g.drop(columns="_key")))
+        out.append((label, g))
     labels = [lbl for lbl, _ in out]
     # same label for different experiments (e.g. other lr): add the data set / preset to tell them apart
     for i, (label, g) in enumerate(out):
@@ -141,13 +143,33 @@ def join_parent_curves(runs: pd.DataFrame, scalars: pd.DataFrame, ancestors: pd.
     return pd.concat(parts, ignore_index=True)
 
 
+def _series_by_run(scalars: pd.DataFrame) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """{(run id, name): (steps, values)} of a long scalars frame, steps ascending, missing values left out (one
+    sort of codes: a pandas groupby into thousands of series costs more than the figure)."""
+    clean = scalars[scalars["value"].notna()]
+    if clean.empty:
+        return {}
+    runs, run_ids = pd.factorize(clean["run_id"])
+    names, name_list = pd.factorize(clean["name"])
+    steps, values = clean["step"].to_numpy(float), clean["value"].to_numpy(float)
+    order = np.lexsort((steps, names, runs))
+    key = runs[order] * len(name_list) + names[order]
+    cuts = np.flatnonzero(np.diff(key)) + 1
+    run_ids, name_list = np.asarray(run_ids, dtype=object), np.asarray(name_list, dtype=object)
+    steps, values = steps[order], values[order]
+    return {(run_ids[key[a] // len(name_list)], name_list[key[a] % len(name_list)]): (steps[a:b], values[a:b])
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(key)])}
+
+
 def _seed_mean_line(fig: go.Figure, col: int, curves: list, mappers: list, name: str, group: str, colour: str,
                     style: tuple[float, str], band: str, max_points: int) -> None:
     """One configuration's line in panel `col`: the mean of its seeds' `curves` (each with the mapper of its x
     axis), downsampled to about `max_points` (minima and maxima kept), with a min-max or sd band behind it."""
     width, dash = style
     agg = aggregate_seeds(curves)
-    xs = np.nanmean([f(agg["x"].to_numpy()) for f in mappers], axis=0)
+    xs = agg["x"].to_numpy(float)
+    if mappers:  # epochs or wall time: each seed's own mapping of the steps, averaged
+        xs = np.nanmean([f(xs) for f in mappers], axis=0)
     cols = [agg[c].to_numpy(float) for c in ("mean", "min", "max", "sd")]
     xs, (mean, lo, hi, sd) = downsample_minmax(xs, cols, max_points)
     seeds = len(curves)
@@ -181,8 +203,8 @@ def training_curves(
     """The paper's Fig. 6: error vs x for plain (left) and residual (right) nets on shared axes.
 
     One colour per depth; seeds of the same configuration are averaged, with a min-max or sd band. Smoothing
-    (debiased EMA, training error only: test error points are exact evaluations) is applied to each run's full
-    series before seeds are averaged and before downsampling to about `max_points` points per line (minima and
+    (debiased EMA, training error only: test error points are exact evaluations) is applied to each run's
+    series as given (the views give the stored series' bucket means, `lab.buckets`) before seeds are averaged and before downsampling to about `max_points` points per line (minima and
     maxima kept). `join_parents`: a deepened run's curve starts with its parent's (whose scalars must be in
     `scalars`), x counting the total iterations (`join_parent_curves`, with `ancestors`).
     """
@@ -197,9 +219,7 @@ def training_curves(
     fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, shared_xaxes=True,
                         subplot_titles=[KIND_TITLES[k] for k in kinds], horizontal_spacing=0.04)
     colours = depth_colors(runs["depth"])
-    clean = scalars[scalars["value"].notna()].sort_values(["run_id", "name", "step"])
-    series = {key: (g["step"].to_numpy(float), g["value"].to_numpy(float))
-              for key, g in clean.groupby(["run_id", "name"], sort=False)}
+    series = _series_by_run(scalars)
     drawn = set()   # panels (columns) with at least one curve
     for raw_label, g in groups(runs):
         label = plotly_text(raw_label)
@@ -215,7 +235,8 @@ def training_curves(
                 # training error is a noisy per-window mean: smooth it; test error is an exact evaluation
                 weight = smoothing if metric == "train_error" else 0.0
                 curves.append((steps, ema(values * 100, weight)))
-                mappers.append(_x_mapper(series, rid, x))
+                if x != "iterations":
+                    mappers.append(_x_mapper(series, rid, x))
             if not curves:
                 continue
             _seed_mean_line(fig, col, curves, mappers, f"{label} {suffix}", label, colour, (width, dash), band,

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from . import run_figures
 from .runs.store import Store, StoreError
 from .runs.store.summaries import scalar_grid
-from .series import bucket_summary, bucket_width
+from .buckets import bucket_summary, bucket_width
 
 
 def run_label(run: pd.Series | dict, with_seed: bool = True) -> str:
@@ -63,7 +63,7 @@ RUN_FIELDS = ("id", "status", "attempt", "iteration", "finished_at", "total_iter
 
 def curve_scalars(store: Store, runs: pd.DataFrame, names: list[str],
                   window: tuple[int, int] | None = None) -> pd.DataFrame:
-    """The runs' scalar series `names` downsampled (`lab.series.bucket_summary`: per bucket of whole logging
+    """The runs' scalar series `names` downsampled (`lab.buckets.bucket_summary`: per bucket of whole logging
     intervals, at most SUMMARY_POINTS per series, the mean step and the mean value) as a long DataFrame run_id,
     name, step, value, sorted by run, name and step (run_id and name as categoricals). Finished runs' series
     come from the store's summaries and are kept in process memory after their first read; queued and running

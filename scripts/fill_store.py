@@ -2,8 +2,8 @@
 
     python scripts/fill_store.py --results /tmp/lab-100 --runs 100 --iterations 64000
 
-Prints the time to fill, then each page's render time through Streamlit's AppTest (a full script run, figures
-built, no browser), averaged over --repeat runs after one warm-up run. With LAB_DB_URL set, the runs go to that
+Prints the time to fill, then each page's render times through Streamlit's AppTest (a full script run, figures
+built, no browser): its first render with nothing of the store in memory, and later renders (mean of --repeat). With LAB_DB_URL set, the runs go to that
 database (the folder keeps the run folders).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from lab.fill import fill  # noqa: E402
 from lab.runs.store import Store  # noqa: E402
 
-PAGES = ["runs", "curves", "depth", "responses", "gradients", "launch", "report"]
+PAGES = ["runs", "curves", "depth", "responses", "gradients", "inside", "studies", "launch", "report"]
 
 
 def main() -> int:
@@ -42,17 +42,34 @@ def main() -> int:
     return 0
 
 
-def time_pages(results: str, repeat: int = 3) -> dict[str, float | None]:
-    """Print and return each page's mean render time (s; None where it raised) on the store in `results` (and
-    $LAB_DB_URL, when set)."""
+def time_pages(results: str, repeat: int = 3) -> dict[str, tuple[float, float] | None]:
+    """Print and return each page's (first render, mean later render) in seconds (None where it raised) on the
+    store in `results` (and $LAB_DB_URL, when set). A first render is the page's first run in a server that has
+    imported everything but holds nothing of this store in memory (the lab's series caches and Streamlit's
+    caches cleared, as after a restart); later renders are reruns of the same session (a widget touched)."""
     os.environ["LAB_RESULTS"] = str(Path(results).resolve())
+    import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    print(f"{'page':<10} {'render (s)':>10}  (mean of {repeat}, after a warm-up)")
-    out: dict[str, float | None] = {}
+    from lab import run_views
+
+    def cold() -> None:
+        run_views._cache.clear()
+        run_views._layer_cache.clear()
+        run_views._cache_rows = run_views._layer_rows = 0
+        st.cache_data.clear()
+        st.cache_resource.clear()
+
+    warm = AppTest.from_file(str(ROOT / "pages" / "report.py"), default_timeout=120)
+    warm.run()  # the imports a running server has done
+    print(f"{'page':<10} {'first (s)':>9} {'later (s)':>9}  (later: mean of {repeat})")
+    out: dict[str, tuple[float, float] | None] = {}
     for page in PAGES:
+        cold()
         at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=120)
+        t = time.perf_counter()
         at.run()
+        first = time.perf_counter() - t
         if at.exception:
             print(f"{page:<10} exception: {at.exception[0].value}")
             out[page] = None
@@ -62,8 +79,8 @@ def time_pages(results: str, repeat: int = 3) -> dict[str, float | None]:
             t = time.perf_counter()
             at.run()
             times.append(time.perf_counter() - t)
-        out[page] = sum(times) / len(times)
-        print(f"{page:<10} {out[page]:>10.3f}")
+        out[page] = (first, sum(times) / len(times))
+        print(f"{page:<10} {first:>9.3f} {out[page][1]:>9.3f}", flush=True)
     return out
 
 

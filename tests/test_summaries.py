@@ -1,5 +1,5 @@
 """Downsampled series: what a finished run's summaries hold, when they are made and used, and what the pages
-draw from them (lab.series bucketing, lab/runs/store/summaries.py, lab.run_views)."""
+draw from them (lab.buckets, lab/runs/store/summaries.py, lab.run_views)."""
 import sqlite3
 
 import numpy as np
@@ -11,7 +11,7 @@ from lab import run_views
 from lab.config import make_config
 from lab.fill import simulate_run
 from lab.runs.store import Store, summaries_table
-from lab.series import LAYER_SUMMARY_STEPS, SUMMARY_POINTS, bucket_summary, bucket_width, decimate
+from lab.buckets import LAYER_SUMMARY_STEPS, SUMMARY_POINTS, bucket_summary, bucket_width, decimate
 
 
 def test_buckets_hold_the_mean_min_max_and_count_of_whole_logging_intervals():

@@ -117,7 +117,7 @@ layer_table = sa.Table(
     sa.Column("vals", sa.Text, nullable=False),             # JSON list, one value per layer in network order
 )
 
-# A downsampled copy of each finished run's series (`lab.series`: scalar series in buckets, per-layer series at
+# A downsampled copy of each finished run's series (`lab.buckets`: scalar series in buckets, per-layer series at
 # evenly spread steps), made when the run finishes (or when first read), for the pages: valid while the run's
 # attempt and iteration are those it was made from. `data`: little-endian float64 arrays (`summaries.py`).
 summaries_table = sa.Table(

@@ -2,7 +2,7 @@
 
 A run that logs every 100 iterations for 64k iterations stores 640 rows per scalar and 641 per-layer vectors per
 metric; a page over 1,000 runs would read them all. When a run finishes (any of `ENDED`), its scalar series are
-summarised in buckets (`lab.series.bucket_summary`: mean step, mean, min, max and count per bucket of a whole
+summarised in buckets (`lab.buckets.bucket_summary`: mean step, mean, min, max and count per bucket of a whole
 number of logging intervals, at most `SUMMARY_POINTS` buckets) and its per-layer series kept at
 `LAYER_SUMMARY_STEPS` evenly spread steps (the first and the last among them), one row per (run, series). A
 summary is valid while the run's attempt and iteration are those it was made from: a resumed run's old
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from ...series import bucket_summary, bucket_width, decimate
+from ...buckets import bucket_summary, bucket_width, decimate
 from .schema import IN_CHUNK, _json_object, layer_table, runs_table, scalars_table, summaries_table
 
 ENDED = ("done", "failed", "diverged", "cancelled", "interrupted")  # statuses whose series no longer grow
@@ -134,7 +134,8 @@ class SummariesMixin:
             for i in range(0, len(ids), IN_CHUNK):
                 q = sa.select(summaries_table.c.run_id, summaries_table.c.name, summaries_table.c.attempt,
                               summaries_table.c.iteration, summaries_table.c.data).where(
-                    summaries_table.c.run_id.in_(ids[i : i + IN_CHUNK]), summaries_table.c.source == source)
+                    summaries_table.c.run_id.in_(ids[i : i + IN_CHUNK]), summaries_table.c.source == source,
+                    summaries_table.c.name.in_(["", *names]))  # '' marks a run summarised
                 for rid, name, attempt, iteration, data in conn.execute(q):
                     run = ended[rid]
                     if _same(attempt, run.get("attempt")) and _same(iteration, run.get("iteration")):
