@@ -384,7 +384,11 @@ class FinishedRunsOnce:
     def runs(self, status=None):
         if status is not None and list(status) == ["done"]:
             return self._done
-        return self._store.runs(status=status)
+        key = None if status is None else tuple(status)
+        read = self.__dict__.setdefault("_read", {})
+        if key not in read:  # read once, like the finished runs: one page's estimates share them
+            read[key] = self._store.runs(status=status)
+        return read[key]
 
     def __getattr__(self, name):
         return getattr(self._store, name)
