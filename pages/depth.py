@@ -5,20 +5,21 @@ from lab import run_views
 from lab.export import table_csv
 from lab.run_figures import depth_table
 from lab.reference import CIFAR10_TEST_ERROR
-from pages.common import (apply_selection, figure_downloads, get_store, live_every, load_runs,
-                          selected_runs_or_stop)
+from pages.common import (apply_selection, figure_downloads, get_store, live_every, run_list, selected_runs_or_stop,
+                          selection)
 
 store = get_store()
 st.title("Error vs depth")
 st.caption("Final training and test error of finished runs against depth, mean ± sd over seeds. Plain nets get "
            "worse with depth (degradation); residual nets get better.")
 runs = selected_runs_or_stop(store)
+chosen = selection()  # for a download made when it is clicked
 reference = st.toggle("Overlay published CIFAR-10 numbers (paper and reproductions)", key="depth_reference")
 
 
 @st.fragment(run_every=live_every(runs, 10))
 def summary() -> None:
-    current = apply_selection(load_runs(store))
+    current = apply_selection(run_list(store))  # the page's list; read afresh when it refreshes on its own
     st.plotly_chart(run_views.depth(store, current, reference=reference), width="stretch", key="depth_chart")
     done = current[current["status"] == "done"]
     st.subheader("Table (the shape of the paper's Table 6)")
@@ -42,7 +43,7 @@ def summary() -> None:
 
 
 summary()
-figure_downloads(lambda: run_views.depth(store, apply_selection(load_runs(store)), reference=reference),
+figure_downloads(lambda: run_views.depth(store, apply_selection(run_list(store), chosen), reference=reference),
                  "error-vs-depth", "depth_dl")
 if reference:
     with st.expander("Sources of the published numbers"):

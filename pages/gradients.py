@@ -13,7 +13,7 @@ st.caption("L2 norm of the gradient of every conv and linear weight, sampled eve
            "the plain net's gradients do not vanish (the paper's point); launch runs with normalisation 'none' "
            "to see them vanish.")
 runs = selected_runs_or_stop(store)
-selected = capped(runs, MAX_RUNS)
+selected = capped(store, runs, MAX_RUNS)
 at = st.slider("When in training (fraction of each run's progress so far)", 0.0, 1.0, 1.0, 0.05, key="grad_at")
 every = live_every(runs, 10)
 

@@ -12,7 +12,7 @@ st.caption("Std of each 3x3 layer's output after BN, before the ReLU or the addi
            "fixed batch of held-out images at each evaluation. The paper's Fig. 7: residual responses are smaller, "
            "and smaller the deeper the ResNet.")
 runs = selected_runs_or_stop(store)
-selected = capped(runs, MAX_RUNS)
+selected = capped(store, runs, MAX_RUNS)
 at = st.slider("When in training (fraction of each run's progress so far)", 0.0, 1.0, 1.0, 0.05, key="resp_at")
 every = live_every(runs, 10)
 

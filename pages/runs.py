@@ -12,16 +12,20 @@ from lab.models import ConfigError, valid_depths
 from lab.runs.monitor import format_duration, log_tail
 from lab.runs.store import StoreError
 from lab.runs.worker import ensure_worker
-from pages.common import apply_selection, get_store, load_runs, pct, select_runs
+from pages.common import apply_selection, get_store, once_per_render, paged, pct, run_list, select_runs
 
 store = get_store()
 st.title("Runs")
-select_runs(load_runs(store))
+select_runs(run_list(store))
+
+
+def jobs_list():
+    return once_per_render("jobs", store, lambda: analysis_jobs(store))
 
 
 @st.fragment(run_every=2)
 def live_table() -> None:
-    runs = load_runs(store)
+    runs = run_list(store)  # the page's list; read afresh when the table refreshes on its own
     if runs.empty:
         st.info("No runs yet. Queue some on the Launch page, or from a shell: "
                 "`python -m lab sweep --preset quick`.")
@@ -42,14 +46,15 @@ def live_table() -> None:
         if st.button("Start the background worker", icon=":material/play_arrow:"):
             ensure_worker(store)
             st.rerun(scope="fragment")
-    view = runs.assign(
-        eta=runs["eta_s"].map(format_duration),
-        test=runs["final_test_error"].map(pct),
-        train=runs["final_train_error"].map(pct),
-        it=runs["iteration"].astype(int).astype(str) + " / " + runs["total_iterations"].astype(int).astype(str),
+    shown = paged(runs, "runs_page", what="runs")  # newest first
+    view = shown.assign(
+        eta=shown["eta_s"].map(format_duration),
+        test=shown["final_test_error"].map(pct),
+        train=shown["final_train_error"].map(pct),
+        it=shown["iteration"].astype(int).astype(str) + " / " + shown["total_iterations"].astype(int).astype(str),
         # text, so a run that has not reported them yet (queued) shows "-" rather than "None"
-        images_per_s=runs["images_per_s"].map(lambda v: "-" if v is None or v != v else f"{v:.0f}"),
-        device=runs["device"].map(lambda v: v if isinstance(v, str) and v else "-"),
+        images_per_s=shown["images_per_s"].map(lambda v: "-" if v is None or v != v else f"{v:.0f}"),
+        device=shown["device"].map(lambda v: v if isinstance(v, str) and v else "-"),
     )
     st.dataframe(
         view[["id", "status", "label", "dataset", "preset", "seed", "tag", "progress", "it", "images_per_s", "eta",
@@ -74,7 +79,7 @@ live_table()
 
 @st.fragment(run_every=2)
 def jobs_table() -> None:
-    jobs = analysis_jobs(store)
+    jobs = jobs_list()
     if jobs.empty:
         return
     st.subheader("Analysis jobs")
@@ -110,13 +115,17 @@ def jobs_table() -> None:
 jobs_table()
 
 st.subheader("Act on a run or job")
-runs = load_runs(store)
-jobs = analysis_jobs(store)
+runs = apply_selection(run_list(store))  # the selected runs
+jobs = jobs_list()
 if runs.empty and jobs.empty:
     st.stop()
-labels = {r.id: f"{r.id} - {r.label} seed {r.seed} [{r.status}]" for r in runs.itertuples()}
+labels = dict(zip(runs["id"], runs["id"] + " - " + runs["label"].astype(str) + " seed " + runs["seed"].astype(str)
+                  + " [" + runs["status"] + "]"))
 labels |= {j["id"]: f"{j['id']} - {describe(j)} [{j['status']}]" for j in jobs.to_dict("records")}
-run_id = st.selectbox("Run or job", list(labels), format_func=labels.get, key="runs_pick")
+if st.session_state.get("runs_pick") not in labels:  # its run left the selection (or was deleted)
+    st.session_state.pop("runs_pick", None)
+run_id = st.selectbox("Run or job", list(labels), format_func=labels.get, key="runs_pick",
+                      help="The runs selected in the sidebar, and the analysis jobs")
 is_job = run_id in set(jobs["id"])
 run = (jobs if is_job else runs).set_index("id").loc[run_id]
 c1, c2, c3, c4 = st.columns([1, 1, 1, 3])

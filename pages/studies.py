@@ -7,7 +7,7 @@ from lab.studies import all_studies, get
 from lab.studies.budgets import BUDGETS
 from lab.studies.plan import queue_missing
 from lab.studies.report import evaluate, export_zip, overview_rows, published
-from pages.common import get_store, load_runs
+from pages.common import get_store, once_per_render, run_list
 
 OUTCOME_ICONS = {"effect": ":material/check_circle:", "no clear difference": ":material/remove_circle:",
                  "not enough seeds": ":material/hourglass_empty:", "not available": ":material/block:"}
@@ -31,7 +31,7 @@ budget = left.radio("Budget", list(BUDGETS), key="studies_budget", horizontal=Tr
 seeds = right.number_input("Seeds per arm", min_value=1, max_value=20, value=BUDGETS[budget].seeds,
                            key=f"studies_seeds_{budget}", help="A verdict needs at least 2 finished seeds per arm")
 
-runs = load_runs(store)
+runs = run_list(store)
 rows = overview_rows(store, budget, int(seeds), runs=runs)
 st.dataframe(
     [dict(study=r["title"], id=r["id"], state=r["state"], finished=f"{r['finished']} / {r['planned']}",
@@ -55,7 +55,14 @@ if numbers:
         st.dataframe([dict(what=n["what"], value=n["text"], unit=n["unit"], source=n["source"]) for n in numbers],
                      hide_index=True, width="stretch")
 
-result = evaluate(study, store, budget, int(seeds), runs=runs, analyse=False)
+
+def evaluated():
+    """The study against the runs of this render, analysed: once per render (the live view below shares it, and
+    evaluates afresh when it refreshes on its own)."""
+    return once_per_render("study", store, lambda: evaluate(study, store, budget, int(seeds), runs=run_list(store)))
+
+
+result = evaluated()
 plan, status = result.plan, result.status
 st.subheader("Runs")
 st.dataframe(
@@ -101,7 +108,7 @@ if "studies_msg" in st.session_state:
 
 @st.fragment(run_every=3 if status.active else None)
 def live() -> None:
-    current = evaluate(study, store, budget, int(seeds), runs=load_runs(store))
+    current = evaluated()
     s = current.status
     cols = st.columns(5)
     for col, (label, value) in zip(cols, (("done", s.done + s.diverged), ("running", s.running), ("queued", s.queued),
@@ -126,6 +133,6 @@ def live() -> None:
 
 live()
 st.download_button("Download the study: figures, data, numbers, summary (zip)",
-                   data=lambda: export_zip(evaluate(study, store, budget, int(seeds), runs=load_runs(store))),
+                   data=lambda: export_zip(evaluated()),
                    file_name=f"study-{study.id}-{budget}.zip", mime="application/zip", on_click="ignore",
                    icon=":material/folder_zip:", key="studies_download")

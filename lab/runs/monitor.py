@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import pandas as pd
 
@@ -16,18 +17,25 @@ SUMMARY_COLUMNS = [
     "progress", "images_per_s", "eta_s", "elapsed_s", "device", "final_train_error", "final_test_error",
     "created_at", "message", "sweep_id", "job", "parent_id",
 ]
+# what the dashboard's pages read of each run: every column of the runs table but the long per-layer names and
+# log tail (they are read with one run, `Store.get_run`), with the config fields as columns
+LIST_COLUMNS = [c.name for c in runs_table.columns if c.name not in ("layers", "log_tail")]
+# the run columns a search looks in (a substring, any case)
+SEARCHED = ("tag", "label")
 
 
-def overview(store: Store, reap: bool = True, jobs: Iterable[str] | None = (JOBS_DEFAULT,)) -> pd.DataFrame:
+def overview(store: Store, reap: bool = True, jobs: Iterable[str] | None = (JOBS_DEFAULT,),
+             columns: Iterable[str] | None = None) -> pd.DataFrame:
     """Runs (newest first) with their config fields, plus progress (0..1) and ETA (seconds; NaN when unknown).
     With `reap`, runs whose process died are marked interrupted first, so what is shown is the truth.
 
     `jobs`: which rows: training runs only (the default: what every figure and page of runs wants), None for
-    training runs and analysis jobs (`ls`), or a list of job names ('train', 'lesion', ...)."""
+    training runs and analysis jobs (`ls`), or a list of job names ('train', 'lesion', ...). `columns`: the
+    runs table's columns to read of the training runs (default all; LIST_COLUMNS: what the pages need)."""
     if reap:
         store.reap_stale()
     wanted = None if jobs is None else set(jobs)
-    df = training_runs(store.runs()) if wanted is None or JOBS_DEFAULT in wanted else None
+    df = training_runs(store.runs(columns=columns)) if wanted is None or JOBS_DEFAULT in wanted else None
     if wanted is None or wanted - {JOBS_DEFAULT}:
         extra = job_rows(store, None if wanted is None else wanted - {JOBS_DEFAULT})
         parts = [p for p in (df, extra) if p is not None and not p.empty]
@@ -42,6 +50,55 @@ def overview(store: Store, reap: bool = True, jobs: Iterable[str] | None = (JOBS
     eta = (total - it) * per_it
     df["eta_s"] = eta.where(df["status"] == "running")
     return df.reset_index(drop=True)
+
+
+def selection_mask(runs: pd.DataFrame, fields: Mapping[str, Iterable], search: str = "",
+                   studies: Iterable[str] = (), study_prefix: str = "") -> pd.Series:
+    """Which runs a selection admits: for each of `fields` ({column: values}) with values, those whose column
+    holds one of them (compared as text); whose tag or label contains `search` (any case); and with `studies`,
+    those tagged `study_prefix` + one of them. Columns the runs lack are not filtered on."""
+    mask = pd.Series(True, index=runs.index)
+    for field, values in fields.items():
+        values = [str(v) for v in values]
+        if values and field in runs.columns:
+            mask &= runs[field].astype(str).isin(values)
+    search = search.strip()
+    if search:
+        found = pd.Series(False, index=runs.index)
+        for field in SEARCHED:
+            if field in runs.columns:
+                found |= runs[field].fillna("").astype(str).str.contains(search, case=False, regex=False)
+        mask &= found
+    studies = [study_prefix + str(s) for s in studies]
+    if studies and "tag" in runs.columns:
+        mask &= runs["tag"].isin(studies)
+    return mask
+
+
+def tagged_studies(runs: pd.DataFrame, prefix: str) -> list[str]:
+    """The study ids the runs' tags name (tag `prefix` + id), sorted."""
+    if runs.empty or "tag" not in runs.columns:
+        return []
+    tags = runs["tag"].dropna().astype(str)
+    return sorted({t[len(prefix):] for t in tags.unique() if t.startswith(prefix) and len(t) > len(prefix)})
+
+
+def sweeps(runs: pd.DataFrame) -> dict[str, int]:
+    """{sweep id: its number of runs}, the sweep of the newest run first."""
+    if runs.empty or "sweep_id" not in runs.columns:
+        return {}
+    ids = runs["sweep_id"].dropna().astype(str)
+    counts = ids.value_counts()
+    return {s: int(counts[s]) for s in ids.unique()}
+
+
+def page_span(rows: int, page: int, per_page: int) -> tuple[int, int, int]:
+    """Rows [start, stop) of page `page` (from 1; clamped to those there are) of `rows` rows shown `per_page` at a
+    time, and the number of pages (at least 1)."""
+    pages = max(1, math.ceil(rows / max(1, per_page)))
+    page = min(max(1, int(page)), pages)
+    start = (page - 1) * per_page
+    return start, min(rows, start + per_page), pages
 
 
 def job_rows(store: Store, kinds: Iterable[str] | None = None) -> pd.DataFrame:
@@ -65,7 +122,7 @@ def training_runs(df: pd.DataFrame) -> pd.DataFrame:
     keep = df["job"].fillna(JOBS_DEFAULT) == JOBS_DEFAULT
     if keep.all():
         return df
-    base = [c.name for c in runs_table.columns]
+    base = [c.name for c in runs_table.columns if c.name in df.columns]
     df = df.loc[keep, base].reset_index(drop=True)
     if not df.empty:
         cfg = pd.DataFrame(list(df["config"]))
