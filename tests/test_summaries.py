@@ -124,3 +124,33 @@ def test_summaries_go_with_their_run(db_store):
     assert _summary_rows(db_store, rid)
     db_store.delete_runs([rid, other], yes=True)
     assert _summary_rows(db_store, rid) == [] and _summary_rows(db_store, other) == []
+
+
+def test_the_curves_page_reads_the_rows_of_a_narrower_range(store):
+    import base64
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    simulate_run(store, "plain", 20, 0, iterations=20_000, log_every=10, eval_every=1000)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at.switch_page("pages/curves.py")
+    at.run()
+
+    def array(v):  # plotly's JSON holds numpy arrays as {"dtype", "bdata": base64}
+        return np.frombuffer(base64.b64decode(v["bdata"]), v["dtype"]).astype(float) if isinstance(v, dict) \
+            else np.asarray(v, float)
+
+    def xs():
+        spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+        return np.concatenate([array(t["x"]) for t in spec["data"] if "x" in t])
+
+    whole = xs()
+    assert len(whole) < 1000 and whole.max() > 19_000  # the summary: 500 buckets of training error and 20 tests
+    at.slider(key="curves_window").set_value((5_000, 6_000)).run()
+    assert not at.exception
+    zoomed = xs()
+    assert zoomed.min() >= 5_000 and zoomed.max() <= 6_000
+    assert set(range(5_000, 6_001, 10)) <= set(zoomed.astype(int).tolist())  # every logged step in the range
