@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -26,8 +27,12 @@ def forward_macs(model: nn.Module, image_size: int = 32) -> int:
     try:
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, model.spec.in_channels, image_size, image_size))
+        # oneDNN prepares each convolution shape on its first call (seconds for a deep net, once per process);
+        # the plain kernels count one image at once
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on TF32, which setting the flags touches
+            with torch.backends.mkldnn.flags(enabled=False):
+                model(torch.zeros(1, model.spec.in_channels, image_size, image_size))
         model.train(was_training)
     finally:
         for h in handles:
