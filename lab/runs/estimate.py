@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -31,8 +32,26 @@ class Estimate:
 
 @lru_cache(maxsize=64)
 def run_macs(depth: int, block: str, width: float, span: int, channels: int, size: int, family: str = "cifar") -> int:
-    return forward_macs(build_net("residual", depth, block=block, width=width, span=span, in_channels=channels,
+    """Multiply-adds of one forward pass of one image, kept in the user's cache (`kept_file("macs")`) under the
+    network code's fingerprint: counting builds and runs the net (a tenth of a second to a second each), and a
+    page estimates a dozen networks."""
+    key = "|".join(map(str, (_models_fingerprint(), depth, block, width, span, channels, size, family)))
+    kept = _kept("macs")
+    if key in kept:
+        return int(kept[key][0])
+    macs = forward_macs(build_net("residual", depth, block=block, width=width, span=span, in_channels=channels,
                                   family=family), size)
+    _keep("macs", key, macs)
+    return macs
+
+
+@lru_cache(maxsize=1)
+def _models_fingerprint() -> str:
+    """A hash of the network code (lab/models): a change to it counts the multiply-adds again."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(__file__).resolve().parent.parent / "models").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @lru_cache(maxsize=16)
@@ -61,12 +80,12 @@ def _macs(cfg: RunConfig) -> int:
     return run_macs(cfg.depth, cfg.block, cfg.width, cfg.span, channels, size, cfg.family)
 
 
-RATES_KEPT_S = 7 * 24 * 3600  # how long a quick measurement of this machine is reused
+KEPT_S = 7 * 24 * 3600  # how long a quick measurement of this machine, or a count, is reused
 
 
-def rates_file() -> Path:
-    """The user's record of quick measurements (`measured_gflops`), beside the compile cache."""
-    return compile_cache_dir().parent / "measured-gflops.json"
+def kept_file(name: str) -> Path:
+    """The user's record of quick measurements ('measured-gflops') or counts ('macs'), beside the compile cache."""
+    return compile_cache_dir().parent / f"{name}.json"
 
 
 @lru_cache(maxsize=16)
@@ -75,34 +94,38 @@ def measured_gflops(device: str = "auto", width: float = 1.0, threads: int = 0, 
     defaults, `threads` CPU threads (0: torch's) and the runs' `precision` (bf16 and fp32 differ about twofold
     where the CPU has native bf16). Narrow nets on few threads run at a fraction of a full-width net's rate on all
     threads (half width on one of two cores: about a third), so the measurement is taken at the width and threads
-    the runs get. A measurement is kept in `rates_file()` for RATES_KEPT_S, keyed by the host, its cores, torch,
+    the runs get. A measurement is kept in `kept_file('measured-gflops')` for KEPT_S, keyed by the host, its cores, torch,
     the device and these arguments, so a restarted dashboard does not measure again."""
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     key = "|".join(map(str, (socket.gethostname(), os.cpu_count(), torch.__version__, dev,
                              torch.backends.cpu.get_cpu_capability(), width, threads, precision)))
-    kept = _kept_rates()
-    if key in kept and time.time() - kept[key][1] < RATES_KEPT_S:
+    kept = _kept("measured-gflops")
+    if key in kept:
         return kept[key][0]
     rate = _measure_gflops(dev, width, threads, precision)
-    _keep_rate(key, rate)
+    _keep("measured-gflops", key, rate)
     return rate
 
 
-def _kept_rates() -> dict:
+def _kept(name: str) -> dict:
+    """{key: [value, when]} of the record `name`, the entries younger than KEPT_S ({} when it is unreadable)."""
     try:
-        data = json.loads(rates_file().read_text())
+        data = json.loads(kept_file(name).read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    now = time.time()
     return {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 2
-            and all(isinstance(x, (int, float)) for x in v)} if isinstance(data, dict) else {}
+            and all(isinstance(x, (int, float)) for x in v) and now - v[1] < KEPT_S}
 
 
-def _keep_rate(key: str, rate: float) -> None:
-    """Record a measurement (best effort: an unwritable cache only means measuring again)."""
-    path = rates_file()
-    kept = {k: v for k, v in _kept_rates().items() if time.time() - v[1] < RATES_KEPT_S}
-    kept[key] = [rate, time.time()]
+def _keep(name: str, key: str, value: float) -> None:
+    """Add an entry to the record `name` (best effort: an unwritable cache only means measuring again)."""
+    path = kept_file(name)
+    kept = _kept(name)
+    kept[key] = [value, time.time()]
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
