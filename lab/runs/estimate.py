@@ -18,7 +18,7 @@ from ..config import RunConfig
 from ..datasets import TEST_IMAGES, TRAIN_IMAGES, DataError, dataset_info, held_out
 from ..models import build_net, forward_macs
 from ..runtime import compile_cache_dir, resolve_device, resolve_precision
-from .monitor import format_duration
+from .monitor import RATE_COLUMNS, format_duration
 
 STARTUP_S = 6.0        # process start, imports and data loading per run
 
@@ -173,7 +173,7 @@ def past_gflops(store, width: float | None = None) -> tuple[float, int, str, flo
     out several times too slow."""
     host = socket.gethostname()
     for status, word in (("done", "finished"), ("running", "running")):
-        runs = store.runs(status=[status])
+        runs = store.runs(status=[status], columns=RATE_COLUMNS)
         if runs is None or runs.empty:
             continue
         rates, widths = [], []

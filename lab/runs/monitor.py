@@ -20,6 +20,8 @@ SUMMARY_COLUMNS = [
 # what the dashboard's pages read of each run: every column of the runs table but the long per-layer names and
 # log tail (they are read with one run, `Store.get_run`), with the config fields as columns
 LIST_COLUMNS = [c.name for c in runs_table.columns if c.name not in ("layers", "log_tail")]
+# what time estimates read of past runs (lab.runs.estimate.past_gflops)
+RATE_COLUMNS = ("status", "host", "env", "images_per_s", "config", "created_at")
 # the run columns a search looks in (a substring, any case)
 SEARCHED = ("tag", "label")
 

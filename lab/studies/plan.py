@@ -34,6 +34,7 @@ from ..config import RunConfig, experiment_config, make_config
 from ..datasets import DATASETS
 from ..fill import TAG as SIMULATED
 from ..models import ConfigError
+from ..runs.monitor import RATE_COLUMNS
 from ..runs.store import RESUMABLE, Store, new_id
 from .budgets import schedule
 from .registry import Arm, Study, StudyError
@@ -375,19 +376,20 @@ class FinishedRunsOnce:
         self._store = store
         self._done = None
         if store is not None:
-            done = store.runs(status=["done"])
+            done = store.runs(status=["done"], columns=RATE_COLUMNS)
             if not done.empty and {"iterations", "batch_size"} <= set(done.columns):
                 images = done["iterations"].astype(float) * done["batch_size"].astype(float)
                 done = done[images >= MIN_MEASURED_IMAGES]
             self._done = done
 
-    def runs(self, status=None):
+    def runs(self, status=None, columns=None):
+        """The store's runs of `status` (RATE_COLUMNS of them: what the estimates read), each status read once."""
         if status is not None and list(status) == ["done"]:
             return self._done
         key = None if status is None else tuple(status)
         read = self.__dict__.setdefault("_read", {})
         if key not in read:  # read once, like the finished runs: one page's estimates share them
-            read[key] = self._store.runs(status=status)
+            read[key] = self._store.runs(status=status, columns=RATE_COLUMNS)
         return read[key]
 
     def __getattr__(self, name):
