@@ -72,12 +72,18 @@ def test_cached_layer_series_are_the_stored_ones_and_live_runs_stay_live(store):
 
 def test_fast_seed_aggregation_matches_pandas_alignment():
     rng = np.random.default_rng(3)
-    curves = []
-    for n in (5, 40, 33, 1):
-        x = np.sort(rng.choice(np.arange(1, 80), n, replace=False)).astype(float)
-        y = rng.random(n)
-        y[rng.random(n) < 0.2] = np.nan
-        curves.append((x, y))
+    same = np.arange(10, 400, 20).astype(float)
+    for sizes in ((5, 40, 33, 1), (0, 0, 0)):  # seeds at different steps; seeds at the same steps (0: `same`)
+        curves = []
+        for n in sizes:
+            x = np.sort(rng.choice(np.arange(1, 80), n, replace=False)).astype(float) if n else same
+            y = rng.random(len(x))
+            y[rng.random(len(x)) < 0.2] = np.nan
+            curves.append((x, y))
+        _same_statistics_as_pandas(curves)
+
+
+def _same_statistics_as_pandas(curves):
     table = pd.concat([pd.Series(y, index=x) for x, y in curves], axis=1).sort_index()
     agg = aggregate_seeds(curves)
     assert agg["x"].tolist() == table.index.tolist()
