@@ -259,8 +259,9 @@ def any_running(runs: pd.DataFrame) -> bool:
     return not runs.empty and bool(runs["status"].isin(["running", "queued"]).any())
 
 
-def live_every(runs: pd.DataFrame, seconds: float = 3.0):
-    """The fragment refresh interval: `seconds` while some selected run is queued or running, else none."""
+def live_every(runs: pd.DataFrame, seconds: float = 2.0):
+    """The fragment refresh interval: `seconds` while some selected run is queued or running, else none. The
+    default 2 s and a render of at most 0.5 s show a logged window within 3 s of its writing."""
     return seconds if any_running(runs) else None
 
 

@@ -40,7 +40,7 @@ def chart() -> None:
     st.plotly_chart(build(current), width="stretch", key="curves_chart")
     running = int((current["status"] == "running").sum())
     if running:
-        st.caption(f"{running} run(s) training: the chart updates every few seconds.")
+        st.caption(f"{running} run(s) training: the chart updates every 2 seconds.")
 
 
 chart()
