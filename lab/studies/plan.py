@@ -239,20 +239,24 @@ def _ranked(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["_rank", "created_at"], ascending=[True, False]).drop(columns=["_rank"])
 
 
-def match(plan: Plan, runs: pd.DataFrame, store: Store | None = None) -> tuple[list[Slot], pd.DataFrame]:
+def match(plan: Plan, runs: pd.DataFrame, store: Store | None = None,
+          keyed: pd.DataFrame | None = None) -> tuple[list[Slot], pd.DataFrame]:
     """(a slot per planned run and analysis job, every stored run of the study's training arms with an `arm`
     column).
 
     `runs` is the store's runs table (e.g. `lab.runs.monitor.overview`); `store` is read for analysis arms (their
     results and job rows; without it their slots are missing). A slot takes the best stored run of its exact
     configuration (done before running before queued ...); the members are all stored runs of an arm's
-    experiment, any seed, so the analysis also uses seeds found beyond the planned ones."""
-    keyed = keyed_runs(runs)
+    experiment, any seed, so the analysis also uses seeds found beyond the planned ones. `keyed`: `keyed_runs(runs)`
+    made already (a page matching several studies against one run list makes it once)."""
+    keyed = keyed_runs(runs) if keyed is None else keyed
     train = [pa for pa in plan.available() if not pa.arm.analysis]
+    # an arm's configurations differ only in the seed: one key (without the seed) per arm
+    arm_key = {pa.name: experiment_key(pa.configs[0], with_seed=False) for pa in train if pa.configs}
     arm_of = {}
     for pa in train:
         if pa.configs and pa.arm.deepen is None:
-            arm_of.setdefault(experiment_key(pa.configs[0], with_seed=False), pa.name)
+            arm_of.setdefault(arm_key[pa.name], pa.name)
     members = keyed[keyed["_key"].map(lambda k: k in arm_of)].copy() if not keyed.empty else keyed.copy()
     members["arm"] = members["_key"].map(arm_of) if not members.empty else pd.Series(dtype=object)
     # deepened arms, in the study's order (a deepened arm may deepen another): same experiment but for
@@ -274,7 +278,7 @@ def match(plan: Plan, runs: pd.DataFrame, store: Store | None = None) -> tuple[l
     for pa in train:
         for cfg in pa.configs:
             if pa.arm.deepen is None:
-                key = experiment_key(cfg, with_seed=False)
+                key = arm_key[pa.name]
                 # map, not ==: pandas would compare a tuple element-wise against a Series of the same length
                 hit = members[members["_key"].map(lambda k: k == key) & (members["_seed"] == cfg.seed)] \
                     if not members.empty else members

@@ -23,7 +23,7 @@ from ..runs.monitor import format_duration, overview
 from ..runs.store import Store
 from .reader import StudyData
 from .findings import Analysis
-from .plan import FinishedRunsOnce, Plan, Slot, Status, make_plan, match, status
+from .plan import FinishedRunsOnce, Plan, Slot, Status, keyed_runs, make_plan, match, status
 from .registry import Study, get
 
 
@@ -84,17 +84,19 @@ def clean(value):
 
 def evaluate(study: Study | str, store: Store | None, budget: str = "cpu", seeds: int | None = None,
              dataset: str | None = None, runs: pd.DataFrame | None = None, estimate: bool = True,
-             analyse: bool = True, estimates: FinishedRunsOnce | None = None) -> StudyResult:
+             analyse: bool = True, estimates: FinishedRunsOnce | None = None,
+             keyed: pd.DataFrame | None = None) -> StudyResult:
     """The study at `budget` against the store's runs (`runs`: an overview already read, to share one read).
     Without `analyse` only the plan and status are computed (for lists of studies); `estimates` shares one read
-    of the finished runs between the time estimates of several studies."""
+    of the finished runs between the time estimates of several studies, `keyed` one `keyed_runs(runs)` between
+    their matches."""
     study = get(study) if isinstance(study, str) else study
     plan = make_plan(study, budget, seeds, dataset)
     if runs is None:
         runs = overview(store) if store is not None else pd.DataFrame()
     if runs.empty:
         runs = pd.DataFrame(columns=["id", "status", "config", "created_at"])
-    slots, members = match(plan, runs, store)
+    slots, members = match(plan, runs, store, keyed)
     st = status(plan, slots, estimates or store, estimate=estimate)
     data = StudyData(plan, store, members, slots)
     return StudyResult(study, plan, slots, st, data, study.analyse(data) if analyse else Analysis())
@@ -108,8 +110,9 @@ def overview_rows(store: Store | None, budget: str = "cpu", seeds: int | None = 
     if runs is None:
         runs = overview(store) if store is not None else None
     rows, estimates = [], FinishedRunsOnce(store) if store is not None else None
+    keyed = keyed_runs(runs) if runs is not None and not runs.empty else None
     for study in all_studies():
-        s = evaluate(study, store, budget, seeds, runs=runs, analyse=False, estimates=estimates).status
+        s = evaluate(study, store, budget, seeds, runs=runs, analyse=False, estimates=estimates, keyed=keyed).status
         rows.append(dict(id=study.id, title=study.title, question=study.question, state=s.state, planned=s.planned,
                          finished=s.done + s.diverged, running=s.running, queued=s.queued,
                          to_run=s.missing + s.resumable, estimate_s=s.to_queue_s, total_estimate_s=s.total_s,
