@@ -3,7 +3,7 @@ button per missing result that queues it as a background job."""
 import streamlit as st
 
 from lab.analysis import AnalysisError, result_names
-from lab.analysis.restore import checkpoint_path
+from lab.analysis.restored import checkpoint_path
 from lab.analysis.queue import in_flight, latest_jobs, queue_result
 from lab.analysis.result_views import FIGURES, build, command
 from lab.runs.store import StoreError

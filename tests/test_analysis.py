@@ -11,7 +11,7 @@ from torch import nn
 from lab.__main__ import main
 from lab.analysis import AnalysisError, Cancelled, load_results, restore, run_analysis, save_result
 from lab.analysis import results as results_module
-from lab.analysis.restore import checkpoint_path
+from lab.analysis.restored import checkpoint_path
 from lab.analysis.evaluation import evaluate
 from lab.analysis.landscape import filter_normalised_directions, landscape, slice_grid
 from lab.analysis.lesion import kendall_tau, lesion
@@ -330,7 +330,7 @@ def test_analyses_at_init_recalibrate_the_bn_statistics(trained):
     assert all(torch.equal(a, b) for a, b in zip(fresh.net.parameters(), r.net.parameters()))
     assert all(not torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in _bns(r.net))
     # in eval mode the first BN now normalises the training images: per channel about mean 0, variance 1
-    from lab.analysis.restore import training_batches
+    from lab.analysis.restored import training_batches
 
     out = []
     hook = _bns(r.net)[0].register_forward_hook(lambda _m, _i, o: out.append(o.detach().float()))
@@ -346,7 +346,7 @@ def test_analyses_at_init_recalibrate_the_bn_statistics(trained):
 def test_the_summary_lag_separates_plain_and_residual_nets_at_init():
     """The summary correlation (neighbouring inputs on the line) tells a plain net from its residual twin at
     init, with the BN statistics recalibrated as the analyses do: cheap nets at init, no training."""
-    from lab.analysis.restore import recalibrate_bn
+    from lab.analysis.restored import recalibrate_bn
     from lab.datasets import DeviceLoader, make_splits
     from lab.models import build_net
 

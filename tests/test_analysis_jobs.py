@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, wait_for
 from lab.__main__ import main
 from lab.analysis import AnalysisError, load_results, run_analysis, save_result
-from lab.analysis.restore import checkpoint_path
+from lab.analysis.restored import checkpoint_path
 from lab.analysis.options import RESULTS, resolve_options, result_name
 from lab.analysis.queue import analysis_jobs, describe, in_flight, queue_analysis, queue_result
 from lab.config import make_config

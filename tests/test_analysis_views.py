@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 from lab.analysis import result_figures, save_result
-from lab.analysis.restore import checkpoint_path
+from lab.analysis.restored import checkpoint_path
 from lab.analysis.landscape import landscape
 from lab.analysis.lesion import lesion
 from lab.analysis.shatter import shatter

@@ -14,7 +14,7 @@ import importlib
 
 # name -> submodule; loaded on first use, so `python -m lab` starts without importing the analyses
 _EXPORTS = {
-    "AnalysisError": "errors", "Cancelled": "errors", "Restored": "checkpoint", "restore": "checkpoint",
+    "AnalysisError": "errors", "Cancelled": "errors", "Restored": "restored", "restore": "restored",
     "ANALYSES": "options", "resolve_options": "options", "result_name": "options", "run_analysis": "jobs",
     "load_results": "results", "result_names": "results", "save_result": "results",
 }

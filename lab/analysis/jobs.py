@@ -16,7 +16,7 @@ import torch
 
 from ..runtime import git_revision
 from ..runs.store import Store
-from .restore import Restored, restore
+from .restored import Restored, restore
 from .evaluation import Progress, ShouldStop
 from .errors import AnalysisError
 from .landscape import landscape
@@ -38,7 +38,7 @@ def run_analysis(store: Store, run_id: str, name: str, options: dict | None = No
     result = {"lesion": _lesion, "landscape": _landscape, "shatter": _shatter}[name](restored, opts, progress,
                                                                                   should_stop)
     result["run"] = restored.context()
-    result["bn_statistics"] = restored.bn_statistics  # "recalibrated", "running" or "none" (lab.analysis.restore)
+    result["bn_statistics"] = restored.bn_statistics  # "recalibrated", "running" or "none" (lab.analysis.restored)
     result["options"] = {**result.get("options", {}), **opts}
     result["elapsed_s"] = time.perf_counter() - started
     result["created_at"] = time.time()

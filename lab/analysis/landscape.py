@@ -6,7 +6,7 @@ direction (a conv weight's output channel, a linear weight's output row) gets th
 the weights, so the slice is comparable across nets of different scale. Parameters with one dimension (BN
 weights and biases, conv and linear biases) are zero in the direction, as in the paper. BN running statistics
 are buffers, not parameters: they stay as given at every point (the checkpoint's, or at init those recalibrated
-on training batches by lab.analysis.restore; the net is evaluated in eval mode, without augmentation, on a
+on training batches by lab.analysis.restored; the net is evaluated in eval mode, without augmentation, on a
 fixed set of images).
 
 `slice_grid` is model-agnostic: it moves any module's parameters to w + sum_i c_i d_i and calls an `evaluate`

@@ -16,7 +16,7 @@ cannot be deleted where it changes it (the first unit of a stage). Three measure
   of one stage after its first), averaged over `draws` orders, with the Kendall tau of each order (Fig. 5b).
 
 Each evaluation is one pass over the given images in eval mode (BN running statistics as given: the
-checkpoint's, or at init those recalibrated on training batches by lab.analysis.restore).
+checkpoint's, or at init those recalibrated on training batches by lab.analysis.restored).
 """
 from __future__ import annotations
 

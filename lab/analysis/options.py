@@ -45,7 +45,7 @@ MAX_SHATTER_POINTS = 1024
 MAX_SPAN = 100.0
 MAX_SEED = 2**63 - 1  # as a run's seed (RunConfig)
 # At init, the BN running statistics are recalibrated on this many training batches (of the run's batch size)
-# before an analysis (lab.analysis.restore): a fresh net's (0, 1) statistics make every BN the identity, and
+# before an analysis (lab.analysis.restored): a fresh net's (0, 1) statistics make every BN the identity, and
 # the analyses concern normalised nets. 20 batches (1,280 images at batch 64) are a few seconds on a CPU for a
 # 110-layer net and enough for per-channel means and variances.
 BN_BATCHES = 20

@@ -4,7 +4,7 @@ nearby inputs are.
 Inputs x_i = x0 + t_i d at `points` evenly spaced t_i in [0, 1] on a line through data space (d: towards another
 image, or a random direction of a given L2 norm). The gradient of the target (one logit, or the cross-entropy
 against x0's label) with respect to each input comes from ONE batched backward pass in eval mode, where BN
-uses its running statistics (at init, recalibrated on training batches by lab.analysis.restore: a fresh net's
+uses its running statistics (at init, recalibrated on training batches by lab.analysis.restored: a fresh net's
 (0, 1) statistics would make every BN the identity), so the inputs do not interact and row i of the batched gradient is exactly the
 gradient at x_i alone. Gradients are computed in fp32 (bf16 rounding would decorrelate them by itself).
 

@@ -51,8 +51,11 @@ class SchemaMixin:
 
 def _schema_version(conn: sa.Connection) -> int | None:
     """The stored schema version, or None for an empty database."""
+    # runs first: another process creates both tables in one transaction, so once runs is there meta is too
+    # (asked the other way round, a creation committed between the two questions looked like a foreign database)
+    has_runs = sa.inspect(conn).has_table("runs")
     if not sa.inspect(conn).has_table("meta"):
-        if sa.inspect(conn).has_table("runs"):
+        if has_runs:
             raise StoreError("the database has a runs table but no schema version: not a Degradation Lab store")
         return None
     row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
