@@ -33,9 +33,9 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/lint-imports
 
 # two pytest-xdist workers (one torch thread each), each test file on one worker: a module-scoped fixture (a
-# trained net, a Ray cluster) is built once
+# trained net, a Ray cluster) is built once; the costliest files first (tests/conftest.py orders them)
 test: $(VENV)/.dev system lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(VENV)/.app
 	$(PY) -m lab bench --sweep

@@ -24,6 +24,23 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+# --- the two pytest-xdist workers of `make test` (-n 2 --dist loadfile --no-loadscope-reorder) -------------------
+# Each file runs on one worker (its module-scoped fixtures, trained nets or a Ray cluster, are built once); the files
+# are handed out costliest first (FIRST, then the rest in name order), so that the two workers end together instead
+# of one of them starting a long file last. (pytest-xdist's own order, most tests first, started the costliest
+# files, which have few tests each, last.)
+FIRST = ["test_studies_e2e.py", "test_ray.py", "test_worker.py", "test_worker_restarts.py", "test_browser.py",
+         "test_store.py", "test_gpu_path.py", "test_studies.py", "test_train.py", "test_bad_input.py",
+         "test_analysis_jobs.py", "test_checkpoints.py", "test_demo.py", "test_analysis.py", "test_dashboard.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the order in which the workers' scheduler hands out the files
+        rank = {name: i for i, name in enumerate(FIRST)}
+        order = {id(item): i for i, item in enumerate(items)}
+        items.sort(key=lambda item: (rank.get(item.path.name, len(FIRST)), order[id(item)]))
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Close the browser that figure exports started, so the run ends promptly."""
     from lab.export import stop_server
@@ -148,6 +165,34 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.25):
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
+
+
+def iterations_lasting(seconds: float, every: int = 100, least: int = 200, **options) -> int:
+    """How many iterations (a multiple of `every`, at least `least`) a run of the smoke preset with `options` trains
+    in about `seconds` here: timed now by a few training steps of that net in this process, on the run's threads,
+    and the fastest window counted (on a machine that gets less busy the run still lasts that long). Tests that
+    must catch a run mid-way (kill it, cancel it, restart its worker) size it by time: a slow CPU trains no more
+    seconds than a fast one, and a fast one is not done before the test can catch it."""
+    import math
+    import tempfile
+    from dataclasses import replace
+
+    import torch
+
+    from lab.config import make_config
+    from lab.train import MemoryReporter, train
+
+    cfg = make_config("smoke", **options)
+    timing = replace(cfg, iterations=10 * every, log_every=5, eval_every=10 * every, checkpoint_every=10 * every)
+    threads = torch.get_num_threads()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            rep = MemoryReporter(stop_at=20)  # stops after 4 windows, without the final evaluation
+            train(timing, Path(folder) / "run", rep, resume=False)
+    finally:
+        torch.set_num_threads(threads)
+    fastest = max(v for s, n, v in rep.scalars if n == "images_per_s" and s > 5)  # the first window warms up
+    return max(least, every * math.ceil(seconds * fastest / cfg.batch_size / every))
 
 
 def require_system() -> bool:

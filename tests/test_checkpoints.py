@@ -50,7 +50,7 @@ def test_a_checkpoint_holding_a_pickled_callable_is_refused(store, tmp_path):
 
 def test_the_lab_s_own_checkpoints_load_safely(tmp_path):
     rep = MemoryReporter()
-    assert train(make_config("smoke", iterations=12), tmp_path / "run", rep) == "done"
+    assert train(make_config("smoke", width=0.25, iterations=12), tmp_path / "run", rep) == "done"
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")  # weights_only=True
     assert state["step"] == 12 and state["format"] == 2 and state["window"]["seen"] == 0
 
@@ -132,7 +132,7 @@ class DieInFinish(MemoryReporter):
 
 
 def test_a_run_resumed_at_its_last_iteration_still_does_its_final_evaluation(tmp_path):
-    cfg = make_config("smoke", iterations=12)
+    cfg = make_config("smoke", width=0.25, iterations=12)
     with pytest.raises(RuntimeError, match="killed"):
         train(cfg, tmp_path / "run", DieInFinish())
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 12
@@ -188,7 +188,7 @@ def test_a_failed_checkpoint_save_ends_the_run_failed_and_removes_the_temporary_
         return real(obj, f, *args, **kwargs)
 
     monkeypatch.setattr("lab.checkpoint.torch.save", save)
-    rid, attempt = claim(store, make_config("smoke"))
+    rid, attempt = claim(store, make_config("smoke", width=0.25))
     assert execute_run(store, rid, attempt=attempt, handle_signals=False, echo=lambda _: None) == "failed"
     run = store.get_run(rid)
     assert run["status"] == "failed"

@@ -21,7 +21,8 @@ from lab.runs.store import FOREIGN_GRACE_S, LostRun, Store
 def test_a_foreground_run_read_by_others_ends_done_with_its_final_errors(tmp_path):
     """Defect 1: readers (the Runs page, ls, a worker) reap stale runs while `lab run` trains."""
     root = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--preset", "smoke", "--quiet", "--results", str(root)],
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--preset", "smoke", "--width", "0.25", "--threads", "1",
+                             "--quiet", "--results", str(root)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     reaped, store = [], None
     try:
@@ -102,7 +103,7 @@ class Usurp:
 
 def test_an_attempt_that_lost_its_run_stops_and_writes_nothing(store):
     """Defect 2: the old process must not write metrics, a checkpoint or a final status over the new attempt."""
-    (rid,) = store.create_runs([make_config("smoke", precision="fp32")])
+    (rid,) = store.create_runs([make_config("smoke", width=0.25, precision="fp32")])
     first = store.claim_next("w1")
     usurp = Usurp(store, rid, at=16)  # after the checkpoint at 12
     lines = []
@@ -149,8 +150,8 @@ def test_execute_with_a_token_that_does_not_own_the_run_exits_non_zero(store, ca
 def test_sigterm_to_a_foreground_run_prints_the_stored_status_and_exits_non_zero(tmp_path):
     """Defect 10: it printed 'cancelled' while the store said interrupted, and exited 0."""
     root = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--preset", "smoke", "--quiet", "--iterations", "4000",
-                             "--results", str(root)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--preset", "smoke", "--width", "0.25", "--threads", "1",
+                             "--quiet", "--iterations", "4000", "--results", str(root)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (root / "lab.db").exists(), 300, "the store")
         store = Store(root, create=False)

@@ -58,7 +58,7 @@ class CrashAt(Reporter):
 def test_interrupted_and_resumed_run_has_the_same_step_sequence(store, tmp_path):
     from lab.runs.execute import StoreReporter
 
-    cfg = make_config("smoke", kind="plain", depth=20, precision="fp32")
+    cfg = make_config("smoke", kind="plain", depth=20, width=0.25, precision="fp32")
     ref_id, cut_id = store.create_runs([cfg, cfg], status="running")
     assert execute_run(store, ref_id, handle_signals=False) == "done"
 
@@ -86,7 +86,7 @@ def test_interrupted_and_resumed_run_has_the_same_step_sequence(store, tmp_path)
 
 
 def test_graceful_stop_then_resume_continues_the_curve(tmp_path):
-    cfg = make_config("smoke", kind="residual", depth=20)
+    cfg = make_config("smoke", kind="residual", depth=20, width=0.25)
     first = MemoryReporter(stop_at=8)
     assert train(cfg, tmp_path / "run", first) == "cancelled"
     second = MemoryReporter()
@@ -107,7 +107,7 @@ def test_learning_rate_schedule():
 
 def test_warmup_returns_to_the_base_rate(tmp_path):
     # the paper's 110-layer warm-up: 0.01 until training error < 80%, then back to 0.1 for good
-    cfg = make_config("smoke", depth=110, iterations=40, warmup_error=0.9, milestones=(0.9,),
+    cfg = make_config("smoke", depth=110, width=0.25, iterations=40, warmup_error=0.9, milestones=(0.9,),
                       log_every=2, eval_every=40, checkpoint_every=40, probes=False)
     assert cfg.uses_warmup()
     rep = MemoryReporter()
@@ -205,7 +205,7 @@ def test_scalar_parameters_train_at_their_share_of_the_schedule(tmp_path):
     # first step is lr x (gradient + weight decay)). Zero-init branch scalars, whose first gradients are not zero
     # (Fixup's are: its branches and classifier start at zero).
     moved = {}
-    cfg = make_config("smoke", depth=14, branch_init="zero", precision="fp32")
+    cfg = make_config("smoke", depth=14, width=0.25, branch_init="zero", precision="fp32")
     for share in (1.0, 0.1):
         run_cfg = replace(cfg, scalar_lr=share, iterations=1, log_every=1, eval_every=1, checkpoint_every=1,
                           probes=False, train_limit=256, eval_images=32)
